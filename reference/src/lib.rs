@@ -1,0 +1,10 @@
+//! Plain-loop CPU reference implementations of every fer-cbam kernel.
+//!
+//! Written to be read, not to be fast: NCHW activations, OIHW conv weights, `[out, in]` linear
+//! weights, every buffer's shape in a comment, every sum accumulated in f64. The GPU kernels are
+//! tested against these, and these are tested against central finite differences ([`check`]).
+
+pub mod activation;
+pub mod check;
+pub mod conv2d;
+pub mod maxpool2d;

@@ -1,0 +1,2 @@
+// placeholder
+@compute @workgroup_size(1) fn placeholder() {}

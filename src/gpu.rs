@@ -1,0 +1,430 @@
+//! The GPU context: adapter choice, device limits, checked allocations, submission and readback.
+//!
+//! Everything here is async underneath (a browser cannot block); `*_blocking` helpers on top
+//! serve the native binary and the tests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::pipeline::PipelineCache;
+use crate::tensor::Tensor;
+
+/// One device and queue with the limits we asked for, plus the pipeline cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was opened with (the adapter's own sizes, not wgpu's defaults).
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) pipelines: PipelineCache,
+    lost: Arc<Mutex<Option<(String, String)>>>,
+    /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+impl Gpu {
+    /// Open the adapter chosen by `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, or the best one there is.
+    pub async fn new() -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // WGPU_BACKEND narrows the backends; without it every native backend is tried.
+        if let Some(b) = wgpu::Backends::from_env() {
+            desc.backends = b;
+        }
+        let instance = wgpu::Instance::new(desc);
+        let adapter = choose_adapter(&instance).await?;
+        let info = adapter.get_info();
+        let a = adapter.limits();
+
+        // wgpu's defaults cap a storage binding at 128 MiB: exactly the first activation at batch
+        // 64, and the gradients of that activation need more. Ask for what the adapter has.
+        let mut limits = wgpu::Limits::default();
+        limits.max_storage_buffer_binding_size = a.max_storage_buffer_binding_size;
+        limits.max_buffer_size = a.max_buffer_size;
+        limits.max_storage_buffers_per_shader_stage = a.max_storage_buffers_per_shader_stage;
+        limits.max_compute_workgroups_per_dimension = a.max_compute_workgroups_per_dimension;
+        limits.max_compute_invocations_per_workgroup = a.max_compute_invocations_per_workgroup;
+        limits.max_compute_workgroup_size_x = a.max_compute_workgroup_size_x;
+        limits.max_compute_workgroup_storage_size = a.max_compute_workgroup_storage_size;
+
+        // Timestamp queries are wanted by the profiler where the adapter has them.
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("fer-cbam"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+
+        let lost = Arc::new(Mutex::new(None));
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                *lost.lock().unwrap() = Some((format!("{reason:?}"), message));
+            });
+        }
+        // Errors are caught by error scopes around each call that can raise one; anything that
+        // escapes is logged instead of wgpu's default panic, and surfaces at the next check.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}");
+        }));
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: PipelineCache::default(),
+            lost,
+            dummy,
+        })
+    }
+
+    /// [`Gpu::new`] for native code that may block.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Gpu> {
+        pollster::block_on(Gpu::new())
+    }
+
+    /// A human-readable description: adapter, backend, driver and the limits in use.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let l = &self.limits;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        format!(
+            "adapter:  {} ({:?})\nbackend:  {:?}\ndriver:   {} {}\nlimits in use:\n  \
+             max_buffer_size                      {} ({:.0} MiB)\n  \
+             max_storage_buffer_binding_size      {} ({:.0} MiB)\n  \
+             max_storage_buffers_per_shader_stage {}\n  \
+             max_compute_workgroups_per_dimension {}\n  \
+             max_compute_invocations_per_workgroup {}\n  \
+             max_compute_workgroup_storage_size   {}\n  \
+             min_storage_buffer_offset_alignment  {}\nfeatures: {:?}",
+            i.name,
+            i.device_type,
+            i.backend,
+            i.driver,
+            i.driver_info,
+            l.max_buffer_size,
+            mib(l.max_buffer_size),
+            l.max_storage_buffer_binding_size,
+            mib(l.max_storage_buffer_binding_size),
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroups_per_dimension,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_storage_size,
+            l.min_storage_buffer_offset_alignment,
+            self.features,
+        )
+    }
+
+    /// Fails if the device was lost.
+    pub fn check_lost(&self) -> Result<()> {
+        match &*self.lost.lock().unwrap() {
+            Some((reason, message)) => Err(Error::DeviceLost {
+                reason: reason.clone(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `size` bytes against the device's limits, naming the buffer when it does not fit.
+    pub fn check_size(&self, name: &str, size: u64, storage: bool) -> Result<()> {
+        let too_large = |limit_name, limit| Error::BufferTooLarge {
+            name: name.to_string(),
+            size,
+            mib: size as f64 / (1024.0 * 1024.0),
+            limit_name,
+            limit,
+        };
+        if size > self.limits.max_buffer_size {
+            return Err(too_large("max_buffer_size", self.limits.max_buffer_size));
+        }
+        if storage && size > self.limits.max_storage_buffer_binding_size {
+            return Err(too_large(
+                "max_storage_buffer_binding_size",
+                self.limits.max_storage_buffer_binding_size,
+            ));
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), checked against the limits.
+    pub fn storage_buffer(&self, name: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).div_ceil(4) * 4;
+        self.check_size(name, size, true)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = now_or_never(scope.pop()).flatten() {
+            return Err(Error::Gpu {
+                context: format!("allocating buffer `{name}` ({size} bytes)"),
+                message: e.to_string(),
+            });
+        }
+        Ok(buffer)
+    }
+
+    /// A uniform buffer holding `data` (an op's shape parameters).
+    pub fn uniform_buffer<T: bytemuck::Pod>(&self, name: &str, data: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: bytemuck::bytes_of(data),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// A zero-filled f32 tensor.
+    pub fn zeros(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let buffer = self.storage_buffer(name, 4 * n as u64)?;
+        Ok(Tensor::new(name, Arc::new(buffer), 0, shape))
+    }
+
+    /// An f32 tensor holding `data` (which must have `shape.product()` elements).
+    pub fn tensor(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Shape {
+                op: "upload".into(),
+                tensor: name.into(),
+                expected: shape.to_vec(),
+                got: vec![data.len()],
+            });
+        }
+        let t = self.zeros(name, shape)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites a tensor's contents from the CPU (queued; takes effect at the next submit).
+    pub fn write(&self, t: &Tensor, data: &[f32]) -> Result<()> {
+        if data.len() != t.len() {
+            return Err(Error::Shape {
+                op: "write".into(),
+                tensor: t.name().into(),
+                expected: t.shape().to_vec(),
+                got: vec![data.len()],
+            });
+        }
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Number of workgroups for `threads` invocations at `wg` per workgroup, folded into two
+    /// dimensions once it passes the per-dimension limit (65,535 on most devices). Shaders
+    /// recover the flat index as `gid.x + gid.y * nwg.x * WG`.
+    pub fn grid(&self, threads: usize, wg: u32) -> [u32; 3] {
+        let groups = (threads as u64).div_ceil(wg as u64).max(1);
+        let max = self.limits.max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(max);
+            let x = groups.div_ceil(y);
+            [x as u32, y as u32, 1]
+        }
+    }
+
+    /// Records `dispatches` in order into one compute pass and submits them in one submission.
+    /// Validation errors come back naming the WGSL file and entry point of the failing dispatch.
+    pub fn submit(&self, dispatches: &[&crate::ops::Dispatch]) -> Result<wgpu::SubmissionIndex> {
+        self.check_lost()?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("submit") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("ops"),
+                timestamp_writes: None,
+            });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        let index = self.queue.submit(Some(encoder.finish()));
+        if let Some(e) = now_or_never(scope.pop()).flatten() {
+            let names: Vec<&str> = dispatches.iter().map(|d| d.label()).collect();
+            return Err(Error::Gpu {
+                context: format!("dispatches [{}]", names.join(", ")),
+                message: e.to_string(),
+            });
+        }
+        Ok(index)
+    }
+
+    /// Copies a tensor back to the CPU. Never blocks: on native code someone must poll the
+    /// device (see [`Gpu::read_blocking`]); in a browser the event loop does.
+    pub fn read(&self, t: &Tensor) -> impl Future<Output = Result<Vec<f32>>> + use<> {
+        let size = (t.len() * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        if size > 0 {
+            encoder.copy_buffer_to_buffer(t.buffer(), t.offset(), &staging, 0, size);
+        }
+        self.queue.submit(Some(encoder.finish()));
+        let slot: Arc<Mutex<MapSlot>> = Arc::default();
+        {
+            let slot = slot.clone();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let mut s = slot.lock().unwrap();
+                s.result = Some(r.map_err(|e| e.to_string()));
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            });
+        }
+        let name = t.name().to_string();
+        let n = t.len();
+        async move {
+            let r = MapFuture { slot }.await;
+            r.map_err(|message| Error::Readback {
+                name: name.clone(),
+                message,
+            })?;
+            let out = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Readback {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    })?;
+                bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec()
+            };
+            staging.unmap();
+            Ok(out)
+        }
+    }
+
+    /// [`Gpu::read`], waiting for the device.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let fut = self.read(t);
+        self.wait()?;
+        pollster::block_on(fut)
+    }
+
+    /// Blocks until all submitted work is done (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                context: "waiting for the device".into(),
+                message: e.to_string(),
+            })?;
+        self.check_lost()
+    }
+}
+
+/// Picks an adapter: the one whose name contains `WGPU_ADAPTER_NAME`, else the high-performance one.
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let adapters = instance.enumerate_adapters(backends).await;
+        let lower = wanted.to_lowercase();
+        let mut names = Vec::new();
+        for a in adapters {
+            let info = a.get_info();
+            if info.name.to_lowercase().contains(&lower) {
+                return Ok(a);
+            }
+            names.push(format!("{} ({:?})", info.name, info.backend));
+        }
+        if names.is_empty() {
+            return Err(Error::NoAdapter {
+                detail: String::new(),
+            });
+        }
+        return Err(Error::AdapterNotFound {
+            wanted,
+            found: names.join(", "),
+        });
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter {
+            detail: format!(" ({e})"),
+        })
+}
+
+#[derive(Default)]
+struct MapSlot {
+    result: Option<std::result::Result<(), String>>,
+    waker: Option<Waker>,
+}
+
+/// Resolves when `map_async`'s callback has run.
+struct MapFuture {
+    slot: Arc<Mutex<MapSlot>>,
+}
+
+impl Future for MapFuture {
+    type Output = std::result::Result<(), String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.slot.lock().unwrap();
+        match s.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Polls a future once. wgpu-core resolves error-scope futures immediately, so native code gets
+/// its answer here; on the web an unresolved scope is treated as "no error yet".
+pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}

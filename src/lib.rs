@@ -1,0 +1,18 @@
+//! fer-cbam: a from-scratch wgpu/WGSL engine for the CBAM attention CNN of facial expression
+//! recognition under occlusion.
+//!
+//! - [`gpu::Gpu`]: adapter, device limits, checked allocations, submission, async readback;
+//! - [`pipeline`]: WGSL files embedded from `shaders/`, pipelines cached by
+//!   (shader, entry point, override constants);
+//! - [`ops`]: one wrapper per op (`shaders/<op>.wgsl`, `reference/src/<op>.rs`, `tests/<op>.rs`).
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod pipeline;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use ops::Dispatch;
+pub use tensor::Tensor;

@@ -1,0 +1,46 @@
+//! Op wrappers: each builds its pipelines once, checks tensor shapes, and returns [`Dispatch`]es
+//! (pipeline + bind group + grid) that a training step records in order, with no allocation.
+
+pub mod activation;
+pub mod conv2d;
+pub mod maxpool2d;
+
+use crate::gpu::Gpu;
+use crate::tensor::Tensor;
+
+/// Default workgroup size for element-wise kernels: a multiple of every subgroup size in use
+/// (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
+pub const WG: u32 = 64;
+
+/// One recorded-later kernel launch. Built once (the bind group is created at build time).
+pub struct Dispatch {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub(crate) workgroups: [u32; 3],
+    pub(crate) label: String,
+}
+
+impl Dispatch {
+    /// Records the launch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+    /// `<shader>.wgsl:<entry point>`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+}
+
+/// The binding for an optional tensor: the tensor, or the device's small zeroed dummy buffer.
+pub(crate) fn optional<'a>(gpu: &'a Gpu, t: Option<&'a Tensor>) -> wgpu::BindingResource<'a> {
+    match t {
+        Some(t) => t.binding(),
+        None => gpu.dummy.as_entire_binding(),
+    }
+}

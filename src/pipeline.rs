@@ -1,0 +1,219 @@
+//! Compute pipelines, built once and cached by (shader, entry point, override constants).
+//!
+//! Shaders are real files under `shaders/`, embedded at compile time so the binary (and the
+//! wasm build) carries them. Bind group layouts are explicit: every entry point of a file uses
+//! a subset of one binding list declared by its op wrapper.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::{now_or_never, Gpu};
+
+/// Every WGSL file of the engine, by op name (`shaders/<name>.wgsl`).
+pub const SHADERS: &[(&str, &str)] = &[
+    ("conv2d", include_str!("../shaders/conv2d.wgsl")),
+    ("activation", include_str!("../shaders/activation.wgsl")),
+    ("maxpool2d", include_str!("../shaders/maxpool2d.wgsl")),
+];
+
+/// The source of `shaders/<name>.wgsl`.
+pub fn shader_source(name: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// How a binding is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binding {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// What identifies a pipeline.
+#[derive(Clone, Debug)]
+pub struct KernelDesc<'a> {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    /// `(binding index, use)` for each binding this entry point reads or writes; entry points
+    /// of one file share one numbering and each lists the subset it uses.
+    pub bindings: &'a [(u32, Binding)],
+    /// WGSL `override` constants, for example the workgroup size.
+    pub constants: &'a [(&'static str, f64)],
+}
+
+type Key = (&'static str, &'static str, Vec<(u32, Binding)>, Vec<(&'static str, u64)>);
+
+/// A compiled entry point and the layout its bind groups must follow.
+pub struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) label: String,
+    pub(crate) bindings: Vec<(u32, Binding)>,
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+}
+
+impl Gpu {
+    /// The pipeline for `desc`, compiled on first use. Compilation and validation errors name
+    /// the WGSL file and entry point.
+    pub async fn kernel(&self, desc: KernelDesc<'_>) -> Result<Arc<Kernel>> {
+        let key: Key = (
+            desc.shader,
+            desc.entry,
+            desc.bindings.to_vec(),
+            desc.constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        );
+        if let Some(k) = self.pipelines.kernels.lock().unwrap().get(&key) {
+            return Ok(k.clone());
+        }
+        let shader_err = |message: String| Error::Shader {
+            file: desc.shader.into(),
+            entry: desc.entry.into(),
+            message,
+        };
+        let module = {
+            let mut modules = self.pipelines.modules.lock().unwrap();
+            match modules.get(desc.shader) {
+                Some(m) => m.clone(),
+                None => {
+                    let source = shader_source(desc.shader)
+                        .ok_or_else(|| shader_err("no such shader file".into()))?;
+                    let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                    let m = self
+                        .device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(desc.shader),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        });
+                    if let Some(e) = scope.pop().await {
+                        return Err(shader_err(e.to_string()));
+                    }
+                    modules.insert(desc.shader, m.clone());
+                    m
+                }
+            }
+        };
+        let label = format!("{}.wgsl:{}", desc.shader, desc.entry);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = desc
+            .bindings
+            .iter()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: *i,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(desc.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: desc.constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = scope.pop().await {
+            return Err(shader_err(e.to_string()));
+        }
+        let kernel = Arc::new(Kernel {
+            pipeline,
+            layout,
+            label,
+            bindings: desc.bindings.to_vec(),
+        });
+        self.pipelines
+            .kernels
+            .lock()
+            .unwrap()
+            .insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Number of distinct pipelines built so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.kernels.lock().unwrap().len()
+    }
+}
+
+impl Kernel {
+    /// A dispatch to record later: the bind group is created here, once, not per step.
+    /// `resources` follow the order of the kernel's binding list.
+    pub fn dispatch(
+        &self,
+        gpu: &Gpu,
+        resources: &[wgpu::BindingResource<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<crate::ops::Dispatch> {
+        if resources.len() != self.bindings.len() {
+            return Err(Error::Shader {
+                file: self.label.clone(),
+                entry: String::new(),
+                message: format!(
+                    "{} resources given for {} bindings",
+                    resources.len(),
+                    self.bindings.len()
+                ),
+            });
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .zip(&self.bindings)
+            .map(|(r, (i, _))| wgpu::BindGroupEntry {
+                binding: *i,
+                resource: r.clone(),
+            })
+            .collect();
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&self.label),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        if let Some(e) = now_or_never(scope.pop()).flatten() {
+            return Err(Error::Gpu {
+                context: format!("binding {}", self.label),
+                message: e.to_string(),
+            });
+        }
+        Ok(crate::ops::Dispatch {
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            workgroups,
+            label: self.label.clone(),
+        })
+    }
+}
