@@ -12,9 +12,16 @@ use crate::gpu::{now_or_never, Gpu};
 
 /// Every WGSL file of the engine, by op name (`shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
-    ("conv2d", include_str!("../shaders/conv2d.wgsl")),
     ("activation", include_str!("../shaders/activation.wgsl")),
+    ("conv2d", include_str!("../shaders/conv2d.wgsl")),
     ("maxpool2d", include_str!("../shaders/maxpool2d.wgsl")),
+    ("cbam_channel", include_str!("../shaders/cbam_channel.wgsl")),
+    ("cbam_spatial", include_str!("../shaders/cbam_spatial.wgsl")),
+    ("global_avgpool", include_str!("../shaders/global_avgpool.wgsl")),
+    ("linear", include_str!("../shaders/linear.wgsl")),
+    ("dropout", include_str!("../shaders/dropout.wgsl")),
+    ("softmax_xent", include_str!("../shaders/softmax_xent.wgsl")),
+    ("adam", include_str!("../shaders/adam.wgsl")),
 ];
 
 /// The source of `shaders/<name>.wgsl`.

@@ -5,6 +5,13 @@
 //! tested against these, and these are tested against central finite differences ([`check`]).
 
 pub mod activation;
+pub mod adam;
+pub mod cbam_channel;
+pub mod cbam_spatial;
 pub mod check;
 pub mod conv2d;
+pub mod dropout;
+pub mod global_avgpool;
+pub mod linear;
 pub mod maxpool2d;
+pub mod softmax_xent;

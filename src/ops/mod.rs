@@ -2,8 +2,15 @@
 //! (pipeline + bind group + grid) that a training step records in order, with no allocation.
 
 pub mod activation;
+pub mod adam;
+pub mod cbam_channel;
+pub mod cbam_spatial;
 pub mod conv2d;
+pub mod dropout;
+pub mod global_avgpool;
+pub mod linear;
 pub mod maxpool2d;
+pub mod softmax_xent;
 
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;

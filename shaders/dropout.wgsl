@@ -1,0 +1,2 @@
+// placeholder: replaced by the op's kernels
+@compute @workgroup_size(1) fn placeholder() {}
