@@ -1,2 +1,66 @@
-// placeholder
-@compute @workgroup_size(1) fn placeholder() {}
+// Max pool 2x2, stride 2, no padding; odd sizes floor (the last row/column is dropped), as
+// PyTorch's MaxPool2d(2). x [N, C, H, W] -> y [N, C, H/2, W/2].
+// The gradient goes to the FIRST maximum of each window in row-major order (strict `>` while
+// scanning (0,0), (0,1), (1,0), (1,1)), as PyTorch does. The backward recomputes the window's
+// argmax from x instead of saving indices: one more read of x, no index buffer, and every dx
+// element (including the dropped row/column) written by exactly one invocation.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    h_out: u32, w_out: u32, _p0: u32, _p1: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// Flat x index of the first maximum of window (oy, ox) in plane `plane`.
+fn window_argmax(plane: u32, oy: u32, ox: u32) -> u32 {
+    let base = plane * p.h * p.w + (2u * oy) * p.w + 2u * ox;
+    var best = base;
+    var best_v = x[base];
+    let candidates = array<u32, 3>(base + 1u, base + p.w, base + p.w + 1u);
+    for (var j = 0u; j < 3u; j++) {
+        let v = x[candidates[j]];
+        if (v > best_v) {
+            best_v = v;
+            best = candidates[j];
+        }
+    }
+    return best;
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n * p.c * p.h_out * p.w_out) { return; }
+    let ox = i % p.w_out;
+    let oy = (i / p.w_out) % p.h_out;
+    let plane = i / (p.w_out * p.h_out);
+    y[i] = x[window_argmax(plane, oy, ox)];
+}
+
+// One invocation per input element: it receives dy of its window if it is that window's argmax.
+@compute @workgroup_size(WG)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n * p.c * p.h * p.w) { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let plane = i / (p.w * p.h);
+    let oy = iy / 2u;
+    let ox = ix / 2u;
+    var g = 0.0;
+    if (oy < p.h_out && ox < p.w_out && window_argmax(plane, oy, ox) == i) {
+        g = dy[(plane * p.h_out + oy) * p.w_out + ox];
+    }
+    dx[i] = g;
+}

@@ -265,7 +265,9 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("submit") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("submit"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ops"),
@@ -298,7 +300,9 @@ impl Gpu {
         });
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         if size > 0 {
             encoder.copy_buffer_to_buffer(t.buffer(), t.offset(), &staging, 0, size);
         }

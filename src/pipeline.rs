@@ -17,7 +17,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("maxpool2d", include_str!("../shaders/maxpool2d.wgsl")),
     ("cbam_channel", include_str!("../shaders/cbam_channel.wgsl")),
     ("cbam_spatial", include_str!("../shaders/cbam_spatial.wgsl")),
-    ("global_avgpool", include_str!("../shaders/global_avgpool.wgsl")),
+    (
+        "global_avgpool",
+        include_str!("../shaders/global_avgpool.wgsl"),
+    ),
     ("linear", include_str!("../shaders/linear.wgsl")),
     ("dropout", include_str!("../shaders/dropout.wgsl")),
     ("softmax_xent", include_str!("../shaders/softmax_xent.wgsl")),
@@ -49,7 +52,12 @@ pub struct KernelDesc<'a> {
     pub constants: &'a [(&'static str, f64)],
 }
 
-type Key = (&'static str, &'static str, Vec<(u32, Binding)>, Vec<(&'static str, u64)>);
+type Key = (
+    &'static str,
+    &'static str,
+    Vec<(u32, Binding)>,
+    Vec<(&'static str, u64)>,
+);
 
 /// A compiled entry point and the layout its bind groups must follow.
 pub struct Kernel {
@@ -73,7 +81,10 @@ impl Gpu {
             desc.shader,
             desc.entry,
             desc.bindings.to_vec(),
-            desc.constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+            desc.constants
+                .iter()
+                .map(|(k, v)| (*k, v.to_bits()))
+                .collect(),
         );
         if let Some(k) = self.pipelines.kernels.lock().unwrap().get(&key) {
             return Ok(k.clone());
@@ -116,9 +127,7 @@ impl Gpu {
                     ty: match b {
                         Binding::Uniform => wgpu::BufferBindingType::Uniform,
                         Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::ReadWrite => {
-                            wgpu::BufferBindingType::Storage { read_only: false }
-                        }
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,

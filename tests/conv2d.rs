@@ -19,8 +19,24 @@ fn ref_shape(s: &Conv2dShape) -> reference::Shape {
     }
 }
 
-fn shape(n: usize, c_in: usize, c_out: usize, h: usize, w: usize, k: usize, pad: usize) -> Conv2dShape {
-    Conv2dShape { n, c_in, c_out, h, w, k, pad }
+fn shape(
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    pad: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in,
+        c_out,
+        h,
+        w,
+        k,
+        pad,
+    }
 }
 
 /// Edge shapes: 1x1 spatial, batch 1, odd and non-square sizes, channel and weight counts that
@@ -117,9 +133,33 @@ fn gpu_matches_reference_at_a_network_stage_shape() {
 #[test]
 fn reference_gradients_match_finite_differences() {
     for s in [
-        reference::Shape { n: 2, c_in: 2, c_out: 3, h: 5, w: 4, k: 3, pad: 1 },
-        reference::Shape { n: 1, c_in: 2, c_out: 1, h: 4, w: 5, k: 7, pad: 3 },
-        reference::Shape { n: 1, c_in: 1, c_out: 2, h: 4, w: 4, k: 3, pad: 0 },
+        reference::Shape {
+            n: 2,
+            c_in: 2,
+            c_out: 3,
+            h: 5,
+            w: 4,
+            k: 3,
+            pad: 1,
+        },
+        reference::Shape {
+            n: 1,
+            c_in: 2,
+            c_out: 1,
+            h: 4,
+            w: 5,
+            k: 7,
+            pad: 3,
+        },
+        reference::Shape {
+            n: 1,
+            c_in: 1,
+            c_out: 2,
+            h: 4,
+            w: 4,
+            k: 3,
+            pad: 0,
+        },
     ] {
         let nx = s.n * s.c_in * s.h * s.w;
         let nw = s.c_out * s.c_in * s.k * s.k;
@@ -130,11 +170,28 @@ fn reference_gradients_match_finite_differences() {
         let r = to_f64(&random(4, ny));
         // loss = <r, conv(x, w, b)>, so dloss/dy = r.
         let eps = 1e-6;
-        let fd_x = finite_difference(|v| dot(&r, &reference::forward(v, &w, Some(&b), &s)), &x, eps);
-        let fd_w = finite_difference(|v| dot(&r, &reference::forward(&x, v, Some(&b), &s)), &w, eps);
-        let fd_b = finite_difference(|v| dot(&r, &reference::forward(&x, &w, Some(v), &s)), &b, eps);
+        let fd_x = finite_difference(
+            |v| dot(&r, &reference::forward(v, &w, Some(&b), &s)),
+            &x,
+            eps,
+        );
+        let fd_w = finite_difference(
+            |v| dot(&r, &reference::forward(&x, v, Some(&b), &s)),
+            &w,
+            eps,
+        );
+        let fd_b = finite_difference(
+            |v| dot(&r, &reference::forward(&x, &w, Some(v), &s)),
+            &b,
+            eps,
+        );
         assert_close_f64("dx", &reference::backward_input(&r, &w, &s), &fd_x, FD_TOL);
-        assert_close_f64("dweight", &reference::backward_weight(&r, &x, &s), &fd_w, FD_TOL);
+        assert_close_f64(
+            "dweight",
+            &reference::backward_weight(&r, &x, &s),
+            &fd_w,
+            FD_TOL,
+        );
         assert_close_f64("dbias", &reference::backward_bias(&r, &s), &fd_b, FD_TOL);
     }
 }
@@ -144,9 +201,21 @@ fn gradients_are_bit_identical_run_to_run() {
     let gpu = gpu();
     let s = shape(3, 6, 10, 9, 7, 3, 1);
     let conv = block_on(Conv2d::new(gpu, s, true)).unwrap();
-    let x = upload("x", &s.input_shape(), &random(1, s.input_shape().iter().product()));
-    let w = upload("w", &s.weight_shape(), &random(2, s.weight_shape().iter().product()));
-    let dy = upload("dy", &s.output_shape(), &random(3, s.output_shape().iter().product()));
+    let x = upload(
+        "x",
+        &s.input_shape(),
+        &random(1, s.input_shape().iter().product()),
+    );
+    let w = upload(
+        "w",
+        &s.weight_shape(),
+        &random(2, s.weight_shape().iter().product()),
+    );
+    let dy = upload(
+        "dy",
+        &s.output_shape(),
+        &random(3, s.output_shape().iter().product()),
+    );
     let dx = zeros("dx", &s.input_shape());
     let dw = zeros("dw", &s.weight_shape());
     let db = zeros("db", &[s.c_out]);
@@ -159,7 +228,10 @@ fn gradients_are_bit_identical_run_to_run() {
     run(&ds.iter().collect::<Vec<_>>());
     let first = (bits(&dx), bits(&dw), bits(&db));
     run(&ds.iter().collect::<Vec<_>>());
-    assert!(first == (bits(&dx), bits(&dw), bits(&db)), "second run differs");
+    assert!(
+        first == (bits(&dx), bits(&dw), bits(&db)),
+        "second run differs"
+    );
 }
 
 #[test]
@@ -171,13 +243,24 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let w = zeros("w", &s.weight_shape());
     let b = zeros("b", &[4]);
     let y = zeros("y", &s.output_shape());
-    let err = conv.forward(gpu, &x, &w, Some(&b), &y).err().expect("must fail").to_string();
+    let err = conv
+        .forward(gpu, &x, &w, Some(&b), &y)
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(
         err.contains("images") && err.contains("[2, 3, 6, 5]") && err.contains("[2, 3, 5, 5]"),
         "{err}"
     );
-    let err = conv.forward(gpu, &zeros("x", &s.input_shape()), &w, None, &y).err().unwrap().to_string();
+    let err = conv
+        .forward(gpu, &zeros("x", &s.input_shape()), &w, None, &y)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("bias"), "{err}");
-    let bad = block_on(Conv2d::new(gpu, shape(1, 1, 1, 2, 2, 7, 0), true)).err().unwrap().to_string();
+    let bad = block_on(Conv2d::new(gpu, shape(1, 1, 1, 2, 2, 7, 0), true))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(bad.contains("7x7") && bad.contains("2x2"), "{bad}");
 }

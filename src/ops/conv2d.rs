@@ -227,7 +227,11 @@ impl Conv2d {
         let grid = gpu.grid(s.c_out, WG);
         self.backward_bias.dispatch(
             gpu,
-            &[self.params.as_entire_binding(), dy.binding(), dbias.binding()],
+            &[
+                self.params.as_entire_binding(),
+                dy.binding(),
+                dbias.binding(),
+            ],
             grid,
         )
     }
@@ -238,7 +242,10 @@ impl Conv2d {
             (None, false) => Ok(()),
             (Some(b), false) => Err(Error::InvalidConfig {
                 op: op.into(),
-                message: format!("bias `{}` given to a convolution built without bias", b.name()),
+                message: format!(
+                    "bias `{}` given to a convolution built without bias",
+                    b.name()
+                ),
             }),
             (None, true) => Err(Error::InvalidConfig {
                 op: op.into(),

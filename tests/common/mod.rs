@@ -4,7 +4,9 @@
 use std::sync::OnceLock;
 
 use fer_cbam::{Dispatch, Gpu, Tensor};
-pub use fer_cbam_reference::check::{assert_close, assert_close_f64, dot, finite_difference, Tol, FD_TOL};
+pub use fer_cbam_reference::check::{
+    assert_close, assert_close_f64, dot, finite_difference, Tol, FD_TOL,
+};
 use rand::{Rng, SeedableRng};
 
 /// One device shared by the tests of a binary (error scopes are per thread, so tests running in
