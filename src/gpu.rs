@@ -120,7 +120,7 @@ impl Gpu {
              max_compute_workgroups_per_dimension {}\n  \
              max_compute_invocations_per_workgroup {}\n  \
              max_compute_workgroup_storage_size   {}\n  \
-             min_storage_buffer_offset_alignment  {}\nfeatures: {:?}",
+             min_storage_buffer_offset_alignment  {}\ntimestamp queries: {}",
             i.name,
             i.device_type,
             i.backend,
@@ -135,7 +135,16 @@ impl Gpu {
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroup_storage_size,
             l.min_storage_buffer_offset_alignment,
-            self.features,
+            if self
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+            {
+                "inside passes"
+            } else if self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+                "per pass"
+            } else {
+                "none (the profiler falls back to wall clock)"
+            },
         )
     }
 

@@ -61,6 +61,8 @@ type Key = (
 
 /// A compiled entry point and the layout its bind groups must follow.
 pub struct Kernel {
+    pub(crate) shader: &'static str,
+    pub(crate) entry: &'static str,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) label: String,
@@ -71,6 +73,7 @@ pub struct Kernel {
 pub(crate) struct PipelineCache {
     kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    overrides: Mutex<HashMap<String, String>>,
 }
 
 impl Gpu {
@@ -99,8 +102,19 @@ impl Gpu {
             match modules.get(desc.shader) {
                 Some(m) => m.clone(),
                 None => {
-                    let source = shader_source(desc.shader)
-                        .ok_or_else(|| shader_err("no such shader file".into()))?;
+                    let overridden = self
+                        .pipelines
+                        .overrides
+                        .lock()
+                        .unwrap()
+                        .get(desc.shader)
+                        .cloned();
+                    let source = match overridden {
+                        Some(s) => s,
+                        None => shader_source(desc.shader)
+                            .ok_or_else(|| shader_err("no such shader file".into()))?
+                            .to_string(),
+                    };
                     let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
                     let m = self
                         .device
@@ -166,6 +180,8 @@ impl Gpu {
             return Err(shader_err(e.to_string()));
         }
         let kernel = Arc::new(Kernel {
+            shader: desc.shader,
+            entry: desc.entry,
             pipeline,
             layout,
             label,
@@ -177,6 +193,25 @@ impl Gpu {
             .unwrap()
             .insert(key, kernel.clone());
         Ok(kernel)
+    }
+
+    /// Replaces the embedded source of `shaders/<name>.wgsl` for this device, before any of its
+    /// pipelines is built: for kernel development (try an edited shader without rebuilding)
+    /// and for testing the error path. Fails once the shader has been compiled.
+    pub fn override_shader(&self, name: &'static str, source: String) -> Result<()> {
+        if self.pipelines.modules.lock().unwrap().contains_key(name) {
+            return Err(Error::Shader {
+                file: name.into(),
+                entry: String::new(),
+                message: "already compiled; override shaders before building any op".into(),
+            });
+        }
+        self.pipelines
+            .overrides
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), source);
+        Ok(())
     }
 
     /// Number of distinct pipelines built so far.
@@ -196,8 +231,8 @@ impl Kernel {
     ) -> Result<crate::ops::Dispatch> {
         if resources.len() != self.bindings.len() {
             return Err(Error::Shader {
-                file: self.label.clone(),
-                entry: String::new(),
+                file: self.shader.into(),
+                entry: self.entry.into(),
                 message: format!(
                     "{} resources given for {} bindings",
                     resources.len(),

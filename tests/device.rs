@@ -1,0 +1,190 @@
+//! The device layer: errors that name the WGSL file and entry point, checked allocations,
+//! the pipeline cache, and the CLI's one-line answers.
+
+mod common;
+use common::*;
+
+use fer_cbam::pipeline::{Binding, KernelDesc};
+use fer_cbam::{Error, Gpu};
+
+/// A device of its own, so that shader overrides do not leak into other tests.
+fn fresh_gpu() -> Gpu {
+    Gpu::new_blocking().unwrap()
+}
+
+#[test]
+fn a_wgsl_syntax_error_names_the_file_and_entry_point() {
+    let gpu = fresh_gpu();
+    gpu.override_shader("activation", "fn elu_forward( {".into())
+        .unwrap();
+    let err = block_on(fer_cbam::ops::activation::Activation::new(
+        &gpu,
+        fer_cbam::ops::activation::ActivationKind::Relu,
+        &[4],
+    ))
+    .err()
+    .expect("a broken shader must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Shader { .. }), "{msg}");
+    assert!(
+        msg.contains("shaders/activation.wgsl") && msg.contains("relu_forward"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_missing_entry_point_or_wrong_binding_names_the_file_and_entry_point() {
+    let gpu = gpu();
+    let desc = |entry, bindings| KernelDesc {
+        shader: "conv2d",
+        entry,
+        bindings,
+        constants: &[],
+    };
+    let err = block_on(gpu.kernel(desc("no_such_entry", &[(0, Binding::Uniform)])))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("shaders/conv2d.wgsl") && err.contains("no_such_entry"),
+        "{err}"
+    );
+    // The shader declares binding 1 read-only storage; a uniform layout there must be refused.
+    let err = block_on(gpu.kernel(desc(
+        "forward",
+        &[(0, Binding::Uniform), (1, Binding::Uniform)],
+    )))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("shaders/conv2d.wgsl") && err.contains("forward"),
+        "{err}"
+    );
+    let err = block_on(gpu.kernel(KernelDesc {
+        shader: "nonexistent",
+        ..desc("forward", &[])
+    }))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("nonexistent"), "{err}");
+}
+
+#[test]
+fn an_allocation_past_the_limits_names_the_buffer_and_its_size() {
+    let gpu = gpu();
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    let elems = (limit / 4 + 1) as usize;
+    let err = gpu.zeros("activations.stage0", &[elems]).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::BufferTooLarge { .. }), "{msg}");
+    assert!(
+        msg.contains("activations.stage0") && msg.contains(&format!("{}", elems * 4)),
+        "{msg}"
+    );
+    // Exactly the limit is allowed: the first activation at batch 64 is exactly 128 MiB.
+    assert!(gpu.check_size("at the limit", limit, true).is_ok());
+}
+
+#[test]
+fn pipelines_are_built_once_per_shader_entry_and_constants() {
+    let gpu = fresh_gpu();
+    let shape = fer_cbam::ops::maxpool2d::MaxPool2dShape {
+        n: 1,
+        c: 1,
+        h: 4,
+        w: 4,
+    };
+    block_on(fer_cbam::ops::maxpool2d::MaxPool2d::new(&gpu, shape)).unwrap();
+    let after_first = gpu.pipeline_count();
+    let other = fer_cbam::ops::maxpool2d::MaxPool2dShape {
+        n: 3,
+        c: 5,
+        h: 9,
+        w: 7,
+    };
+    block_on(fer_cbam::ops::maxpool2d::MaxPool2d::new(&gpu, other)).unwrap();
+    assert_eq!(after_first, 2, "forward and backward");
+    assert_eq!(
+        gpu.pipeline_count(),
+        after_first,
+        "a new shape must reuse the pipelines"
+    );
+}
+
+#[test]
+fn upload_and_readback_round_trip_and_check_lengths() {
+    let data = random(1, 1001);
+    let t = upload("t", &[7, 11, 13], &data);
+    assert_eq!(read(&t), data);
+    let err = gpu()
+        .tensor("short", &[2, 2], &[1.0])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("short") && err.contains("[2, 2]"), "{err}");
+}
+
+#[test]
+fn info_prints_adapter_backend_driver_and_limits() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
+        .arg("info")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for field in [
+        "adapter:",
+        "backend:",
+        "driver:",
+        "max_storage_buffer_binding_size",
+        "max_buffer_size",
+    ] {
+        assert!(stdout.contains(field), "missing {field}: {stdout}");
+    }
+}
+
+#[test]
+fn no_adapter_is_one_line_naming_the_fix_and_a_non_zero_exit() {
+    // Point the Vulkan loader at a driver manifest that does not exist: no adapter at all.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
+        .arg("info")
+        .env("WGPU_BACKEND", "vulkan")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env_remove("WGPU_ADAPTER_NAME")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR")) // the loader's own noise
+        .collect();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(lines.len(), 1, "expected one line: {stderr}");
+    assert!(
+        lines[0].contains("no GPU adapter") && lines[0].contains("mesa-vulkan-drivers"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_adapter_name_lists_the_adapters_found() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
+        .arg("info")
+        .env("WGPU_ADAPTER_NAME", "no-such-gpu-9000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no-such-gpu-9000") && stderr.contains("adapters found"),
+        "{stderr}"
+    );
+}
