@@ -24,6 +24,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
     lost: Arc<Mutex<Option<(String, String)>>>,
+    /// The dispatches of the last submission, named in a device-lost error.
+    last_submit: Mutex<String>,
     /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
     pub(crate) dummy: wgpu::Buffer,
 }
@@ -97,6 +99,7 @@ impl Gpu {
             features,
             pipelines: PipelineCache::default(),
             lost,
+            last_submit: Mutex::new(String::new()),
             dummy,
         })
     }
@@ -153,7 +156,10 @@ impl Gpu {
         match &*self.lost.lock().unwrap() {
             Some((reason, message)) => Err(Error::DeviceLost {
                 reason: reason.clone(),
-                message: message.clone(),
+                message: format!(
+                    "{message} (last submission: [{}])",
+                    self.last_submit.lock().unwrap()
+                ),
             }),
             None => Ok(()),
         }
@@ -284,6 +290,17 @@ impl Gpu {
             });
             for d in dispatches {
                 d.record(&mut pass);
+            }
+        }
+        {
+            // Reuses the string's capacity: no allocation per step once warm.
+            let mut last = self.last_submit.lock().unwrap();
+            last.clear();
+            for (i, d) in dispatches.iter().enumerate() {
+                if i > 0 {
+                    last.push_str(", ");
+                }
+                last.push_str(d.label());
             }
         }
         let index = self.queue.submit(Some(encoder.finish()));

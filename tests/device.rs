@@ -188,3 +188,31 @@ fn an_unknown_adapter_name_lists_the_adapters_found() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_lost_device_is_an_error_naming_the_last_dispatches() {
+    let gpu = fresh_gpu();
+    let shape = fer_cbam::ops::maxpool2d::MaxPool2dShape {
+        n: 1,
+        c: 1,
+        h: 4,
+        w: 4,
+    };
+    let pool = block_on(fer_cbam::ops::maxpool2d::MaxPool2d::new(&gpu, shape)).unwrap();
+    let x = gpu.zeros("x", &[1, 1, 4, 4]).unwrap();
+    let y = gpu.zeros("y", &[1, 1, 2, 2]).unwrap();
+    let d = pool.forward(&gpu, &x, &y).unwrap();
+    gpu.submit(&[&d]).unwrap();
+    gpu.wait().unwrap();
+    gpu.device.destroy();
+    let _ = gpu.device.poll(wgpu::PollType::Poll);
+    let err = gpu
+        .submit(&[&d])
+        .err()
+        .expect("a destroyed device must fail")
+        .to_string();
+    assert!(
+        err.contains("device lost") && err.contains("maxpool2d.wgsl:forward"),
+        "{err}"
+    );
+}
