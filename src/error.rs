@@ -60,6 +60,10 @@ pub enum Error {
     #[error("GPU device lost ({reason}): {message}")]
     DeviceLost { reason: String, message: String },
 
+    /// A checkpoint that cannot be read, written, or does not fit its config.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+
     /// Mapping a buffer for readback failed.
     #[error("reading back `{name}` failed: {message}")]
     Readback { name: String, message: String },

@@ -45,14 +45,16 @@ impl Gpu {
 
         // wgpu's defaults cap a storage binding at 128 MiB: exactly the first activation at batch
         // 64, and the gradients of that activation need more. Ask for what the adapter has.
-        let mut limits = wgpu::Limits::default();
-        limits.max_storage_buffer_binding_size = a.max_storage_buffer_binding_size;
-        limits.max_buffer_size = a.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage = a.max_storage_buffers_per_shader_stage;
-        limits.max_compute_workgroups_per_dimension = a.max_compute_workgroups_per_dimension;
-        limits.max_compute_invocations_per_workgroup = a.max_compute_invocations_per_workgroup;
-        limits.max_compute_workgroup_size_x = a.max_compute_workgroup_size_x;
-        limits.max_compute_workgroup_storage_size = a.max_compute_workgroup_storage_size;
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: a.max_storage_buffer_binding_size,
+            max_buffer_size: a.max_buffer_size,
+            max_storage_buffers_per_shader_stage: a.max_storage_buffers_per_shader_stage,
+            max_compute_workgroups_per_dimension: a.max_compute_workgroups_per_dimension,
+            max_compute_invocations_per_workgroup: a.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: a.max_compute_workgroup_size_x,
+            max_compute_workgroup_storage_size: a.max_compute_workgroup_storage_size,
+            ..wgpu::Limits::default()
+        };
 
         // Timestamp queries are wanted by the profiler where the adapter has them.
         let features = adapter.features()

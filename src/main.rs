@@ -1,6 +1,9 @@
-//! The `fer-cbam` command line. Every failure ends as one line on stderr and a non-zero exit.
+//! The `fer-cbam` command line. Every failure ends as one line on stderr and exit status 1.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
 
 #[derive(Parser)]
 #[command(
@@ -18,14 +21,64 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the adapter, backend, driver and the device limits in use.
-    Info,
+    /// Print the adapter, backend, driver and the device limits in use; with --model, the
+    /// model's parameter table.
+    Info {
+        /// Also print the parameter table (names, shapes, counts) of the model config below.
+        #[arg(long)]
+        model: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write a freshly initialised checkpoint (PyTorch's default init, seeded).
+    Init {
+        /// Seed of the initialisation: the same seed gives the same weights everywhere.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output checkpoint (.safetensors); written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// The model config flags; defaults are the spec's network.
+#[derive(Args)]
+struct ConfigArgs {
+    /// Square input size in pixels.
+    #[arg(long, default_value_t = 128)]
+    image_size: usize,
+    /// Input channels: 3 (grayscale replicated) or 1.
+    #[arg(long, default_value_t = 3)]
+    in_channels: usize,
+    /// Attention variant: full, none, channel or spatial.
+    #[arg(long, default_value = "full")]
+    attention: Attention,
+    /// Conv widths of the stages, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    widths: Vec<usize>,
+}
+
+impl ConfigArgs {
+    fn config(&self) -> fer_cbam::Result<ModelConfig> {
+        let config = ModelConfig {
+            image_size: self.image_size,
+            in_channels: self.in_channels,
+            attention: self.attention,
+            widths: self.widths.clone(),
+            ..ModelConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Info { model, config } => info(model, &config),
+        Command::Init { seed, out, config } => init(seed, &out, &config),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -33,8 +86,35 @@ fn main() {
     }
 }
 
-fn info() -> fer_cbam::Result<()> {
+fn info(model: bool, config: &ConfigArgs) -> fer_cbam::Result<()> {
     let gpu = fer_cbam::Gpu::new_blocking()?;
     println!("{}", gpu.describe());
+    if model {
+        let config = config.config()?;
+        let table = ParamTable::new(&config);
+        println!("\nmodel: {}", serde_json::to_string(&config).unwrap());
+        println!("{:<40} {:<18} {:>10}", "parameter", "shape", "count");
+        for e in table.entries() {
+            println!(
+                "{:<40} {:<18} {:>10}",
+                e.name,
+                format!("{:?}", e.shape),
+                e.len()
+            );
+        }
+        println!("{:<40} {:<18} {:>10}", "total", "", table.count());
+    }
+    Ok(())
+}
+
+fn init(seed: u64, out: &std::path::Path, config: &ConfigArgs) -> fer_cbam::Result<()> {
+    let config = config.config()?;
+    let table = ParamTable::new(&config);
+    checkpoint::save(out, &config, &table.init(seed))?;
+    println!(
+        "wrote {} ({} parameters, seed {seed})",
+        out.display(),
+        table.count()
+    );
     Ok(())
 }

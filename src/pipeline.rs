@@ -97,37 +97,46 @@ impl Gpu {
             entry: desc.entry.into(),
             message,
         };
-        let module = {
-            let mut modules = self.pipelines.modules.lock().unwrap();
-            match modules.get(desc.shader) {
-                Some(m) => m.clone(),
-                None => {
-                    let overridden = self
-                        .pipelines
-                        .overrides
-                        .lock()
-                        .unwrap()
-                        .get(desc.shader)
-                        .cloned();
-                    let source = match overridden {
-                        Some(s) => s,
-                        None => shader_source(desc.shader)
-                            .ok_or_else(|| shader_err("no such shader file".into()))?
-                            .to_string(),
-                    };
-                    let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = self
-                        .device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(desc.shader),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
-                        });
-                    if let Some(e) = scope.pop().await {
-                        return Err(shader_err(e.to_string()));
-                    }
-                    modules.insert(desc.shader, m.clone());
-                    m
+        let cached = self
+            .pipelines
+            .modules
+            .lock()
+            .unwrap()
+            .get(desc.shader)
+            .cloned();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let overridden = self
+                    .pipelines
+                    .overrides
+                    .lock()
+                    .unwrap()
+                    .get(desc.shader)
+                    .cloned();
+                let source = match overridden {
+                    Some(s) => s,
+                    None => shader_source(desc.shader)
+                        .ok_or_else(|| shader_err("no such shader file".into()))?
+                        .to_string(),
+                };
+                let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                let m = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(desc.shader),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                if let Some(e) = scope.pop().await {
+                    return Err(shader_err(e.to_string()));
                 }
+                // Two threads compiling the same file at once both succeed; either copy serves.
+                self.pipelines
+                    .modules
+                    .lock()
+                    .unwrap()
+                    .insert(desc.shader, m.clone());
+                m
             }
         };
         let label = format!("{}.wgsl:{}", desc.shader, desc.entry);

@@ -245,8 +245,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let y = zeros("y", &s.output_shape());
     let err = conv
         .forward(gpu, &x, &w, Some(&b), &y)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("images") && err.contains("[2, 3, 6, 5]") && err.contains("[2, 3, 5, 5]"),

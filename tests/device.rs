@@ -17,13 +17,13 @@ fn a_wgsl_syntax_error_names_the_file_and_entry_point() {
     let gpu = fresh_gpu();
     gpu.override_shader("activation", "fn elu_forward( {".into())
         .unwrap();
-    let err = block_on(fer_cbam::ops::activation::Activation::new(
+    let Err(err) = block_on(fer_cbam::ops::activation::Activation::new(
         &gpu,
         fer_cbam::ops::activation::ActivationKind::Relu,
         &[4],
-    ))
-    .err()
-    .expect("a broken shader must fail");
+    )) else {
+        panic!("a broken shader must fail");
+    };
     let msg = err.to_string();
     assert!(matches!(err, Error::Shader { .. }), "{msg}");
     assert!(
@@ -208,8 +208,7 @@ fn a_lost_device_is_an_error_naming_the_last_dispatches() {
     let _ = gpu.device.poll(wgpu::PollType::Poll);
     let err = gpu
         .submit(&[&d])
-        .err()
-        .expect("a destroyed device must fail")
+        .expect_err("a destroyed device must fail")
         .to_string();
     assert!(
         err.contains("device lost") && err.contains("maxpool2d.wgsl:forward"),

@@ -27,6 +27,12 @@ pub struct Dispatch {
     pub(crate) label: String,
 }
 
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dispatch({} {:?})", self.label, self.workgroups)
+    }
+}
+
 impl Dispatch {
     /// Records the launch into a compute pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {

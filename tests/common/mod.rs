@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use fer_cbam::{Dispatch, Gpu, Tensor};
+#[allow(unused_imports)]
 pub use fer_cbam_reference::check::{
     assert_close, assert_close_f64, dot, finite_difference, Tol, FD_TOL,
 };

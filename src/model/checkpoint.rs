@@ -1,0 +1,178 @@
+//! safetensors checkpoints: parameters named exactly as the spec lists them, f32, and the model
+//! config as JSON in the header's `__metadata__`, so a checkpoint alone runs inference.
+//! Writes are atomic (a temporary file in the same folder, then a rename).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::params::ParamTable;
+
+/// `__metadata__` key holding the config JSON.
+pub const CONFIG_KEY: &str = "fer_cbam.config";
+/// `__metadata__` key naming the format, so other safetensors files are recognised as such.
+pub const FORMAT_KEY: &str = "format";
+pub const FORMAT: &str = "fer-cbam/1";
+
+fn err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| err(path, "not a file path"))?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(path, format!("cannot write: {e}")));
+    }
+    Ok(())
+}
+
+/// Named f32 tensors plus metadata, serialised as safetensors bytes.
+pub fn to_bytes(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map_err(|e| Error::InvalidConfig {
+                    op: "safetensors".into(),
+                    message: format!("tensor `{name}`: {e}"),
+                })?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidConfig {
+        op: "safetensors".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Saves the parameters of `packed` (laid out by the config's [`ParamTable`]).
+pub fn save(path: &Path, config: &ModelConfig, packed: &[f32]) -> Result<()> {
+    let table = ParamTable::new(config);
+    if packed.len() != table.packed_len() {
+        return Err(err(
+            path,
+            format!(
+                "{} packed values for a table of {}",
+                packed.len(),
+                table.packed_len()
+            ),
+        ));
+    }
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = table
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.shape.clone(),
+                &packed[e.offset..e.offset + e.len()],
+            )
+        })
+        .collect();
+    let mut metadata = HashMap::new();
+    metadata.insert(
+        CONFIG_KEY.to_string(),
+        serde_json::to_string(config).unwrap(),
+    );
+    metadata.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+    write_atomic(path, &to_bytes(&tensors, metadata)?)
+}
+
+/// A loaded checkpoint: its config and its parameters packed by the config's table.
+pub struct Checkpoint {
+    pub config: ModelConfig,
+    pub packed: Vec<f32>,
+}
+
+/// Reads and checks a checkpoint: the config must parse, and every parameter the config implies
+/// must be present with its exact shape and dtype f32, with nothing else beside them.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CONFIG_KEY))
+        .ok_or_else(|| {
+            err(
+                path,
+                format!("no `{CONFIG_KEY}` in the header: not a fer-cbam checkpoint"),
+            )
+        })?;
+    let config: ModelConfig = serde_json::from_str(json)
+        .map_err(|e| err(path, format!("bad model config in the header: {e}")))?;
+    config.validate().map_err(|e| err(path, e.to_string()))?;
+    let table = ParamTable::new(&config);
+    let mut packed = vec![0.0f32; table.packed_len()];
+    for e in table.entries() {
+        let view = st.tensor(&e.name).map_err(|_| {
+            err(
+                path,
+                format!("tensor `{}` {:?} is missing", e.name, e.shape),
+            )
+        })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(err(
+                path,
+                format!("tensor `{}` is {:?}, expected F32", e.name, view.dtype()),
+            ));
+        }
+        if view.shape() != e.shape.as_slice() {
+            return Err(err(
+                path,
+                format!(
+                    "tensor `{}` has shape {:?}, the config needs {:?}",
+                    e.name,
+                    view.shape(),
+                    e.shape
+                ),
+            ));
+        }
+        // safetensors data is little-endian and may be unaligned: decode bytewise.
+        for (dst, chunk) in packed[e.offset..e.offset + e.len()]
+            .iter_mut()
+            .zip(view.data().chunks_exact(4))
+        {
+            *dst = f32::from_le_bytes(chunk.try_into().unwrap());
+        }
+    }
+    if let Some(extra) = st.names().into_iter().find(|n| table.get(n).is_none()) {
+        return Err(err(
+            path,
+            format!("unexpected tensor `{extra}` for this config"),
+        ));
+    }
+    Ok(Checkpoint { config, packed })
+}

@@ -1,0 +1,126 @@
+//! The model configuration: the spec's network is the default; widths, image size, input
+//! channels, the attention variant, dropout and class names may change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The spec's classes, in order (the paper's Table 1).
+pub const CLASSES: [&str; 7] = [
+    "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
+];
+
+/// Which CBAM gates each stage has ("none" is the paper's Table 5 ablation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    Full,
+    None,
+    Channel,
+    Spatial,
+}
+
+impl Attention {
+    pub fn has_channel(self) -> bool {
+        matches!(self, Attention::Full | Attention::Channel)
+    }
+    pub fn has_spatial(self) -> bool {
+        matches!(self, Attention::Full | Attention::Spatial)
+    }
+}
+
+impl std::str::FromStr for Attention {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Attention::Full),
+            "none" => Ok(Attention::None),
+            "channel" => Ok(Attention::Channel),
+            "spatial" => Ok(Attention::Spatial),
+            _ => Err(format!(
+                "unknown attention variant {s:?} (full, none, channel, spatial)"
+            )),
+        }
+    }
+}
+
+/// Everything that fixes the network's shapes. Stored as JSON in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Square input size (128 in the spec).
+    pub image_size: usize,
+    /// 3 (grayscale replicated) or 1.
+    pub in_channels: usize,
+    /// Conv widths of the stages (32, 64, 128, 256).
+    pub widths: Vec<usize>,
+    /// Width of the head's hidden layer (128).
+    pub hidden: usize,
+    pub attention: Attention,
+    /// Dropout probability in the head (0.2).
+    pub dropout: f32,
+    /// Class names in logit order.
+    pub classes: Vec<String>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            image_size: 128,
+            in_channels: 3,
+            widths: vec![32, 64, 128, 256],
+            hidden: 128,
+            attention: Attention::Full,
+            dropout: 0.2,
+            classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Input size of stage `i` (the conv's spatial size; the pool halves it, flooring).
+    pub fn stage_size(&self, i: usize) -> usize {
+        self.image_size >> i
+    }
+
+    /// CBAM channel-MLP hidden width of a stage of width `c`: max(1, c / 16).
+    pub fn reduced(c: usize) -> usize {
+        (c / 16).max(1)
+    }
+
+    /// Fails with a message naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| {
+            Err(Error::InvalidConfig {
+                op: "model config".into(),
+                message,
+            })
+        };
+        if self.widths.is_empty() || self.widths.contains(&0) {
+            return bad(format!(
+                "widths must be non-empty and positive, got {:?}",
+                self.widths
+            ));
+        }
+        if self.in_channels == 0 || self.hidden == 0 {
+            return bad("in_channels and hidden must be positive".into());
+        }
+        let stages = self.widths.len();
+        if self.image_size >> stages == 0 {
+            return bad(format!(
+                "image size {} is too small for {stages} stages of 2x2 pooling (needs at least {})",
+                self.image_size,
+                1usize << stages
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.classes.len() < 2 {
+            return bad(format!(
+                "at least 2 classes are needed, got {:?}",
+                self.classes
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! The network of `../shared/spec/network.md`: its configuration, its parameter table and
+//! initialisation, and its checkpoints.
+
+pub mod checkpoint;
+pub mod config;
+pub mod params;
+
+pub use config::{Attention, ModelConfig, CLASSES};
+pub use params::ParamTable;
