@@ -8,10 +8,11 @@
 //   backward_input  dx = dy * M_s + (c == argmax) ds_max + ds_mean / C
 //
 // The max's gradient goes to the first maximal channel (strict `>` while scanning c upwards),
-// as PyTorch routes it. Every invocation writes one output (pool and backward_gate one position
-// (n, y, x), looping over c in order; gate and backward_input one element), so results are
-// bit-identical run to run. Position-per-invocation kernels read x[n, c, :] with consecutive
-// invocations at consecutive addresses, so each pass over c is a coalesced sweep.
+// as PyTorch routes it. No two invocations write the same element and reductions loop over c
+// in a fixed order (pool and backward_gate: one position (n, y, x) per invocation; gate and
+// backward_input: one position and a block of CH channels), so results are bit-identical run to
+// run. Consecutive invocations take consecutive positions, so every loop over c reads and writes
+// x[n, c, :] at consecutive addresses across invocations (coalesced).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
 struct Params {
@@ -19,6 +20,9 @@ struct Params {
 }
 
 override WG: u32 = 64u;
+// Channels per invocation in gate and backward_input: more amortizes the index arithmetic (u32
+// division is slow on CPU Vulkan), fewer gives a large GPU more invocations at small H x W.
+override CH: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -64,20 +68,30 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     argmax_out[i] = best_c;
 }
 
-// One element of y per invocation: M_s is recomputed by each of the C invocations of a position
-// (an exp and a division, cheaper than a second pass) and saved by the one at c = 0.
+// One position (n, q) and a block of CH consecutive channels per invocation: M_s is computed
+// once per block (the block at c = 0 saves it) and the block's y[n, c, q] = M_s x[n, c, q] are
+// written in a loop, so the index arithmetic and the exp are paid once per CH elements.
 @compute @workgroup_size(WG)
 fn gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.c + CH - 1u) / CH;
     let i = flat(gid, nwg);
-    if (i >= p.n * p.c * p.hw) { return; }
+    if (i >= p.n * blocks * p.hw) { return; }
     let q = i % p.hw;
-    let nc = i / p.hw;
-    let j = (nc / p.c) * p.hw + q;
+    let nb = i / p.hw;
+    let block = nb % blocks;
+    let n = nb / blocks;
+    let j = n * p.hw + q;
     // 1 / (1 + exp(-z)) saturates cleanly: exp overflows to +inf for z << 0 and gives 0.
     let mv = 1.0 / (1.0 + exp(-z[j]));
-    y[i] = mv * x[i];
-    if (nc % p.c == 0u) {
+    if (block == 0u) {
         m_out[j] = mv;
+    }
+    let c0 = block * CH;
+    let c1 = min(p.c, c0 + CH);
+    var e = (n * p.c + c0) * p.hw + q;
+    for (var c = c0; c < c1; c++) {
+        y[e] = mv * x[e];
+        e += p.hw;
     }
 }
 
@@ -98,21 +112,31 @@ fn backward_gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     dz[i] = dm * mv * (1.0 - mv);
 }
 
-// One element of dx per invocation:
+// One position (n, q) and a block of CH consecutive channels per invocation:
 // dx[n, c, q] = dy[n, c, q] M_s[n, q] + (c == argmax[n, q]) ds[n, 0, q] + ds[n, 1, q] / C.
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let blocks = (p.c + CH - 1u) / CH;
     let i = flat(gid, nwg);
-    if (i >= p.n * p.c * p.hw) { return; }
+    if (i >= p.n * blocks * p.hw) { return; }
     let q = i % p.hw;
-    let nc = i / p.hw;
-    let c = nc % p.c;
-    let n = nc / p.c;
+    let nb = i / p.hw;
+    let block = nb % blocks;
+    let n = nb / blocks;
     let j = n * p.hw + q;
-    var g = dy[i] * m[j];
-    if (argmax[j] == c) {
-        g += ds[2u * n * p.hw + q];
+    let mv = m[j];
+    let top = argmax[j];
+    let ds_max = ds[2u * n * p.hw + q];
+    let ds_mean = ds[(2u * n + 1u) * p.hw + q] / f32(p.c);
+    let c0 = block * CH;
+    let c1 = min(p.c, c0 + CH);
+    var e = (n * p.c + c0) * p.hw + q;
+    for (var c = c0; c < c1; c++) {
+        var g = dy[e] * mv;
+        if (c == top) {
+            g += ds_max;
+        }
+        dx[e] = g + ds_mean;
+        e += p.hw;
     }
-    g += ds[(2u * n + 1u) * p.hw + q] / f32(p.c);
-    dx[i] = g;
 }

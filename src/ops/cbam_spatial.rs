@@ -32,6 +32,11 @@ use crate::tensor::Tensor;
 pub const KERNEL: usize = 7;
 /// Zero padding of the gate's convolution (keeps H x W).
 pub const PAD: usize = 3;
+/// Channels handled by one invocation of `gate` and `backward_input` (the shader's `CH`): on
+/// lavapipe one channel per invocation ran those two passes about 10x slower than the pooling
+/// pass over the same bytes (index division and exp per element); 16 amortizes them and still
+/// leaves N H W C / 16 invocations (16,384 at the last stage) for a larger device.
+pub const CHANNEL_BLOCK: usize = 16;
 
 /// The sizes one gate is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,12 +133,14 @@ impl CbamSpatial {
                 message: format!("every size must be positive, got {s:?}"),
             });
         }
-        let kernel = |entry, bindings: &'static [(u32, Binding)]| {
+        let per_position: &[(&str, f64)] = &[("WG", WG as f64)];
+        let per_block: &[(&str, f64)] = &[("WG", WG as f64), ("CH", CHANNEL_BLOCK as f64)];
+        let kernel = |entry, bindings: &'static [(u32, Binding)], constants| {
             gpu.kernel(KernelDesc {
                 shader: "cbam_spatial",
                 entry,
                 bindings,
-                constants: &[("WG", WG as f64)],
+                constants,
             })
         };
         let params = Params {
@@ -145,10 +152,15 @@ impl CbamSpatial {
         Ok(CbamSpatial {
             shape,
             conv: Conv2d::new(gpu, s.conv(), true).await?,
-            pool: kernel("pool", &[UNIFORM, X, POOLED, ARGMAX_OUT]).await?,
-            gate: kernel("gate", &[UNIFORM, Z, X, M_OUT, Y]).await?,
-            backward_gate: kernel("backward_gate", &[UNIFORM, DY, X, M, DZ]).await?,
-            backward_input: kernel("backward_input", &[UNIFORM, DY, M, DS, ARGMAX, DX]).await?,
+            pool: kernel("pool", &[UNIFORM, X, POOLED, ARGMAX_OUT], per_position).await?,
+            gate: kernel("gate", &[UNIFORM, Z, X, M_OUT, Y], per_block).await?,
+            backward_gate: kernel("backward_gate", &[UNIFORM, DY, X, M, DZ], per_position).await?,
+            backward_input: kernel(
+                "backward_input",
+                &[UNIFORM, DY, M, DS, ARGMAX, DX],
+                per_block,
+            )
+            .await?,
             params: gpu.uniform_buffer("cbam_spatial.params", &params),
             pooled: gpu.zeros("cbam_spatial.pooled", &s.pooled_shape())?,
             // u32 data in a 4-byte-per-element buffer (`array<u32>` in the shader).
@@ -162,6 +174,12 @@ impl CbamSpatial {
 
     pub fn shape(&self) -> &CbamSpatialShape {
         &self.shape
+    }
+
+    /// Invocations of `gate` and `backward_input`: one per position and block of channels.
+    fn block_threads(&self) -> usize {
+        let s = &self.shape;
+        s.n * s.h * s.w * s.c.div_ceil(CHANNEL_BLOCK)
     }
 
     /// Saved: `[N, 2, H, W]`, max over C then mean over C of the last forward's F'.
@@ -228,7 +246,7 @@ impl CbamSpatial {
                     self.m_s.binding(),
                     y.binding(),
                 ],
-                gpu.grid(y.len(), WG),
+                gpu.grid(self.block_threads(), WG),
             )?,
         ])
     }
@@ -283,7 +301,7 @@ impl CbamSpatial {
                     self.argmax.binding(),
                     dx.binding(),
                 ],
-                gpu.grid(dx.len(), WG),
+                gpu.grid(self.block_threads(), WG),
             )?,
         ])
     }
