@@ -64,6 +64,10 @@ pub enum Error {
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
 
+    /// A data file or folder that cannot be used (unreadable, undecodable, empty, wrong layout).
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+
     /// Mapping a buffer for readback failed.
     #[error("reading back `{name}` failed: {message}")]
     Readback { name: String, message: String },

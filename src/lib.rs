@@ -6,6 +6,7 @@
 //!   (shader, entry point, override constants);
 //! - [`ops`]: one wrapper per op (`shaders/<op>.wgsl`, `reference/src/<op>.rs`, `tests/<op>.rs`).
 
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;

@@ -1,0 +1,1 @@
+//! Data: the embedded synthetic face set, class-per-folder datasets, splits and occlusions.
