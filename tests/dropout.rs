@@ -25,7 +25,10 @@ fn gpu_mask(d: &Dropout, shape: &[usize]) -> Vec<bool> {
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            assert!(v == 0.0 || v == scale, "element {i} is {v}, neither 0 nor the scale {scale}");
+            assert!(
+                v == 0.0 || v == scale,
+                "element {i} is {v}, neither 0 nor the scale {scale}"
+            );
             v != 0.0
         })
         .collect()
@@ -48,7 +51,10 @@ fn gpu_mask_equals_reference_mask_exactly() {
             let want = reference::mask(n, p, seed, step);
             let got = gpu_mask(&d, &shape);
             let first = got.iter().zip(&want).position(|(a, b)| a != b);
-            assert!(first.is_none(), "{shape:?} p={p} seed={seed} step={step}: mask differs at {first:?}");
+            assert!(
+                first.is_none(),
+                "{shape:?} p={p} seed={seed} step={step}: mask differs at {first:?}"
+            );
         }
     }
 }
@@ -56,8 +62,14 @@ fn gpu_mask_equals_reference_mask_exactly() {
 #[test]
 fn gpu_matches_reference_forward_and_backward() {
     let gpu = gpu();
-    for (i, (shape, p)) in
-        [(vec![1], 0.2f32), (vec![1, 67], 0.5), (vec![3, 5, 7], 0.9), (vec![64, 256], 0.2)].into_iter().enumerate()
+    for (i, (shape, p)) in [
+        (vec![1], 0.2f32),
+        (vec![1, 67], 0.5),
+        (vec![3, 5, 7], 0.9),
+        (vec![64, 256], 0.2),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let n: usize = shape.iter().product();
         let (seed, step) = (7 + i as u32, 3u32);
@@ -67,7 +79,10 @@ fn gpu_matches_reference_forward_and_backward() {
         let dys = random(20 + i as u64, n);
         let (x, y) = (upload("x", &shape, &xs), zeros("y", &shape));
         let (dy, dx) = (upload("dy", &shape, &dys), zeros("dx", &shape));
-        run(&[&d.forward(gpu, &x, &y).unwrap(), &d.backward(gpu, &dy, &dx).unwrap()]);
+        run(&[
+            &d.forward(gpu, &x, &y).unwrap(),
+            &d.backward(gpu, &dy, &dx).unwrap(),
+        ]);
         // x * f32(1/(1-p)) against x / (1-p) in f64: two roundings, within ELEMENTWISE_TOL.
         let label = format!("dropout {shape:?} p={p}");
         assert_close(
@@ -98,14 +113,22 @@ fn keep_threshold_is_exactly_one_minus_p_times_two_to_the_32() {
     // The largest f32 below 1: (1 - p) 2^32 = 2^-24 * 2^32 = 256.
     assert_eq!(keep_max(1.0 - f32::EPSILON / 2.0), 255);
     for p in [0.0f32, 0.2, 0.3, 1.0 / 3.0, 0.5, 0.9, 0.999] {
-        assert_eq!(keep_max(p), reference::keep_max(p), "wrapper and reference thresholds, p={p}");
+        assert_eq!(
+            keep_max(p),
+            reference::keep_max(p),
+            "wrapper and reference thresholds, p={p}"
+        );
     }
 }
 
 /// lowbias32^-1: xorshift by 16 is its own inverse, by 15 is undone by y ^ y>>15 ^ y>>30, and
 /// odd multipliers have inverses mod 2^32 (Newton's iteration doubles the correct bits each time).
 fn inverse_lowbias32(mut x: u32) -> u32 {
-    let inv = |c: u32| (0..5).fold(c, |i, _| i.wrapping_mul(2u32.wrapping_sub(c.wrapping_mul(i))));
+    let inv = |c: u32| {
+        (0..5).fold(c, |i, _| {
+            i.wrapping_mul(2u32.wrapping_sub(c.wrapping_mul(i)))
+        })
+    };
     x ^= x >> 16;
     x = x.wrapping_mul(inv(0x846c_a68b));
     x ^= (x >> 15) ^ (x >> 30);
@@ -131,9 +154,18 @@ fn gpu_keep_boundary_is_strictly_below_one_minus_p_times_two_to_the_32() {
     for (p, t) in [(0.5f32, 1u32 << 31), (0.2, 3_435_973_824)] {
         let d = block_on(Dropout::new(gpu, &[1], p, seed)).unwrap();
         d.set_step(gpu, step_hashing_element_0_to(seed, t - 1));
-        assert_eq!(gpu_mask(&d, &[1]), [true], "p={p}: hash T-1 = {} must be kept", t - 1);
+        assert_eq!(
+            gpu_mask(&d, &[1]),
+            [true],
+            "p={p}: hash T-1 = {} must be kept",
+            t - 1
+        );
         d.set_step(gpu, step_hashing_element_0_to(seed, t));
-        assert_eq!(gpu_mask(&d, &[1]), [false], "p={p}: hash T = {t} must be dropped");
+        assert_eq!(
+            gpu_mask(&d, &[1]),
+            [false],
+            "p={p}: hash T = {t} must be dropped"
+        );
     }
 }
 
@@ -145,7 +177,10 @@ fn p_zero_is_the_identity_bit_for_bit() {
     let d = block_on(Dropout::new(gpu, &shape, 0.0, 9)).unwrap();
     let (x, y) = (upload("x", &shape, &xs), zeros("y", &shape));
     let dx = zeros("dx", &shape);
-    run(&[&d.forward(gpu, &x, &y).unwrap(), &d.backward(gpu, &x, &dx).unwrap()]);
+    run(&[
+        &d.forward(gpu, &x, &y).unwrap(),
+        &d.backward(gpu, &x, &dx).unwrap(),
+    ]);
     assert_eq!(bits(&read(&y)), bits(&xs));
     assert_eq!(bits(&read(&dx)), bits(&xs));
 }
@@ -158,7 +193,10 @@ fn evaluation_mode_is_the_identity_and_training_mode_comes_back() {
     let d = block_on(Dropout::new(gpu, &shape, 0.2, 11)).unwrap();
     let (x, y) = (upload("x", &shape, &xs), zeros("y", &shape));
     let dx = zeros("dx", &shape);
-    let ds = [d.forward(gpu, &x, &y).unwrap(), d.backward(gpu, &x, &dx).unwrap()];
+    let ds = [
+        d.forward(gpu, &x, &y).unwrap(),
+        d.backward(gpu, &x, &dx).unwrap(),
+    ];
     d.set_training(gpu, false);
     run(&[&ds[0], &ds[1]]);
     assert_eq!(bits(&read(&y)), bits(&xs), "evaluation forward");
@@ -167,8 +205,16 @@ fn evaluation_mode_is_the_identity_and_training_mode_comes_back() {
     run(&[&ds[0]]);
     let train = read(&y);
     let dropped = train.iter().filter(|&&v| v == 0.0).count();
-    assert!(dropped > 0, "training mode after evaluation dropped nothing");
-    assert_close("training again", &train, &reference::forward(&to_f64(&xs), 0.2, 11, 0, true), ELEMENTWISE_TOL);
+    assert!(
+        dropped > 0,
+        "training mode after evaluation dropped nothing"
+    );
+    assert_close(
+        "training again",
+        &train,
+        &reference::forward(&to_f64(&xs), 0.2, 11, 0, true),
+        ELEMENTWISE_TOL,
+    );
 }
 
 /// The uniform update redraws the mask without new buffers or dispatches, and going back to an
@@ -201,15 +247,26 @@ fn keep_rate_and_independence_match_bernoulli() {
     let check = |what: &str, count: usize, trials: usize, rate: f64| {
         let sd = (rate * (1.0 - rate) / trials as f64).sqrt();
         let got = count as f64 / trials as f64;
-        assert!((got - rate).abs() < 5.0 * sd, "{what}: rate {got}, expected {rate} +- {}", 5.0 * sd);
+        assert!(
+            (got - rate).abs() < 5.0 * sd,
+            "{what}: rate {got}, expected {rate} +- {}",
+            5.0 * sd
+        );
     };
     let masks: Vec<Vec<bool>> = (0..20).map(|s| reference::mask(n, p, 1, s)).collect();
     let kept: usize = masks.iter().map(|m| m.iter().filter(|&&k| k).count()).sum();
     check("keep", kept, 20 * n, q);
-    let both: usize = masks.windows(2).map(|w| w[0].iter().zip(&w[1]).filter(|(a, b)| **a && **b).count()).sum();
+    let both: usize = masks
+        .windows(2)
+        .map(|w| w[0].iter().zip(&w[1]).filter(|(a, b)| **a && **b).count())
+        .sum();
     check("kept at consecutive steps", both, 19 * n, q * q);
     let other = reference::mask(n, p, 2, 0);
-    let both = masks[0].iter().zip(&other).filter(|(a, b)| **a && **b).count();
+    let both = masks[0]
+        .iter()
+        .zip(&other)
+        .filter(|(a, b)| **a && **b)
+        .count();
     check("kept under two seeds", both, n, q * q);
     // Neighbouring elements are independent too (a weak hash shows here first).
     let pairs = masks[0].windows(2).filter(|w| w[0] && w[1]).count();
@@ -223,16 +280,31 @@ fn reference_backward_is_the_mask_scaling() {
     let (n, p, seed, step) = (67, 0.3f32, 3, 4);
     let x = to_f64(&random(1, n));
     let r = to_f64(&random(2, n));
-    let fd = finite_difference(|v| dot(&r, &reference::forward(v, p, seed, step, true)), &x, 1e-6);
+    let fd = finite_difference(
+        |v| dot(&r, &reference::forward(v, p, seed, step, true)),
+        &x,
+        1e-6,
+    );
     let back = reference::backward(&r, p, seed, step, true);
     assert_close_f64("dropout dx vs finite differences", &back, &fd, FD_TOL);
     let m = reference::mask(n, p, seed, step);
     for i in 0..n {
         let want = if m[i] { r[i] / (1.0 - p as f64) } else { 0.0 };
-        assert!((back[i] - want).abs() <= 1e-15, "[{i}] {} vs {want}", back[i]);
+        assert!(
+            (back[i] - want).abs() <= 1e-15,
+            "[{i}] {} vs {want}",
+            back[i]
+        );
     }
-    assert!(m.iter().any(|&k| !k) && m.iter().any(|&k| k), "the test needs kept and dropped elements");
-    assert_eq!(reference::backward(&r, p, seed, step, false), r, "evaluation backward is the identity");
+    assert!(
+        m.iter().any(|&k| !k) && m.iter().any(|&k| k),
+        "the test needs kept and dropped elements"
+    );
+    assert_eq!(
+        reference::backward(&r, p, seed, step, false),
+        r,
+        "evaluation backward is the identity"
+    );
 }
 
 #[test]
@@ -243,7 +315,10 @@ fn outputs_are_bit_identical_run_to_run() {
     d.set_step(gpu, 12);
     let x = upload("x", &shape, &random(1, 64 * 256));
     let (y, dx) = (zeros("y", &shape), zeros("dx", &shape));
-    let ds = [d.forward(gpu, &x, &y).unwrap(), d.backward(gpu, &x, &dx).unwrap()];
+    let ds = [
+        d.forward(gpu, &x, &y).unwrap(),
+        d.backward(gpu, &x, &dx).unwrap(),
+    ];
     let both = |y: &Tensor, dx: &Tensor| (bits(&read(y)), bits(&read(dx)));
     run(&[&ds[0], &ds[1]]);
     let first = both(&y, &dx);
@@ -260,11 +335,24 @@ fn shape_mismatch_and_bad_probability_are_errors() {
     let x = zeros("pooled", &[64, 255]);
     let y = zeros("y", &[64, 256]);
     let err = d.forward(gpu, &x, &y).err().expect("must fail").to_string();
-    assert!(err.contains("pooled") && err.contains("[64, 255]") && err.contains("[64, 256]"), "{err}");
-    let err = d.backward(gpu, &y, &zeros("grad", &[256, 64])).err().unwrap().to_string();
-    assert!(err.contains("grad") && err.contains("[256, 64]") && err.contains("[64, 256]"), "{err}");
+    assert!(
+        err.contains("pooled") && err.contains("[64, 255]") && err.contains("[64, 256]"),
+        "{err}"
+    );
+    let err = d
+        .backward(gpu, &y, &zeros("grad", &[256, 64]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("grad") && err.contains("[256, 64]") && err.contains("[64, 256]"),
+        "{err}"
+    );
     for p in [1.0f32, -0.1, f32::NAN] {
-        let err = block_on(Dropout::new(gpu, &[4], p, 0)).err().expect("bad p must fail").to_string();
+        let err = block_on(Dropout::new(gpu, &[4], p, 0))
+            .err()
+            .expect("bad p must fail")
+            .to_string();
         assert!(err.contains("[0, 1)"), "{err}");
     }
     assert!(block_on(Dropout::new(gpu, &[0, 4], 0.2, 0)).is_err());

@@ -14,7 +14,10 @@ const EPS: f64 = f32::EPSILON as f64;
 
 /// Labels spread over 0..k, reproducible from `seed`.
 fn labels(seed: u64, n: usize, k: usize) -> Vec<u32> {
-    random(seed, n).iter().map(|&v| (((v + 1.0) / 2.0 * k as f32) as u32).min(k as u32 - 1)).collect()
+    random(seed, n)
+        .iter()
+        .map(|&v| (((v + 1.0) / 2.0 * k as f32) as u32).min(k as u32 - 1))
+        .collect()
 }
 
 /// Class weights in [0.1, 3.1).
@@ -89,10 +92,16 @@ fn run_gpu(n: usize, k: usize, logits: &[f32], ys: &[u32], weights: Option<&[f32
     let correct = zeros("correct", &[1]);
     let dz = zeros("dlogits", &[n, k]);
     run(&[
-        &op.forward(gpu, &z, &y, w.as_ref(), &probs, &loss, &correct).unwrap(),
+        &op.forward(gpu, &z, &y, w.as_ref(), &probs, &loss, &correct)
+            .unwrap(),
         &op.backward(gpu, &probs, &y, w.as_ref(), &dz).unwrap(),
     ]);
-    Outputs { probs: read(&probs), loss: read(&loss)[0], correct: read(&correct)[0], dlogits: read(&dz) }
+    Outputs {
+        probs: read(&probs),
+        loss: read(&loss)[0],
+        correct: read(&correct)[0],
+        dlogits: read(&dz),
+    }
 }
 
 fn check_parity(n: usize, k: usize, logits: &[f32], ys: &[u32], weights: Option<&[f32]>) {
@@ -100,16 +109,29 @@ fn check_parity(n: usize, k: usize, logits: &[f32], ys: &[u32], weights: Option<
     let s = reference::Shape { n, k };
     let wr = weights.map(to_f64);
     let want = reference::forward(&to_f64(logits), ys, wr.as_deref(), &s);
-    let label = |what: &str| format!("softmax_xent {what} n={n} k={k} weighted={}", weights.is_some());
+    let label = |what: &str| {
+        format!(
+            "softmax_xent {what} n={n} k={k} weighted={}",
+            weights.is_some()
+        )
+    };
     let r = spread(logits, k);
     assert!(got.loss.is_finite(), "{}: {}", label("loss"), got.loss);
     assert_close(&label("probs"), &got.probs, &want.probs, probs_tol(r, k));
     assert_close(&label("loss"), &[got.loss], &[want.loss], loss_tol(r, n, k));
     assert_eq!(got.correct, want.correct as f32, "{}", label("correct"));
-    let den: f64 = ys.iter().map(|&y| weights.map_or(1.0, |w| w[y as usize] as f64)).sum();
+    let den: f64 = ys
+        .iter()
+        .map(|&y| weights.map_or(1.0, |w| w[y as usize] as f64))
+        .sum();
     let wmax = weights.map_or(1.0, |w| w.iter().cloned().fold(0.0, f32::max) as f64);
     let want_d = reference::backward(&want.probs, ys, wr.as_deref(), &s);
-    assert_close(&label("dlogits"), &got.dlogits, &want_d, dlogits_tol(r, n, k, wmax / den));
+    assert_close(
+        &label("dlogits"),
+        &got.dlogits,
+        &want_d,
+        dlogits_tol(r, n, k, wmax / den),
+    );
 }
 
 /// Batch 1, the network's 64 x 7, one class, many classes (not a multiple of 64), and a batch of
@@ -119,7 +141,10 @@ const SHAPES: &[(usize, usize)] = &[(1, 7), (64, 7), (3, 1), (5, 67), (2, 2), (3
 #[test]
 fn gpu_matches_reference_unweighted() {
     for (i, &(n, k)) in SHAPES.iter().enumerate() {
-        let logits: Vec<f32> = random(10 + i as u64, n * k).iter().map(|v| 3.0 * v).collect();
+        let logits: Vec<f32> = random(10 + i as u64, n * k)
+            .iter()
+            .map(|v| 3.0 * v)
+            .collect();
         check_parity(n, k, &logits, &labels(20 + i as u64, n, k), None);
     }
 }
@@ -127,7 +152,10 @@ fn gpu_matches_reference_unweighted() {
 #[test]
 fn gpu_matches_reference_weighted() {
     for (i, &(n, k)) in SHAPES.iter().enumerate() {
-        let logits: Vec<f32> = random(30 + i as u64, n * k).iter().map(|v| 3.0 * v).collect();
+        let logits: Vec<f32> = random(30 + i as u64, n * k)
+            .iter()
+            .map(|v| 3.0 * v)
+            .collect();
         let w = class_weights(50 + i as u64, k);
         check_parity(n, k, &logits, &labels(40 + i as u64, n, k), Some(&w));
     }
@@ -137,12 +165,18 @@ fn gpu_matches_reference_weighted() {
 #[test]
 fn huge_logits_give_finite_correct_results() {
     for (i, &(n, k)) in [(1usize, 7usize), (64, 7), (3, 5)].iter().enumerate() {
-        let logits: Vec<f32> = random(60 + i as u64, n * k).iter().map(|v| 1e4 * v).collect();
+        let logits: Vec<f32> = random(60 + i as u64, n * k)
+            .iter()
+            .map(|v| 1e4 * v)
+            .collect();
         let ys = labels(70 + i as u64, n, k);
         check_parity(n, k, &logits, &ys, None);
         check_parity(n, k, &logits, &ys, Some(&class_weights(80 + i as u64, k)));
         let got = run_gpu(n, k, &logits, &ys, None);
-        assert!(got.probs.iter().chain(&got.dlogits).all(|v| v.is_finite()), "non-finite output");
+        assert!(
+            got.probs.iter().chain(&got.dlogits).all(|v| v.is_finite()),
+            "non-finite output"
+        );
     }
     // Hand-computed, batch 1: logits +-1e4. Right label: -log p = log(1 + 6 e^-2e4) = 0 exactly in
     // f32; wrong label: 2e4 exactly, and p = onehot(0) so dlogits = p - onehot(y).
@@ -159,12 +193,21 @@ fn huge_logits_give_finite_correct_results() {
     let close = [1e4f32, 1e4 - 1.0, -1e4, -1e4, -1e4, -1e4, -1e4];
     let got = run_gpu(1, 7, &close, &[0], None);
     let tol = loss_tol(1.0, 1, 7);
-    assert_close("small loss at 1e4", &[got.loss], &[(1.0 + (-1f64).exp()).ln()], tol);
+    assert_close(
+        "small loss at 1e4",
+        &[got.loss],
+        &[(1.0 + (-1f64).exp()).ln()],
+        tol,
+    );
     // The same with a class weight: the weighted mean of one row is that row's loss.
     let w = [0.5f32, 1.0, 2.0, 4.0, 1.0, 1.0, 1.0];
     let weighted = run_gpu(1, 7, &z, &[3], Some(&w));
     assert_eq!(weighted.loss, 2e4);
-    assert_eq!(weighted.dlogits, [1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0], "w / sum w = 1 for one row");
+    assert_eq!(
+        weighted.dlogits,
+        [1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0],
+        "w / sum w = 1 for one row"
+    );
 }
 
 /// Values worked out by hand. Equal logits: p = 1/K, loss = ln K, dlogits = (1/K - onehot) / N,
@@ -174,10 +217,17 @@ fn hand_computed_values_and_ties() {
     let k = 7;
     let flat = vec![0.25f32; 2 * k];
     let got = run_gpu(2, k, &flat, &[0, 4], None);
-    let tol = Tol { atol: 2e-7, rtol: 4.0 * EPS, why: "a few roundings of values of order 1" };
+    let tol = Tol {
+        atol: 2e-7,
+        rtol: 4.0 * EPS,
+        why: "a few roundings of values of order 1",
+    };
     assert_close("uniform probs", &got.probs, &[1.0 / 7.0; 14], tol);
     assert_close("uniform loss", &[got.loss], &[7f64.ln()], tol);
-    assert_eq!(got.correct, 1.0, "a tie goes to class 0: row 0 (label 0) right, row 1 (label 4) wrong");
+    assert_eq!(
+        got.correct, 1.0,
+        "a tie goes to class 0: row 0 (label 0) right, row 1 (label 4) wrong"
+    );
     let mut want = vec![1.0 / 14.0; 14];
     want[0] -= 0.5;
     want[k + 4] -= 0.5;
@@ -203,7 +253,13 @@ fn hand_computed_values_and_ties() {
 
 #[test]
 fn reference_gradient_matches_finite_differences() {
-    for (n, k, weighted) in [(1, 7, false), (4, 7, false), (4, 7, true), (3, 2, true), (5, 1, false)] {
+    for (n, k, weighted) in [
+        (1, 7, false),
+        (4, 7, false),
+        (4, 7, true),
+        (3, 2, true),
+        (5, 1, false),
+    ] {
         let s = reference::Shape { n, k };
         let z = to_f64(&random(1 + n as u64, n * k));
         let ys = labels(2 + n as u64, n, k);
@@ -212,7 +268,12 @@ fn reference_gradient_matches_finite_differences() {
         let fd = finite_difference(|v| reference::forward(v, &ys, w, &s).loss, &z, 1e-6);
         let probs = reference::forward(&z, &ys, w, &s).probs;
         let d = reference::backward(&probs, &ys, w, &s);
-        assert_close_f64(&format!("dlogits n={n} k={k} weighted={weighted}"), &d, &fd, FD_TOL);
+        assert_close_f64(
+            &format!("dlogits n={n} k={k} weighted={weighted}"),
+            &d,
+            &fd,
+            FD_TOL,
+        );
     }
 }
 
@@ -222,9 +283,15 @@ fn bad_labels_are_refused_on_upload_and_poison_the_loss_on_the_gpu() {
     let s = SoftmaxXentShape { n: 3, k: 7 };
     let op = block_on(SoftmaxXent::new(gpu, s, false)).unwrap();
     let y = zeros("labels", &[3]);
-    let err = op.write_labels(gpu, &y, &[0, 7, 1]).err().expect("label 7 of 7 classes").to_string();
+    let err = op
+        .write_labels(gpu, &y, &[0, 7, 1])
+        .expect_err("label 7 of 7 classes")
+        .to_string();
     assert!(err.contains("label 7") && err.contains("row 1"), "{err}");
-    let err = op.write_labels(gpu, &y, &[0, 1]).err().expect("two labels for three rows").to_string();
+    let err = op
+        .write_labels(gpu, &y, &[0, 1])
+        .expect_err("two labels for three rows")
+        .to_string();
     assert!(err.contains("[3]") && err.contains("[2]"), "{err}");
     // Bypassing the check (raw bits) must not train silently: NaN loss and NaN in that row only.
     gpu.write(&y, &[0u32, 9, 2].map(f32::from_bits)).unwrap();
@@ -232,12 +299,15 @@ fn bad_labels_are_refused_on_upload_and_poison_the_loss_on_the_gpu() {
     let (probs, loss, correct) = (zeros("p", &[3, 7]), zeros("loss", &[1]), zeros("c", &[1]));
     let dz = zeros("dz", &[3, 7]);
     run(&[
-        &op.forward(gpu, &z, &y, None, &probs, &loss, &correct).unwrap(),
+        &op.forward(gpu, &z, &y, None, &probs, &loss, &correct)
+            .unwrap(),
         &op.backward(gpu, &probs, &y, None, &dz).unwrap(),
     ]);
     assert!(read(&loss)[0].is_nan());
     let d = read(&dz);
-    assert!(d[7..14].iter().all(|v| v.is_nan()) && d[..7].iter().chain(&d[14..]).all(|v| v.is_finite()));
+    assert!(
+        d[7..14].iter().all(|v| v.is_nan()) && d[..7].iter().chain(&d[14..]).all(|v| v.is_finite())
+    );
 }
 
 #[test]
@@ -252,7 +322,8 @@ fn outputs_are_bit_identical_run_to_run() {
     let (probs, loss, correct) = (zeros("p", &[n, k]), zeros("loss", &[1]), zeros("c", &[1]));
     let dz = zeros("dz", &[n, k]);
     let ds = [
-        op.forward(gpu, &z, &y, Some(&w), &probs, &loss, &correct).unwrap(),
+        op.forward(gpu, &z, &y, Some(&w), &probs, &loss, &correct)
+            .unwrap(),
         op.backward(gpu, &probs, &y, Some(&w), &dz).unwrap(),
     ];
     let bits = |t: &Tensor| read(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -271,16 +342,55 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let (z, y, w) = (zeros("z", &[64, 7]), zeros("y", &[64]), zeros("w", &[7]));
     let (p, l, c) = (zeros("p", &[64, 7]), zeros("l", &[1]), zeros("c", &[1]));
     let bad = zeros("head.logits", &[64, 8]);
-    let err = op.forward(gpu, &bad, &y, Some(&w), &p, &l, &c).err().expect("must fail").to_string();
-    assert!(err.contains("head.logits") && err.contains("[64, 8]") && err.contains("[64, 7]"), "{err}");
-    let err = op.forward(gpu, &z, &zeros("targets", &[63]), Some(&w), &p, &l, &c).err().unwrap().to_string();
-    assert!(err.contains("targets") && err.contains("[63]") && err.contains("[64]"), "{err}");
-    let err = op.forward(gpu, &z, &y, Some(&zeros("cw", &[6])), &p, &l, &c).err().unwrap().to_string();
-    assert!(err.contains("cw") && err.contains("[6]") && err.contains("[7]"), "{err}");
-    let err = op.forward(gpu, &z, &y, Some(&w), &p, &zeros("loss", &[2]), &c).err().unwrap().to_string();
-    assert!(err.contains("loss") && err.contains("[2]") && err.contains("[1]"), "{err}");
-    let err = op.backward(gpu, &p, &y, Some(&w), &zeros("dz", &[7, 64])).err().unwrap().to_string();
-    assert!(err.contains("dz") && err.contains("[7, 64]") && err.contains("[64, 7]"), "{err}");
-    let err = op.backward(gpu, &p, &y, None, &z).err().unwrap().to_string();
+    let err = op
+        .forward(gpu, &bad, &y, Some(&w), &p, &l, &c)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("head.logits") && err.contains("[64, 8]") && err.contains("[64, 7]"),
+        "{err}"
+    );
+    let err = op
+        .forward(gpu, &z, &zeros("targets", &[63]), Some(&w), &p, &l, &c)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("targets") && err.contains("[63]") && err.contains("[64]"),
+        "{err}"
+    );
+    let err = op
+        .forward(gpu, &z, &y, Some(&zeros("cw", &[6])), &p, &l, &c)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cw") && err.contains("[6]") && err.contains("[7]"),
+        "{err}"
+    );
+    let err = op
+        .forward(gpu, &z, &y, Some(&w), &p, &zeros("loss", &[2]), &c)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("loss") && err.contains("[2]") && err.contains("[1]"),
+        "{err}"
+    );
+    let err = op
+        .backward(gpu, &p, &y, Some(&w), &zeros("dz", &[7, 64]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("dz") && err.contains("[7, 64]") && err.contains("[64, 7]"),
+        "{err}"
+    );
+    let err = op
+        .backward(gpu, &p, &y, None, &z)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("weights"), "{err}");
 }

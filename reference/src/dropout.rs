@@ -38,7 +38,10 @@ pub fn hash(seed: u32, step: u32, index: u32) -> u32 {
 /// `T - 1` where `T = ceil((1 - p) * 2^32)`: element kept iff `hash <= keep_max(p)`.
 /// Panics unless `0 <= p < 1`.
 pub fn keep_max(p: f32) -> u32 {
-    assert!((0.0..1.0).contains(&p), "dropout probability {p} outside [0, 1)");
+    assert!(
+        (0.0..1.0).contains(&p),
+        "dropout probability {p} outside [0, 1)"
+    );
     let t = ((1.0 - p as f64) * 4_294_967_296.0).ceil();
     (t - 1.0) as u32
 }

@@ -197,13 +197,17 @@ fn validate(len: usize, c: &AdamConfig) -> Result<()> {
         })
     };
     if len == 0 || len > u32::MAX as usize {
-        return bad(format!("the parameter count must be 1 to 2^32 - 1, got {len}"));
+        return bad(format!(
+            "the parameter count must be 1 to 2^32 - 1, got {len}"
+        ));
     }
     let finite = [c.lr, c.beta1, c.beta2, c.eps, c.weight_decay]
         .iter()
         .all(|x| x.is_finite());
     if !finite || c.lr < 0.0 || c.eps < 0.0 || c.weight_decay < 0.0 {
-        return bad(format!("lr, eps and weight_decay must be finite and >= 0, got {c:?}"));
+        return bad(format!(
+            "lr, eps and weight_decay must be finite and >= 0, got {c:?}"
+        ));
     }
     for (name, b) in [("beta1", c.beta1), ("beta2", c.beta2)] {
         if !(0.0..1.0).contains(&b) {

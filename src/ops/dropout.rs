@@ -71,7 +71,9 @@ impl Dropout {
             message,
         };
         if !(0.0..1.0).contains(&p) {
-            return Err(invalid(format!("drop probability must be in [0, 1), got {p}")));
+            return Err(invalid(format!(
+                "drop probability must be in [0, 1), got {p}"
+            )));
         }
         if len == 0 || len > u32::MAX as usize {
             return Err(invalid(format!(

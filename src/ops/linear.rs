@@ -190,7 +190,11 @@ impl Linear {
         self.check_bias("linear.backward_bias", Some(dbias))?;
         self.backward_bias.dispatch(
             gpu,
-            &[self.params.as_entire_binding(), dy.binding(), dbias.binding()],
+            &[
+                self.params.as_entire_binding(),
+                dy.binding(),
+                dbias.binding(),
+            ],
             gpu.grid(s.out_features, WG),
         )
     }
@@ -201,7 +205,10 @@ impl Linear {
             (None, false) => Ok(()),
             (Some(b), false) => Err(Error::InvalidConfig {
                 op: op.into(),
-                message: format!("bias `{}` given to a linear layer built without bias", b.name()),
+                message: format!(
+                    "bias `{}` given to a linear layer built without bias",
+                    b.name()
+                ),
             }),
             (None, true) => Err(Error::InvalidConfig {
                 op: op.into(),

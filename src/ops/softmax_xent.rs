@@ -89,8 +89,11 @@ impl SoftmaxXent {
         Ok(SoftmaxXent {
             shape,
             weighted,
-            forward: kernel("forward", &[UNIFORM, LOGITS, LABELS, WEIGHTS, PROBS, LOSS, CORRECT])
-                .await?,
+            forward: kernel(
+                "forward",
+                &[UNIFORM, LOGITS, LABELS, WEIGHTS, PROBS, LOSS, CORRECT],
+            )
+            .await?,
             backward: kernel("backward", &[UNIFORM, LABELS, WEIGHTS, PROBS_IN, DLOGITS]).await?,
             params: gpu.uniform_buffer("softmax_xent.params", &params),
         })
@@ -111,10 +114,17 @@ impl SoftmaxXent {
                 got: vec![labels.len()],
             });
         }
-        if let Some((i, y)) = labels.iter().enumerate().find(|(_, &y)| y as usize >= self.shape.k) {
+        if let Some((i, y)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &y)| y as usize >= self.shape.k)
+        {
             return Err(Error::InvalidConfig {
                 op: "softmax_xent.write_labels".into(),
-                message: format!("label {y} at row {i} is not below the {} classes", self.shape.k),
+                message: format!(
+                    "label {y} at row {i} is not below the {} classes",
+                    self.shape.k
+                ),
             });
         }
         gpu.queue
@@ -189,7 +199,10 @@ impl SoftmaxXent {
             (None, false) => Ok(()),
             (Some(w), false) => Err(Error::InvalidConfig {
                 op: op.into(),
-                message: format!("class weights `{}` given to a loss built unweighted", w.name()),
+                message: format!(
+                    "class weights `{}` given to a loss built unweighted",
+                    w.name()
+                ),
             }),
             (None, true) => Err(Error::InvalidConfig {
                 op: op.into(),
