@@ -43,6 +43,26 @@ impl Tensor {
     pub fn offset(&self) -> u64 {
         self.offset
     }
+    /// A sub-tensor of `shape` starting `offset` elements into this one (a parameter inside the
+    /// packed parameter buffer). The offset must keep the device's 256-byte binding alignment.
+    pub fn view(&self, name: &str, offset: usize, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if offset + len > self.len() || (offset * 4) % 256 != 0 {
+            return Err(Error::Shape {
+                op: format!("view at element {offset} of `{}`", self.name),
+                tensor: name.into(),
+                expected: self.shape.clone(),
+                got: shape.to_vec(),
+            });
+        }
+        Ok(Tensor {
+            name: name.into(),
+            buffer: self.buffer.clone(),
+            offset: self.offset + 4 * offset as u64,
+            shape: shape.to_vec(),
+        })
+    }
+
     /// The same memory seen with another shape of the same element count.
     pub fn reshaped(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {

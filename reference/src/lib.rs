@@ -14,4 +14,5 @@ pub mod dropout;
 pub mod global_avgpool;
 pub mod linear;
 pub mod maxpool2d;
+pub mod network;
 pub mod softmax_xent;

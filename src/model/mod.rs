@@ -3,7 +3,9 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod network;
 pub mod params;
 
 pub use config::{Attention, ModelConfig, CLASSES};
+pub use network::{Network, TrainOptions};
 pub use params::ParamTable;

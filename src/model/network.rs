@@ -1,0 +1,611 @@
+//! The network on the GPU: every op built once for one batch size, every activation and
+//! gradient allocated once (the memory plan), and the whole training step (forward, loss,
+//! backward, Adam) as one ordered list of dispatches recorded into a single submission.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::config::ModelConfig;
+use crate::model::params::ParamTable;
+use crate::ops::activation::{Activation, ActivationKind};
+use crate::ops::adam::{Adam, AdamConfig};
+use crate::ops::cbam_channel::{CbamChannel, CbamChannelShape, ChannelMlp};
+use crate::ops::cbam_spatial::{CbamSpatial, CbamSpatialShape};
+use crate::ops::conv2d::{Conv2d, Conv2dShape};
+use crate::ops::dropout::Dropout;
+use crate::ops::global_avgpool::{GlobalAvgPool, GlobalAvgPoolShape};
+use crate::ops::linear::{Linear, LinearShape};
+use crate::ops::maxpool2d::{MaxPool2d, MaxPool2dShape};
+use crate::ops::softmax_xent::{SoftmaxXent, SoftmaxXentShape};
+use crate::ops::Dispatch;
+use crate::tensor::Tensor;
+
+/// Training options that live on the device.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainOptions {
+    pub adam: AdamConfig,
+    /// Seed of the dropout masks (each layer derives its own).
+    pub seed: u32,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            adam: AdamConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// The tensors of one stage (conv, ELU, pool, optional gates) and their gradients.
+struct Stage {
+    conv: Conv2d,
+    elu: Activation,
+    pool: MaxPool2d,
+    channel: Option<CbamChannel>,
+    spatial: Option<CbamSpatial>,
+    conv_out: Tensor,
+    elu_out: Tensor,
+    pool_out: Tensor,
+    channel_out: Option<Tensor>,
+    spatial_out: Option<Tensor>,
+    d_conv_out: Tensor,
+    d_elu_out: Tensor,
+    d_pool_out: Tensor,
+    d_channel_out: Option<Tensor>,
+    d_spatial_out: Option<Tensor>,
+}
+
+impl Stage {
+    fn output(&self) -> &Tensor {
+        self.spatial_out
+            .as_ref()
+            .or(self.channel_out.as_ref())
+            .unwrap_or(&self.pool_out)
+    }
+    fn d_output(&self) -> &Tensor {
+        self.d_spatial_out
+            .as_ref()
+            .or(self.d_channel_out.as_ref())
+            .unwrap_or(&self.d_pool_out)
+    }
+}
+
+/// One entry of the memory plan.
+#[derive(Clone, Debug)]
+pub struct PlanEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+}
+
+/// The network for one config and one batch size.
+pub struct Network {
+    config: ModelConfig,
+    batch: usize,
+    table: ParamTable,
+    params: Tensor,
+    grads: Tensor,
+    adam_m: Tensor,
+    adam_v: Tensor,
+    input: Tensor,
+    labels: Tensor,
+    logits: Tensor,
+    probs: Tensor,
+    loss: Tensor,
+    correct: Tensor,
+    plan: Vec<PlanEntry>,
+    stages: Vec<Stage>,
+    dropouts: [Dropout; 2],
+    xent: SoftmaxXent,
+    adam: Adam,
+    /// Kept for their uniform buffers, which the recorded dispatches bind.
+    _head: (GlobalAvgPool, Linear, Linear, Activation),
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+    update: Dispatch,
+    step: u32,
+}
+
+/// Allocates tensors while recording the memory plan.
+struct Planner<'a> {
+    gpu: &'a Gpu,
+    plan: Vec<PlanEntry>,
+}
+
+impl Planner<'_> {
+    fn alloc(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.gpu.zeros(name, shape)?;
+        self.plan.push(PlanEntry {
+            name: name.into(),
+            shape: shape.to_vec(),
+            bytes: 4 * t.len() as u64,
+        });
+        Ok(t)
+    }
+}
+
+impl Network {
+    /// Builds every op, allocates every tensor (each checked against the device's limits, with
+    /// an error naming the tensor) and records the step's dispatches.
+    pub async fn new(
+        gpu: &Gpu,
+        config: &ModelConfig,
+        batch: usize,
+        options: TrainOptions,
+    ) -> Result<Network> {
+        config.validate()?;
+        if batch == 0 {
+            return Err(Error::InvalidConfig {
+                op: "network".into(),
+                message: "batch size must be positive".into(),
+            });
+        }
+        let n = batch;
+        let table = ParamTable::new(config);
+        let mut p = Planner {
+            gpu,
+            plan: Vec::new(),
+        };
+        let packed = table.packed_len();
+        let params = p.alloc("params", &[packed])?;
+        let grads = p.alloc("grads", &[packed])?;
+        let adam_m = p.alloc("adam.m", &[packed])?;
+        let adam_v = p.alloc("adam.v", &[packed])?;
+        let view = |t: &Tensor, prefix: &str, name: &str| -> Result<Tensor> {
+            let e = table.get(name).expect("parameter from the table");
+            t.view(&format!("{prefix}{name}"), e.offset, &e.shape)
+        };
+        let param = |name: &str| view(&params, "", name);
+        let grad = |name: &str| view(&grads, "grad.", name);
+
+        let size = config.image_size;
+        let input = p.alloc("input", &[n, config.in_channels, size, size])?;
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut forward = Vec::new();
+        let mut c_prev = config.in_channels;
+        for (i, &w) in config.widths.iter().enumerate() {
+            let s = config.stage_size(i);
+            let full = [n, w, s, s];
+            let half = [n, w, s / 2, s / 2];
+            let conv_shape = Conv2dShape {
+                n,
+                c_in: c_prev,
+                c_out: w,
+                h: s,
+                w: s,
+                k: 3,
+                pad: 1,
+            };
+            let gate_shape = (n, w, s / 2, s / 2);
+            let channel = if config.attention.has_channel() {
+                let (n, c, h, w) = gate_shape;
+                Some(CbamChannel::new(gpu, CbamChannelShape { n, c, h, w }).await?)
+            } else {
+                None
+            };
+            let spatial = if config.attention.has_spatial() {
+                let (n, c, h, w) = gate_shape;
+                Some(CbamSpatial::new(gpu, CbamSpatialShape { n, c, h, w }).await?)
+            } else {
+                None
+            };
+            let mut opt = |on: bool, name: String| -> Result<Option<Tensor>> {
+                on.then(|| p.alloc(&name, &half)).transpose()
+            };
+            let channel_out = opt(channel.is_some(), format!("stages.{i}.channel_out"))?;
+            let spatial_out = opt(spatial.is_some(), format!("stages.{i}.spatial_out"))?;
+            let d_channel_out = opt(channel.is_some(), format!("stages.{i}.d_channel_out"))?;
+            let d_spatial_out = opt(spatial.is_some(), format!("stages.{i}.d_spatial_out"))?;
+            let stage = Stage {
+                conv: Conv2d::new(gpu, conv_shape, true).await?,
+                elu: Activation::new(gpu, ActivationKind::Elu { alpha: 1.0 }, &full).await?,
+                pool: MaxPool2d::new(
+                    gpu,
+                    MaxPool2dShape {
+                        n,
+                        c: w,
+                        h: s,
+                        w: s,
+                    },
+                )
+                .await?,
+                channel,
+                spatial,
+                conv_out: p.alloc(&format!("stages.{i}.conv_out"), &full)?,
+                elu_out: p.alloc(&format!("stages.{i}.elu_out"), &full)?,
+                pool_out: p.alloc(&format!("stages.{i}.pool_out"), &half)?,
+                channel_out,
+                spatial_out,
+                d_conv_out: p.alloc(&format!("stages.{i}.d_conv_out"), &full)?,
+                d_elu_out: p.alloc(&format!("stages.{i}.d_elu_out"), &full)?,
+                d_pool_out: p.alloc(&format!("stages.{i}.d_pool_out"), &half)?,
+                d_channel_out,
+                d_spatial_out,
+            };
+            let x = stages.last().map(Stage::output).unwrap_or(&input);
+            let pre = format!("stages.{i}");
+            forward.push(stage.conv.forward(
+                gpu,
+                x,
+                &param(&format!("{pre}.conv.weight"))?,
+                Some(&param(&format!("{pre}.conv.bias"))?),
+                &stage.conv_out,
+            )?);
+            forward.push(stage.elu.forward(gpu, &stage.conv_out, &stage.elu_out)?);
+            forward.push(stage.pool.forward(gpu, &stage.elu_out, &stage.pool_out)?);
+            let mut gate_in = stage.pool_out.clone();
+            if let (Some(ch), Some(out)) = (&stage.channel, &stage.channel_out) {
+                let t = mlp_tensors(&param, &pre)?;
+                forward.extend(ch.forward(gpu, &gate_in, &t.as_mlp(), out)?);
+                gate_in = out.clone();
+            }
+            if let (Some(sp), Some(out)) = (&stage.spatial, &stage.spatial_out) {
+                forward.extend(sp.forward(
+                    gpu,
+                    &gate_in,
+                    &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
+                    &param(&format!("{pre}.cbam.spatial.conv.bias"))?,
+                    out,
+                )?);
+            }
+            stages.push(stage);
+            c_prev = w;
+        }
+
+        // Head: global average pool, dropout, fc1, ELU, dropout, fc2, softmax cross-entropy.
+        let last = stages.last().expect("at least one stage");
+        let s_last = config.stage_size(config.widths.len() - 1) / 2;
+        let hid = config.hidden;
+        let k = config.classes.len();
+        let gap = GlobalAvgPool::new(
+            gpu,
+            GlobalAvgPoolShape {
+                n,
+                c: c_prev,
+                h: s_last,
+                w: s_last,
+            },
+        )
+        .await?;
+        let pooled = p.alloc("head.pooled", &[n, c_prev])?;
+        let drop1_out = p.alloc("head.drop1_out", &[n, c_prev])?;
+        let fc1_out = p.alloc("head.fc1_out", &[n, hid])?;
+        let elu_out = p.alloc("head.elu_out", &[n, hid])?;
+        let drop2_out = p.alloc("head.drop2_out", &[n, hid])?;
+        let logits = p.alloc("logits", &[n, k])?;
+        let probs = p.alloc("probs", &[n, k])?;
+        let labels = p.alloc("labels", &[n])?;
+        let loss = p.alloc("loss", &[1])?;
+        let correct = p.alloc("correct", &[1])?;
+        let d_logits = p.alloc("head.d_logits", &[n, k])?;
+        let d_drop2_out = p.alloc("head.d_drop2_out", &[n, hid])?;
+        let d_elu_out = p.alloc("head.d_elu_out", &[n, hid])?;
+        let d_fc1_out = p.alloc("head.d_fc1_out", &[n, hid])?;
+        let d_drop1_out = p.alloc("head.d_drop1_out", &[n, c_prev])?;
+        let d_pooled = p.alloc("head.d_pooled", &[n, c_prev])?;
+
+        let drop1 = Dropout::new(
+            gpu,
+            &[n, c_prev],
+            config.dropout,
+            options.seed.wrapping_mul(2),
+        )
+        .await?;
+        let drop2 = Dropout::new(
+            gpu,
+            &[n, hid],
+            config.dropout,
+            options.seed.wrapping_mul(2).wrapping_add(1),
+        )
+        .await?;
+        let fc1 = Linear::new(
+            gpu,
+            LinearShape {
+                n,
+                in_features: c_prev,
+                out_features: hid,
+            },
+            true,
+        )
+        .await?;
+        let head_elu = Activation::new(gpu, ActivationKind::Elu { alpha: 1.0 }, &[n, hid]).await?;
+        let fc2 = Linear::new(
+            gpu,
+            LinearShape {
+                n,
+                in_features: hid,
+                out_features: k,
+            },
+            true,
+        )
+        .await?;
+        let xent = SoftmaxXent::new(gpu, SoftmaxXentShape { n, k }, false).await?;
+
+        forward.push(gap.forward(gpu, last.output(), &pooled)?);
+        forward.push(drop1.forward(gpu, &pooled, &drop1_out)?);
+        forward.push(fc1.forward(
+            gpu,
+            &drop1_out,
+            &param("head.fc1.weight")?,
+            Some(&param("head.fc1.bias")?),
+            &fc1_out,
+        )?);
+        forward.push(head_elu.forward(gpu, &fc1_out, &elu_out)?);
+        forward.push(drop2.forward(gpu, &elu_out, &drop2_out)?);
+        forward.push(fc2.forward(
+            gpu,
+            &drop2_out,
+            &param("head.fc2.weight")?,
+            Some(&param("head.fc2.bias")?),
+            &logits,
+        )?);
+        forward.push(xent.forward(gpu, &logits, &labels, None, &probs, &loss, &correct)?);
+
+        // Backward, in reverse. Every op overwrites its gradients, so nothing is zeroed per step.
+        let mut backward = vec![xent.backward(gpu, &probs, &labels, None, &d_logits)?];
+        let fc2_w = param("head.fc2.weight")?;
+        backward.push(fc2.backward_input(gpu, &d_logits, &fc2_w, &d_drop2_out)?);
+        backward.push(fc2.backward_weight(
+            gpu,
+            &d_logits,
+            &drop2_out,
+            &grad("head.fc2.weight")?,
+        )?);
+        backward.push(fc2.backward_bias(gpu, &d_logits, &grad("head.fc2.bias")?)?);
+        backward.push(drop2.backward(gpu, &d_drop2_out, &d_elu_out)?);
+        backward.push(head_elu.backward(gpu, &fc1_out, &d_elu_out, &d_fc1_out)?);
+        let fc1_w = param("head.fc1.weight")?;
+        backward.push(fc1.backward_input(gpu, &d_fc1_out, &fc1_w, &d_drop1_out)?);
+        backward.push(fc1.backward_weight(
+            gpu,
+            &d_fc1_out,
+            &drop1_out,
+            &grad("head.fc1.weight")?,
+        )?);
+        backward.push(fc1.backward_bias(gpu, &d_fc1_out, &grad("head.fc1.bias")?)?);
+        backward.push(drop1.backward(gpu, &d_drop1_out, &d_pooled)?);
+        backward.push(gap.backward(gpu, &d_pooled, last.d_output())?);
+        for i in (0..stages.len()).rev() {
+            let st = &stages[i];
+            let pre = format!("stages.{i}");
+            let x = if i == 0 {
+                &input
+            } else {
+                stages[i - 1].output()
+            };
+            let mut gate_in = st.pool_out.clone();
+            let mut d_gate_in = st.d_pool_out.clone();
+            if let Some(out) = &st.channel_out {
+                gate_in = out.clone();
+                d_gate_in = st
+                    .d_channel_out
+                    .clone()
+                    .expect("allocated with channel_out");
+            }
+            if let (Some(sp), Some(d_out)) = (&st.spatial, &st.d_spatial_out) {
+                backward.extend(sp.backward(
+                    gpu,
+                    &gate_in,
+                    d_out,
+                    &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
+                    &d_gate_in,
+                    &grad(&format!("{pre}.cbam.spatial.conv.weight"))?,
+                    &grad(&format!("{pre}.cbam.spatial.conv.bias"))?,
+                )?);
+            }
+            if let (Some(ch), Some(d_out)) = (&st.channel, &st.d_channel_out) {
+                let t = mlp_tensors(&param, &pre)?;
+                let g = mlp_tensors(&grad, &pre)?;
+                backward.extend(ch.backward(
+                    gpu,
+                    &st.pool_out,
+                    &t.as_mlp(),
+                    d_out,
+                    &st.d_pool_out,
+                    &g.as_mlp(),
+                )?);
+            }
+            backward.push(
+                st.pool
+                    .backward(gpu, &st.elu_out, &st.d_pool_out, &st.d_elu_out)?,
+            );
+            backward.push(
+                st.elu
+                    .backward(gpu, &st.conv_out, &st.d_elu_out, &st.d_conv_out)?,
+            );
+            backward.push(st.conv.backward_weight(
+                gpu,
+                &st.d_conv_out,
+                x,
+                &grad(&format!("{pre}.conv.weight"))?,
+            )?);
+            backward.push(st.conv.backward_bias(
+                gpu,
+                &st.d_conv_out,
+                &grad(&format!("{pre}.conv.bias"))?,
+            )?);
+            // The image's own gradient is never needed.
+            if i > 0 {
+                backward.push(st.conv.backward_input(
+                    gpu,
+                    &st.d_conv_out,
+                    &param(&format!("{pre}.conv.weight"))?,
+                    stages[i - 1].d_output(),
+                )?);
+            }
+        }
+        let mut adam = Adam::new(gpu, packed, options.adam).await?;
+        adam.set_step(gpu, 1)?;
+        let update = adam.step(gpu, &params, &grads, &adam_m, &adam_v)?;
+        Ok(Network {
+            config: config.clone(),
+            batch,
+            table,
+            params,
+            grads,
+            adam_m,
+            adam_v,
+            input,
+            labels,
+            logits,
+            probs,
+            loss,
+            correct,
+            plan: p.plan,
+            stages,
+            dropouts: [drop1, drop2],
+            xent,
+            adam,
+            _head: (gap, fc1, fc2, head_elu),
+            forward,
+            backward,
+            update,
+            step: 0,
+        })
+    }
+}
+
+/// The four tensors of a stage's channel-gate MLP, taken from `source` (parameters or grads).
+struct MlpTensors([Tensor; 4]);
+
+impl MlpTensors {
+    fn as_mlp(&self) -> ChannelMlp<'_> {
+        ChannelMlp {
+            fc1_weight: &self.0[0],
+            fc1_bias: &self.0[1],
+            fc2_weight: &self.0[2],
+            fc2_bias: &self.0[3],
+        }
+    }
+}
+
+fn mlp_tensors(source: &dyn Fn(&str) -> Result<Tensor>, pre: &str) -> Result<MlpTensors> {
+    let t = |s: &str| source(&format!("{pre}.cbam.channel.{s}"));
+    Ok(MlpTensors([
+        t("fc1.weight")?,
+        t("fc1.bias")?,
+        t("fc2.weight")?,
+        t("fc2.bias")?,
+    ]))
+}
+
+impl Network {
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn table(&self) -> &ParamTable {
+        &self.table
+    }
+    /// Every tensor the network allocated, in allocation order, with its size.
+    pub fn plan(&self) -> &[PlanEntry] {
+        &self.plan
+    }
+    /// Training steps taken (Adam's t after the last step).
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+    /// The step's dispatches in recording order: forward, backward, Adam.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.forward
+            .iter()
+            .chain(&self.backward)
+            .chain(std::iter::once(&self.update))
+    }
+    pub fn forward_dispatches(&self) -> &[Dispatch] {
+        &self.forward
+    }
+    pub fn params(&self) -> &Tensor {
+        &self.params
+    }
+    pub fn grads(&self) -> &Tensor {
+        &self.grads
+    }
+    pub fn logits(&self) -> &Tensor {
+        &self.logits
+    }
+    pub fn probs(&self) -> &Tensor {
+        &self.probs
+    }
+    /// `[1]`: the batch's mean cross-entropy after the last forward.
+    pub fn loss(&self) -> &Tensor {
+        &self.loss
+    }
+    /// `[1]`, f32: how many rows' argmax equalled the label after the last forward.
+    pub fn correct(&self) -> &Tensor {
+        &self.correct
+    }
+    /// Adam's first and second moments, packed like the parameters.
+    pub fn adam_state(&self) -> (&Tensor, &Tensor) {
+        (&self.adam_m, &self.adam_v)
+    }
+    /// Stage `i`'s spatial attention map M_s `[N, 1, S/2, S/2]`, if the stage has the gate.
+    pub fn spatial_map(&self, i: usize) -> Option<&Tensor> {
+        self.stages.get(i)?.spatial.as_ref().map(|s| s.m_s())
+    }
+    /// Stage `i`'s channel gate M_c `[N, C]`, if the stage has the gate.
+    pub fn channel_gate(&self, i: usize) -> Option<&Tensor> {
+        self.stages.get(i)?.channel.as_ref().map(|c| c.gate())
+    }
+
+    /// Overwrites the parameters (packed by [`Network::table`]); queued until the next submit.
+    pub fn write_params(&self, gpu: &Gpu, packed: &[f32]) -> Result<()> {
+        gpu.write(&self.params, packed)
+    }
+
+    /// Restores Adam's moments and step count (for `train --resume`).
+    pub fn write_adam_state(&mut self, gpu: &Gpu, m: &[f32], v: &[f32], step: u32) -> Result<()> {
+        gpu.write(&self.adam_m, m)?;
+        gpu.write(&self.adam_v, v)?;
+        self.step = step;
+        Ok(())
+    }
+
+    /// Changes the learning rate from the next step on.
+    pub fn set_lr(&mut self, gpu: &Gpu, lr: f64) -> Result<()> {
+        self.adam.set_lr(gpu, lr)
+    }
+
+    /// Uploads a batch: `images` `[N, C, S, S]` in network input scale, `labels` class indices.
+    /// Queued; takes effect at the next submit.
+    pub fn write_batch(&self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
+        gpu.write(&self.input, images)?;
+        self.xent.write_labels(gpu, &self.labels, labels)
+    }
+
+    /// One training step (forward, loss, backward, Adam) in one submission, on the batch last
+    /// written. `dropout: false` runs the step with dropout as the identity (`debug-step`).
+    pub fn train_step(&mut self, gpu: &Gpu, dropout: bool) -> Result<wgpu::SubmissionIndex> {
+        let t = self.step + 1;
+        for d in &self.dropouts {
+            d.set_training(gpu, dropout);
+            d.set_step(gpu, t);
+        }
+        self.adam.set_step(gpu, t)?;
+        let all: Vec<&Dispatch> = self.dispatches().collect();
+        let index = gpu.submit(&all)?;
+        self.step = t;
+        Ok(index)
+    }
+
+    /// The forward pass and the loss only, dropout off: evaluation and inference.
+    pub fn forward_eval(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
+        for d in &self.dropouts {
+            d.set_training(gpu, false);
+        }
+        let all: Vec<&Dispatch> = self.forward.iter().collect();
+        gpu.submit(&all)
+    }
+
+    /// The forward pass, loss and backward, without updating the parameters (gradient checks).
+    pub fn forward_backward(&self, gpu: &Gpu, dropout: bool) -> Result<wgpu::SubmissionIndex> {
+        for d in &self.dropouts {
+            d.set_training(gpu, dropout);
+            d.set_step(gpu, self.step + 1);
+        }
+        let all: Vec<&Dispatch> = self.forward.iter().chain(&self.backward).collect();
+        gpu.submit(&all)
+    }
+}

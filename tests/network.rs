@@ -1,0 +1,260 @@
+//! The whole network on the GPU against the same network composed from the reference ops:
+//! logits, loss, every parameter gradient, and the parameters after 3 Adam steps.
+
+mod common;
+use common::*;
+
+use fer_cbam::model::{Attention, ModelConfig, Network, ParamTable, TrainOptions};
+use fer_cbam_reference::{adam as ref_adam, network as reference};
+
+/// Tolerance for a whole forward/backward in f32 against f64. Each op's own f32 error is at most
+/// about K 2^-24 ~ 2e-5 relative for its longest sum (K <= 300 here), and about twenty ops are
+/// chained, so ~4e-4 relative; 1e-3 leaves room. The absolute floor, 1e-4 of the tensor's largest
+/// magnitude, covers elements that are sums with cancellation (a gradient near zero).
+fn chain_tol(reference: &[f64]) -> Tol {
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    Tol {
+        atol: 1e-4 * scale,
+        rtol: 1e-3,
+        why: "f32 network (~20 chained ops, K<=300 terms each) vs f64: 1e-3 relative, 1e-4*max absolute",
+    }
+}
+
+fn small_config(attention: Attention) -> ModelConfig {
+    ModelConfig {
+        image_size: 32,
+        in_channels: 3,
+        widths: vec![8, 16, 16, 32],
+        attention,
+        ..ModelConfig::default()
+    }
+}
+
+fn ref_config(c: &ModelConfig) -> reference::Config {
+    reference::Config {
+        image_size: c.image_size,
+        in_channels: c.in_channels,
+        widths: c.widths.clone(),
+        hidden: c.hidden,
+        classes: c.classes.len(),
+        channel_gate: c.attention.has_channel(),
+        spatial_gate: c.attention.has_spatial(),
+        dropout: c.dropout,
+    }
+}
+
+fn unpack(table: &ParamTable, packed: &[f32]) -> reference::Params {
+    table
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                to_f64(&packed[e.offset..e.offset + e.len()]),
+            )
+        })
+        .collect()
+}
+
+fn check_model(attention: Attention, batch: usize, seed: u64) {
+    let gpu = gpu();
+    let config = small_config(attention);
+    let table = ParamTable::new(&config);
+    let options = TrainOptions {
+        seed: 11,
+        ..TrainOptions::default()
+    };
+    let mut net = block_on(Network::new(gpu, &config, batch, options)).unwrap();
+    let packed = table.init(seed);
+    net.write_params(gpu, &packed).unwrap();
+    let s = config.image_size;
+    let images: Vec<f32> = random(seed + 1, batch * 3 * s * s)
+        .iter()
+        .map(|v| 0.5 + 0.5 * v)
+        .collect();
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| (i * 5 + seed as u32) % 7)
+        .collect();
+    net.write_batch(gpu, &images, &labels).unwrap();
+
+    // Step 1's gradients, dropout on (the reference reproduces the masks bit for bit).
+    net.forward_backward(gpu, true).unwrap();
+    gpu.wait().unwrap();
+    let rc = ref_config(&config);
+    let x = to_f64(&images);
+    let drop = |step| reference::DropoutState {
+        training: true,
+        seeds: [22, 23],
+        step,
+    };
+    let want = reference::forward_backward(&rc, &unpack(&table, &packed), &x, &labels, drop(1));
+    let what = |t: &str| format!("{attention:?} batch {batch}: {t}");
+    assert_close(
+        &what("logits"),
+        &read(net.logits()),
+        &want.logits,
+        chain_tol(&want.logits),
+    );
+    assert_close(
+        &what("loss"),
+        &read(net.loss()),
+        &[want.loss],
+        chain_tol(&[want.loss]),
+    );
+    assert_eq!(
+        read(net.correct())[0] as usize,
+        want.correct,
+        "{}",
+        what("correct")
+    );
+    let grads = read(net.grads());
+    for e in table.entries() {
+        let w = &want.grads[&e.name];
+        assert_close(
+            &what(&format!("grad {}", e.name)),
+            &grads[e.offset..e.offset + e.len()],
+            w,
+            chain_tol(w),
+        );
+    }
+
+    // Three Adam steps against reference Adam on reference gradients.
+    let mut p = to_f64(&packed);
+    let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
+    for t in 1..=3u32 {
+        net.train_step(gpu, true).unwrap();
+        let got = reference::forward_backward(&rc, &unpack_f64(&table, &p), &x, &labels, drop(t));
+        let mut g = vec![0.0; p.len()];
+        for e in table.entries() {
+            g[e.offset..e.offset + e.len()].copy_from_slice(&got.grads[&e.name]);
+        }
+        ref_adam::step(&mut p, &g, &mut m, &mut v, &ref_adam::Config::default(), t);
+    }
+    gpu.wait().unwrap();
+    // Adam moves each parameter by about lr = 1e-3 per step whatever the gradient's size, so the
+    // f32 gradient error matters only through the ratio m/sqrt(v): 1% of lr absolute. Except where
+    // the gradient itself is below the gradient tolerance's floor (1e-4 of the tensor's largest):
+    // there f32 cannot fix its sign or its size against eps = 1e-8, and Adam may legitimately move
+    // the parameter anywhere within lr per step, so those elements get 2 lr per step. (Exact
+    // zeros, from dropped units or dead ReLUs, are exact on both sides and stay strict.)
+    let after = read(net.params());
+    let tol = Tol {
+        atol: 1e-5,
+        rtol: 1e-5,
+        why: "3 Adam steps of ~lr=1e-3 each: 1% of lr absolute",
+    };
+    let loose = Tol {
+        atol: 3.0 * 2.0 * 1e-3,
+        rtol: 0.0,
+        why: "gradient below f32 resolution: 2 lr per step",
+    };
+    for e in table.entries() {
+        let r = e.offset..e.offset + e.len();
+        let g1 = &want.grads[&e.name];
+        let floor = 1e-4 * g1.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let (mut got_s, mut want_s, mut got_l, mut want_l) = (vec![], vec![], vec![], vec![]);
+        for (j, i) in r.enumerate() {
+            if g1[j] == 0.0 || g1[j].abs() > floor {
+                got_s.push(after[i]);
+                want_s.push(p[i]);
+            } else {
+                got_l.push(after[i]);
+                want_l.push(p[i]);
+            }
+        }
+        assert!(
+            got_l.len() * 10 <= e.len().max(10),
+            "{}: too many near-zero gradients to test",
+            e.name
+        );
+        assert_close(
+            &what(&format!("param {} after 3 steps", e.name)),
+            &got_s,
+            &want_s,
+            tol,
+        );
+        assert_close(
+            &what(&format!("param {} after 3 steps (tiny gradients)", e.name)),
+            &got_l,
+            &want_l,
+            loose,
+        );
+    }
+}
+
+fn unpack_f64(table: &ParamTable, packed: &[f64]) -> reference::Params {
+    table
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                packed[e.offset..e.offset + e.len()].to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn full_attention_matches_the_reference_network() {
+    check_model(Attention::Full, 3, 1);
+}
+
+#[test]
+fn every_ablation_matches_the_reference_network() {
+    check_model(Attention::None, 2, 2);
+    check_model(Attention::Channel, 1, 3);
+    check_model(Attention::Spatial, 2, 4);
+}
+
+#[test]
+fn training_is_bit_identical_for_the_same_seed_and_data() {
+    let gpu = gpu();
+    let config = small_config(Attention::Full);
+    let run = || {
+        let mut net = block_on(Network::new(
+            gpu,
+            &config,
+            4,
+            TrainOptions {
+                seed: 5,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        net.write_params(gpu, &ParamTable::new(&config).init(9))
+            .unwrap();
+        let images: Vec<f32> = random(3, 4 * 3 * 32 * 32).iter().map(|v| v.abs()).collect();
+        net.write_batch(gpu, &images, &[0, 1, 2, 3]).unwrap();
+        for _ in 0..3 {
+            net.train_step(gpu, true).unwrap();
+        }
+        read(net.params())
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert!(run() == run(), "two identical runs differ");
+}
+
+#[test]
+fn an_oversized_plan_names_the_tensor_that_does_not_fit() {
+    // 64 x 32 x 128 x 128 f32 is exactly 128 MiB; four times the batch cannot fit a
+    // 128 MiB binding limit (lavapipe's), and the error must say which tensor.
+    let gpu = gpu();
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    let batch = (limit / (32 * 128 * 128 * 4)) as usize + 1;
+    let err = block_on(Network::new(
+        gpu,
+        &ModelConfig::default(),
+        batch,
+        TrainOptions::default(),
+    ))
+    .err()
+    .map(|e| e.to_string());
+    let err = err.expect("must not fit");
+    assert!(
+        err.contains("stages.0.conv_out") && err.contains("bytes"),
+        "{err}"
+    );
+}
