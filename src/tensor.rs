@@ -47,7 +47,7 @@ impl Tensor {
     /// packed parameter buffer). The offset must keep the device's 256-byte binding alignment.
     pub fn view(&self, name: &str, offset: usize, shape: &[usize]) -> Result<Tensor> {
         let len: usize = shape.iter().product();
-        if offset + len > self.len() || (offset * 4) % 256 != 0 {
+        if offset + len > self.len() || !(offset * 4).is_multiple_of(256) {
             return Err(Error::Shape {
                 op: format!("view at element {offset} of `{}`", self.name),
                 tensor: name.into(),

@@ -327,8 +327,7 @@ fn shape_and_configuration_errors() {
     let t = zeros("t", &[67]);
     let err = adam
         .step(gpu, &t, &zeros("head.grads", &[66]), &t, &t)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("head.grads") && err.contains("[66]") && err.contains("[67]"),

@@ -561,8 +561,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let images = zeros("images", &[2, 32, 5, 6]);
     let err = op
         .forward(gpu, &images, &ok, &y)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("images") && err.contains("[2, 32, 5, 6]") && err.contains("[2, 32, 5, 5]"),
@@ -576,8 +575,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     };
     let err = op
         .forward(gpu, &x, &bad, &y)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("fc1.weight") && err.contains("[32, 2]") && err.contains("[2, 32]"),
@@ -591,8 +589,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     };
     let err = op
         .backward(gpu, &x, &ok, &y, &zeros("dx", &s.input_shape()), &grads)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("dfc2.bias") && err.contains("[2]") && err.contains("[32]"),
@@ -600,8 +597,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     );
     let err = op
         .backward(gpu, &x, &ok, &y, &zeros("dx", &[2, 32, 25]), &ok)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(err.contains("dx") && err.contains("[2, 32, 25]"), "{err}");
     let err = block_on(CbamChannel::new(gpu, shape(2, 0, 5, 5)))

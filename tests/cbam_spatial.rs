@@ -470,8 +470,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let bad_x = zeros("features", &[2, 3, 4, 5]);
     let err = gate
         .forward(gpu, &bad_x, &w, &b, &y)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     expect(
         err,
         &[
@@ -484,8 +483,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let bad_w = zeros("spatial.conv.weight", &[1, 2, 3, 3]);
     let err = gate
         .forward(gpu, &x, &bad_w, &b, &y)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     expect(
         err,
         &["spatial.conv.weight", "[1, 2, 3, 3]", "[1, 2, 7, 7]"],
@@ -493,14 +491,12 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let bad_b = zeros("spatial.conv.bias", &[2]);
     let err = gate
         .forward(gpu, &x, &w, &bad_b, &y)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     expect(err, &["spatial.conv.bias", "[2]", "[1]"]);
     let bad_dw = zeros("dweight", &[2, 7, 7]);
     let err = gate
         .backward(gpu, &x, &y, &w, &x, &bad_dw, &b)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     expect(
         err,
         &[
@@ -513,8 +509,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let bad_dy = zeros("dy", &[2, 4, 5, 4]);
     let err = gate
         .backward(gpu, &x, &bad_dy, &w, &y, &w, &b)
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     expect(err, &["dy", "[2, 4, 5, 4]", "[2, 3, 5, 4]"]);
     let err = block_on(CbamSpatial::new(gpu, shape(1, 0, 3, 3)))
         .err()

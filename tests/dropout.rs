@@ -334,7 +334,7 @@ fn shape_mismatch_and_bad_probability_are_errors() {
     let d = block_on(Dropout::new(gpu, &[64, 256], 0.2, 0)).unwrap();
     let x = zeros("pooled", &[64, 255]);
     let y = zeros("y", &[64, 256]);
-    let err = d.forward(gpu, &x, &y).err().expect("must fail").to_string();
+    let err = d.forward(gpu, &x, &y).expect_err("must fail").to_string();
     assert!(
         err.contains("pooled") && err.contains("[64, 255]") && err.contains("[64, 256]"),
         "{err}"

@@ -163,8 +163,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let pool = block_on(GlobalAvgPool::new(gpu, s)).unwrap();
     let err = pool
         .forward(gpu, &zeros("features", &[2, 3, 5, 4]), &zeros("y", &[2, 3]))
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("features") && err.contains("[2, 3, 5, 4]") && err.contains("[2, 3, 4, 5]"),
@@ -176,8 +175,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
             &zeros("dlogits", &[2, 3, 1, 1]),
             &zeros("dx", &[2, 3, 4, 5]),
         )
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("dlogits") && err.contains("[2, 3, 1, 1]") && err.contains("[2, 3]"),

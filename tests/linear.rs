@@ -239,8 +239,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let wt = zeros("fc.weight", &[67, 5]);
     let err = lin
         .forward(gpu, &x, &wt, Some(&b), &y)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("fc.weight") && err.contains("[67, 5]") && err.contains("[5, 67]"),

@@ -344,8 +344,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     let bad = zeros("head.logits", &[64, 8]);
     let err = op
         .forward(gpu, &bad, &y, Some(&w), &p, &l, &c)
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     assert!(
         err.contains("head.logits") && err.contains("[64, 8]") && err.contains("[64, 7]"),

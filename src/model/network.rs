@@ -20,20 +20,11 @@ use crate::ops::Dispatch;
 use crate::tensor::Tensor;
 
 /// Training options that live on the device.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct TrainOptions {
     pub adam: AdamConfig,
     /// Seed of the dropout masks (each layer derives its own).
     pub seed: u32,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            adam: AdamConfig::default(),
-            seed: 0,
-        }
-    }
 }
 
 /// The tensors of one stage (conv, ELU, pool, optional gates) and their gradients.
