@@ -41,6 +41,32 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Run one training step (dropout off) on a batch file and write logits, loss, every
+    /// gradient (`grad.<name>`) and the parameters after one Adam step (`param.<name>`) to one
+    /// safetensors file: the hook for holding the engine against another framework.
+    DebugStep {
+        /// Checkpoint to start from.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// safetensors file with `images` (f32 [N, C, H, W], network input scale) and
+        /// `labels` (i64 [N]).
+        #[arg(long)]
+        batch: PathBuf,
+        /// Output safetensors file (written atomically).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 0.9)]
+        beta1: f64,
+        #[arg(long, default_value_t = 0.999)]
+        beta2: f64,
+        #[arg(long, default_value_t = 1e-8)]
+        eps: f64,
+        /// Decoupled (AdamW) weight decay.
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f64,
+    },
 }
 
 /// The model config flags; defaults are the spec's network.
@@ -79,6 +105,34 @@ fn main() {
     let result = match cli.command {
         Command::Info { model, config } => info(model, &config),
         Command::Init { seed, out, config } => init(seed, &out, &config),
+        Command::DebugStep {
+            checkpoint,
+            batch,
+            out,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let adam = fer_cbam::ops::adam::AdamConfig {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            };
+            fer_cbam::Gpu::new_blocking().and_then(|gpu| {
+                pollster::block_on(fer_cbam::model::debug_step::debug_step(
+                    &gpu,
+                    &checkpoint,
+                    &batch,
+                    adam,
+                    &out,
+                ))
+                .map(|()| println!("wrote {}", out.display()))
+            })
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

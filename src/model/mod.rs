@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod debug_step;
 pub mod network;
 pub mod params;
 
