@@ -183,7 +183,8 @@ fn bad_batch_files_are_one_line_errors_naming_the_file() {
     checkpoint::save(&ck, &config, &ParamTable::new(&config).init(0)).unwrap();
     let out = dir.join("o.safetensors");
     let images = vec![0.5f32; 2 * 3 * 16 * 16];
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "float_labels",
             Box::new(|p: &Path| write_batch(p, &images, vec![2, 3, 16, 16], &[1, 2], Dtype::F32)),
