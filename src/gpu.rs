@@ -278,7 +278,28 @@ impl Gpu {
     /// Records `dispatches` in order into one compute pass and submits them in one submission.
     /// Validation errors come back naming the WGSL file and entry point of the failing dispatch.
     pub fn submit(&self, dispatches: &[&crate::ops::Dispatch]) -> Result<wgpu::SubmissionIndex> {
+        self.submit_with_copies(dispatches, &[])
+    }
+
+    /// [`Gpu::submit`], then in the same submission copies each `(src, dst, dst_offset)`:
+    /// `src` whole into `dst` starting `dst_offset` elements in (metrics into a history buffer,
+    /// so they are read back every few steps instead of stalling every step).
+    pub fn submit_with_copies(
+        &self,
+        dispatches: &[&crate::ops::Dispatch],
+        copies: &[(&Tensor, &Tensor, usize)],
+    ) -> Result<wgpu::SubmissionIndex> {
         self.check_lost()?;
+        for (src, dst, at) in copies {
+            if at + src.len() > dst.len() {
+                return Err(Error::Shape {
+                    op: format!("copy into `{}` at element {at}", dst.name()),
+                    tensor: src.name().into(),
+                    expected: dst.shape().to_vec(),
+                    got: src.shape().to_vec(),
+                });
+            }
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = self
             .device
@@ -293,6 +314,15 @@ impl Gpu {
             for d in dispatches {
                 d.record(&mut pass);
             }
+        }
+        for (src, dst, at) in copies {
+            encoder.copy_buffer_to_buffer(
+                src.buffer(),
+                src.offset(),
+                dst.buffer(),
+                dst.offset() + 4 * *at as u64,
+                4 * src.len() as u64,
+            );
         }
         {
             // Reuses the string's capacity: no allocation per step once warm.
@@ -367,6 +397,36 @@ impl Gpu {
             staging.unmap();
             Ok(out)
         }
+    }
+
+    /// [`Gpu::read`] plus the submission index of its copy: submit more work, then
+    /// [`Gpu::wait_for`] that index, and the device never idles while the CPU reads.
+    pub fn read_later(
+        &self,
+        t: &Tensor,
+    ) -> (
+        wgpu::SubmissionIndex,
+        impl Future<Output = Result<Vec<f32>>> + use<>,
+    ) {
+        let fut = self.read(t);
+        // `read` submitted its copy last; an empty submission returns the index after it.
+        let index = self.queue.submit(std::iter::empty());
+        (index, fut)
+    }
+
+    /// Blocks until submission `index` (and everything before it) is done (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                context: "waiting for a submission".into(),
+                message: e.to_string(),
+            })?;
+        self.check_lost()
     }
 
     /// [`Gpu::read`], waiting for the device.

@@ -13,6 +13,8 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod tensor;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -8,5 +8,5 @@ pub mod network;
 pub mod params;
 
 pub use config::{Attention, ModelConfig, CLASSES};
-pub use network::{Network, TrainOptions};
+pub use network::{Network, TrainOptions, HISTORY};
 pub use params::ParamTable;

@@ -61,6 +61,9 @@ impl Stage {
     }
 }
 
+/// Steps of (loss, correct) kept on the device between readbacks.
+pub const HISTORY: usize = 64;
+
 /// One entry of the memory plan.
 #[derive(Clone, Debug)]
 pub struct PlanEntry {
@@ -84,6 +87,8 @@ pub struct Network {
     probs: Tensor,
     loss: Tensor,
     correct: Tensor,
+    /// `[HISTORY, 2]`: (loss, correct) of the last HISTORY steps, slot (t - 1) % HISTORY.
+    history: Tensor,
     plan: Vec<PlanEntry>,
     stages: Vec<Stage>,
     dropouts: [Dropout; 2],
@@ -268,6 +273,7 @@ impl Network {
         let labels = p.alloc("labels", &[n])?;
         let loss = p.alloc("loss", &[1])?;
         let correct = p.alloc("correct", &[1])?;
+        let history = p.alloc("history", &[HISTORY, 2])?;
         let d_logits = p.alloc("head.d_logits", &[n, k])?;
         let d_drop2_out = p.alloc("head.d_drop2_out", &[n, hid])?;
         let d_elu_out = p.alloc("head.d_elu_out", &[n, hid])?;
@@ -442,6 +448,7 @@ impl Network {
             probs,
             loss,
             correct,
+            history,
             plan: p.plan,
             stages,
             dropouts: [drop1, drop2],
@@ -576,9 +583,36 @@ impl Network {
         }
         self.adam.set_step(gpu, t)?;
         let all: Vec<&Dispatch> = self.dispatches().collect();
-        let index = gpu.submit(&all)?;
+        let slot = 2 * ((t as usize - 1) % HISTORY);
+        let index = gpu.submit_with_copies(
+            &all,
+            &[
+                (&self.loss, &self.history, slot),
+                (&self.correct, &self.history, slot + 1),
+            ],
+        )?;
         self.step = t;
         Ok(index)
+    }
+
+    /// `[HISTORY, 2]`: (loss, correct count) of step t in row (t - 1) % HISTORY.
+    pub fn history(&self) -> &Tensor {
+        &self.history
+    }
+
+    /// Evaluation forward on the batch last written, copying the probabilities into `dst`
+    /// `[rows, K]` at row `row` in the same submission (so a whole test set is read back once).
+    pub fn forward_eval_into(
+        &self,
+        gpu: &Gpu,
+        dst: &Tensor,
+        row: usize,
+    ) -> Result<wgpu::SubmissionIndex> {
+        for d in &self.dropouts {
+            d.set_training(gpu, false);
+        }
+        let all: Vec<&Dispatch> = self.forward.iter().collect();
+        gpu.submit_with_copies(&all, &[(&self.probs, dst, row * self.config.classes.len())])
     }
 
     /// The forward pass and the loss only, dropout off: evaluation and inference.
