@@ -24,9 +24,13 @@ enum Command {
     /// Print the adapter, backend, driver and the device limits in use; with --model, the
     /// model's parameter table.
     Info {
-        /// Also print the parameter table (names, shapes, counts) of the model config below.
+        /// Also print the parameter table (names, shapes, counts) of the model config below and
+        /// the memory plan at --batch-size (every device tensor, allocated for real).
         #[arg(long)]
         model: bool,
+        /// Batch size of the memory plan.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -103,7 +107,11 @@ impl ConfigArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info { model, config } => info(model, &config),
+        Command::Info {
+            model,
+            batch_size,
+            config,
+        } => info(model, batch_size, &config),
         Command::Init { seed, out, config } => init(seed, &out, &config),
         Command::DebugStep {
             checkpoint,
@@ -140,7 +148,7 @@ fn main() {
     }
 }
 
-fn info(model: bool, config: &ConfigArgs) -> fer_cbam::Result<()> {
+fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result<()> {
     let gpu = fer_cbam::Gpu::new_blocking()?;
     println!("{}", gpu.describe());
     if model {
@@ -157,6 +165,27 @@ fn info(model: bool, config: &ConfigArgs) -> fer_cbam::Result<()> {
             );
         }
         println!("{:<40} {:<18} {:>10}", "total", "", table.count());
+        let net = pollster::block_on(fer_cbam::model::Network::new(
+            &gpu,
+            &config,
+            batch_size,
+            Default::default(),
+        ))?;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "\nmemory plan at batch {batch_size} (the network's device tensors, f32; each gate's small saved tensors come on top):"
+        );
+        let mut total = 0;
+        for e in net.plan() {
+            total += e.bytes;
+            println!(
+                "{:<40} {:<22} {:>10.2} MiB",
+                e.name,
+                format!("{:?}", e.shape),
+                mib(e.bytes)
+            );
+        }
+        println!("{:<40} {:<22} {:>10.2} MiB", "total", "", mib(total));
     }
     Ok(())
 }
