@@ -83,10 +83,17 @@ pub fn generate(seed: u64, index: u64, size: usize) -> Face {
     let label = label_of(seed, index);
     let mut rng = Rng(SplitMix64(mix(seed, index)));
     let id = Identity::draw(&mut rng);
-    let pose = Pose::draw(&mut rng, size);
+    let mut pose = Pose::draw(&mut rng, size);
     let au = Aus::draw(&mut rng, label);
     let look = Look::draw(&mut rng);
     let geo = Geometry::build(&id, &au);
+    // A face detector frames the whole face: a wide-open mouth that would leave the image moves
+    // the face up instead (brows to mouth always stay inside, so occlusions find them).
+    let low = geo.landmarks[17..]
+        .iter()
+        .map(|&p| pose.px(p)[1])
+        .fold(f32::MIN, f32::max);
+    pose.cy -= (low - size as f32 * (47.0 / 48.0)).max(0.0);
     let landmarks = geo.landmarks.map(|p| pose.px(p));
     let canvas = render(&geo, &id, &au, &look, &pose, size);
     let pixels = finish(&canvas, &look, &mut rng);
@@ -437,9 +444,12 @@ impl Geometry {
         // Brows. t runs from the inner end (0) to the outer end (1).
         let mut brow_thick = [[0.0; 5]; 2];
         for (b, side) in [(0usize, -1.0f32), (1, 1.0)] {
-            let yi = -id.brow_y + id.rest_brow - 0.16 * au.au1 + 0.14 * au.au4;
+            // With AU1 the brow lowerer mostly pulls the brows together instead of down (the
+            // oblique brows of sadness, the flat raised brows of fear).
+            let lower = 0.14 * au.au4 * (1.0 - 0.6 * au.au1.min(1.0));
+            let yi = -id.brow_y + id.rest_brow - 0.16 * au.au1 + lower;
             let yo =
-                -id.brow_y + id.rest_brow + 0.03 - 0.13 * au.au2 + 0.05 * au.au4 - 0.02 * au.au1;
+                -id.brow_y + id.rest_brow + 0.03 - 0.16 * au.au2 + 0.05 * au.au4 + 0.03 * au.au1;
             let arch = (id.brow_arch + 0.04 * au.au2 - 0.03 * au.au4 - 0.02 * au.au1).max(0.0);
             let xi = id.brow_in - 0.06 * au.au4 + 0.02 * au.au1 * (1.0 - au.au4.min(1.0));
             for k in 0..5 {
@@ -460,12 +470,12 @@ impl Geometry {
         let mut iris_c = [[0.0; 2]; 2];
         let hu = (id.eye_hu * id.rest_open + 0.065 * au.au5
             - 0.03 * au.au7
-            - 0.025 * au.au6
+            - 0.035 * au.au6
             - 0.035 * au.droop
             - 0.01 * au.au4
             - 0.02 * au.au9)
             .max(0.015);
-        let hl = (id.eye_hl + 0.015 * au.au5 - 0.025 * au.au7 - 0.03 * au.au6 - 0.01 * au.au9)
+        let hl = (id.eye_hl + 0.015 * au.au5 - 0.025 * au.au7 - 0.04 * au.au6 - 0.01 * au.au9)
             .max(0.012);
         for (e, side) in [(0usize, -1.0f32), (1, 1.0)] {
             let cx = side * id.eye_sep;
