@@ -2,3 +2,4 @@
 
 pub mod raster;
 pub mod synthetic;
+pub mod folder;
