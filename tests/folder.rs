@@ -369,3 +369,191 @@ fn palette_tiff_decodes_through_its_colour_map() {
     }
     assert_eq!(subject_of("KA.AN1.39.tiff").as_deref(), Some("KA"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Splits (src/data/split.rs), on made-up labels and on CK+'s subjects.
+
+use fer_cbam::data::split::{stratified, stratified_kfold, Partition, TEST_FRACTION};
+
+/// Imbalanced labels in a scrambled order: class sizes 50, 7, 13, 101, 0, 3, 1.
+fn imbalanced() -> Vec<usize> {
+    let sizes = [50, 7, 13, 101, 0, 3, 1];
+    let mut l: Vec<usize> = (0..7)
+        .flat_map(|c| std::iter::repeat_n(c, sizes[c]))
+        .collect();
+    let n = l.len();
+    for i in 0..n {
+        l.swap(i, (i * 7919 + 13) % n);
+    }
+    l
+}
+
+fn per_class(labels: &[usize], idx: &[usize]) -> [usize; 7] {
+    let mut c = [0; 7];
+    for &i in idx {
+        c[labels[i]] += 1;
+    }
+    c
+}
+
+/// Both sides together are every index once.
+fn assert_disjoint_cover(p: &Partition, n: usize) {
+    let mut all: Vec<usize> = p.train.iter().chain(&p.test).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+}
+
+#[test]
+fn split_is_stratified_disjoint_and_deterministic() {
+    let labels = imbalanced();
+    let p = stratified(&labels, None, TEST_FRACTION, 5).unwrap();
+    assert_disjoint_cover(&p, labels.len());
+    let (all, test) = (
+        per_class(&labels, &(0..labels.len()).collect::<Vec<_>>()),
+        per_class(&labels, &p.test),
+    );
+    for c in 0..7 {
+        let want = all[c] as f64 * 0.2;
+        assert!(
+            (test[c] as f64 - want).abs() <= 1.0,
+            "class {c}: {} of {}",
+            test[c],
+            all[c]
+        );
+    }
+    assert_eq!(p, stratified(&labels, None, TEST_FRACTION, 5).unwrap());
+    assert_ne!(
+        p.test,
+        stratified(&labels, None, TEST_FRACTION, 6).unwrap().test
+    );
+}
+
+#[test]
+fn grouped_split_never_straddles_a_group() {
+    // 60 made-up subjects with 1..6 images each, classes mixed within a subject.
+    let (mut labels, mut groups) = (Vec::new(), Vec::new());
+    for s in 0..60 {
+        for k in 0..(1 + s % 6) {
+            labels.push((s * 3 + k) % 7);
+            groups.push(Some(format!("S{s:03}")));
+        }
+    }
+    groups[5] = None; // an item without a subject stands alone
+    let p = stratified(&labels, Some(&groups), 0.2, 9).unwrap();
+    assert_disjoint_cover(&p, labels.len());
+    let test_groups: std::collections::HashSet<_> =
+        p.test.iter().filter_map(|&i| groups[i].clone()).collect();
+    for &i in &p.train {
+        if let Some(g) = &groups[i] {
+            assert!(!test_groups.contains(g), "{g} is on both sides");
+        }
+    }
+    let frac = p.test.len() as f64 / labels.len() as f64;
+    assert!((frac - 0.2).abs() < 0.05, "test fraction {frac}");
+    assert_eq!(p, stratified(&labels, Some(&groups), 0.2, 9).unwrap());
+}
+
+#[test]
+fn ckplus_subject_split_keeps_every_class_near_20_percent() {
+    let Some(root) = shared(CKPLUS) else { return };
+    let ds = scan(root).unwrap();
+    let labels: Vec<usize> = ds.items.iter().map(|i| i.label).collect();
+    let groups: Vec<Option<String>> = ds.items.iter().map(|i| i.group.clone()).collect();
+    let p = stratified(&labels, Some(&groups), TEST_FRACTION, 1).unwrap();
+    assert_disjoint_cover(&p, labels.len());
+    let train_subjects: HashSet<_> = p
+        .train
+        .iter()
+        .map(|&i| groups[i].clone().unwrap())
+        .collect();
+    assert!(p
+        .test
+        .iter()
+        .all(|&i| !train_subjects.contains(groups[i].as_ref().unwrap())));
+    let (all, test) = (ds.counts(None), per_class(&labels, &p.test));
+    for c in 0..7 {
+        if all[c] > 0 {
+            let f = test[c] as f64 / all[c] as f64;
+            assert!(
+                (f - 0.2).abs() < 0.06,
+                "class {c}: {} of {}",
+                test[c],
+                all[c]
+            );
+        }
+    }
+    println!("CK+ by subject: test {:?} of {:?}", test, all);
+}
+
+#[test]
+fn kfold_test_sides_cover_every_item_once_and_stay_stratified() {
+    let labels = imbalanced();
+    for k in [3, 5, 10] {
+        let folds = stratified_kfold(&labels, None, k, 2).unwrap();
+        assert_eq!(folds.len(), k);
+        let mut seen = vec![0; labels.len()];
+        for p in &folds {
+            assert_disjoint_cover(p, labels.len());
+            for &i in &p.test {
+                seen[i] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1), "k = {k}");
+        let counts: Vec<[usize; 7]> = folds.iter().map(|p| per_class(&labels, &p.test)).collect();
+        for c in 0..7 {
+            let (lo, hi) = (
+                counts.iter().map(|f| f[c]).min().unwrap(),
+                counts.iter().map(|f| f[c]).max().unwrap(),
+            );
+            assert!(hi - lo <= 1, "k = {k}, class {c}: {lo}..{hi}");
+        }
+        let sizes: Vec<usize> = folds.iter().map(|p| p.test.len()).collect();
+        let spread = sizes.iter().max().unwrap() - sizes.iter().min().unwrap();
+        assert!(spread <= 1, "k = {k}: fold sizes {sizes:?}");
+        assert_eq!(folds, stratified_kfold(&labels, None, k, 2).unwrap());
+    }
+}
+
+#[test]
+fn ckplus_kfold_by_subject_puts_each_subject_in_one_fold() {
+    let Some(root) = shared(CKPLUS) else { return };
+    let ds = scan(root).unwrap();
+    let labels: Vec<usize> = ds.items.iter().map(|i| i.label).collect();
+    let groups: Vec<Option<String>> = ds.items.iter().map(|i| i.group.clone()).collect();
+    let folds = stratified_kfold(&labels, Some(&groups), 10, 4).unwrap();
+    let mut fold_of: std::collections::HashMap<String, usize> = Default::default();
+    for (f, p) in folds.iter().enumerate() {
+        for &i in &p.test {
+            let g = groups[i].clone().unwrap();
+            assert_eq!(
+                *fold_of.entry(g.clone()).or_insert(f),
+                f,
+                "{g} in two folds"
+            );
+        }
+    }
+    assert_eq!(fold_of.len(), 106);
+    // Units are whole subjects (3 frames per sequence): each class spreads over the folds
+    // within two sequences.
+    let counts: Vec<[usize; 7]> = folds.iter().map(|p| per_class(&labels, &p.test)).collect();
+    for c in 0..7 {
+        let (lo, hi) = (
+            counts.iter().map(|f| f[c]).min().unwrap(),
+            counts.iter().map(|f| f[c]).max().unwrap(),
+        );
+        assert!(
+            hi - lo <= 6,
+            "class {c}: {lo}..{hi} over the folds {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn split_arguments_are_checked() {
+    let labels = imbalanced();
+    assert!(stratified(&labels, None, 1.5, 0).is_err());
+    assert!(stratified_kfold(&labels, None, 1, 0).is_err());
+    assert!(stratified_kfold(&labels[..3], None, 4, 0).is_err());
+    let short = vec![None; 3];
+    assert!(stratified(&labels, Some(&short), 0.2, 0).is_err());
+}
