@@ -1,1 +1,6 @@
 //! Data: the embedded synthetic face set, class-per-folder datasets, splits and occlusions.
+
+pub mod raster;
+pub mod synthetic;
+pub mod folder;
+pub mod split;
