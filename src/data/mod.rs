@@ -4,3 +4,4 @@ pub mod raster;
 pub mod synthetic;
 pub mod folder;
 pub mod split;
+pub mod occlusion;
