@@ -459,7 +459,7 @@ impl Geometry {
         // Jaw 0..16: a superellipse quarter on each side, tapered toward the chin; the jaw drop
         // (AU26) pulls the chin down most and the jaw angles least.
         let drop = 0.3 * au.au26;
-        for i in 0..=16 {
+        for (i, point) in l.iter_mut().enumerate().take(17) {
             let k = if i <= 8 { i } else { 16 - i } as f32;
             let side = if i <= 8 { -1.0 } else { 1.0 };
             let a = k / 8.0 * std::f32::consts::FRAC_PI_2;
@@ -468,7 +468,7 @@ impl Geometry {
             let (c, s) = (a.cos().max(0.0).powf(e), a.sin().max(0.0).powf(e));
             let x = side * id.face_w * c * (1.0 - id.jaw_taper * a.sin().powi(2));
             let y = id.jaw_y0 + (id.chin_y - id.jaw_y0) * s + drop * a.sin().powi(2);
-            l[i] = [x, y];
+            *point = [x, y];
         }
         let forehead: Vec<P> = (1..10)
             .map(|k| {
