@@ -37,7 +37,7 @@ use crate::model::params::SplitMix64;
 
 /// Number of expression classes (the spec's order: angry, disgust, fear, happy, neutral, sad,
 /// surprise; see [`crate::model::CLASSES`]).
-pub const NUM_CLASSES: usize = 7;
+pub const NUM_CLASSES: usize = crate::model::CLASSES.len();
 
 /// 68 landmarks, `[x, y]` in pixels.
 pub type Landmarks = [[f32; 2]; 68];
