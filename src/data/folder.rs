@@ -142,8 +142,11 @@ fn data_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// Sub-folders (name, path) and files of a folder.
+type Listing = (Vec<(String, PathBuf)>, Vec<PathBuf>);
+
 /// Sub-folders and files of `dir`, hidden entries left out, each sorted by name.
-fn list(dir: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+fn list(dir: &Path) -> Result<Listing> {
     let rd = std::fs::read_dir(dir).map_err(|e| data_err(dir, format!("cannot list: {e}")))?;
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     for entry in rd {
@@ -376,7 +379,7 @@ impl FolderDataset {
 /// (`[C, H, W]`, the spec's 3-channel input is three copies of the gray plane).
 ///
 /// Any format the `image` crate reads (PNG, JPEG, TIFF), plus 8-bit palette TIFFs (which it
-/// refuses; see [`palette_tiff`]), is converted to luma (Rec. 709 weights), then resized with a
+/// refuses, so they are read through a relabelled copy), is converted to luma (Rec. 709 weights), then resized with a
 /// bilinear (triangle) filter, which the `image` crate widens when shrinking so downscaling
 /// averages instead of aliasing. An image already `size` x `size` is not resampled.
 pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Vec<u8>> {

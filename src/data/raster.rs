@@ -314,4 +314,3 @@ pub fn catmull_rom(pts: &[P], closed: bool, per_seg: usize) -> Vec<P> {
     }
     out
 }
-

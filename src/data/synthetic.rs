@@ -37,7 +37,7 @@ use crate::model::params::SplitMix64;
 
 /// Number of expression classes (the spec's order: angry, disgust, fear, happy, neutral, sad,
 /// surprise; see [`crate::model::CLASSES`]).
-pub const NUM_CLASSES: usize = 7;
+pub const NUM_CLASSES: usize = crate::model::CLASSES.len();
 
 /// 68 landmarks, `[x, y]` in pixels.
 pub type Landmarks = [[f32; 2]; 68];
@@ -102,6 +102,14 @@ pub fn generate(seed: u64, index: u64, size: usize) -> Face {
         label,
         landmarks,
     }
+}
+
+/// The average neutral face in canonical units (origin midway between the eye centres, x to the
+/// right of the image, y down, one unit = the distance between the eye centres): every identity
+/// parameter at the middle of its range, no action unit. It is the shape of the landmark
+/// template for real face crops ([`crate::data::occlusion::Template`]).
+pub fn mean_shape() -> Landmarks {
+    Geometry::build(&Identity::draw(&mut Middle), &Aus::default()).landmarks
 }
 
 /// Mixes a seed and an index into one well-spread 64-bit state, so neighbouring indices (and
@@ -177,8 +185,35 @@ struct Hair {
     long: bool, // hair down beside the face
 }
 
+/// Where identity parameters come from: random draws, or the middle of every range (the
+/// average face behind [`mean_shape`]).
+trait Pick {
+    fn range(&mut self, a: f32, b: f32) -> f32;
+    fn chance(&mut self, p: f32) -> bool;
+}
+
+impl Pick for Rng {
+    fn range(&mut self, a: f32, b: f32) -> f32 {
+        Rng::range(self, a, b)
+    }
+    fn chance(&mut self, p: f32) -> bool {
+        Rng::chance(self, p)
+    }
+}
+
+struct Middle;
+
+impl Pick for Middle {
+    fn range(&mut self, a: f32, b: f32) -> f32 {
+        (a + b) / 2.0
+    }
+    fn chance(&mut self, _: f32) -> bool {
+        false
+    }
+}
+
 impl Identity {
-    fn draw(r: &mut Rng) -> Identity {
+    fn draw(r: &mut impl Pick) -> Identity {
         let skin = r.range(0.38, 0.86);
         Identity {
             face_w: r.range(1.02, 1.18),
@@ -199,7 +234,7 @@ impl Identity {
             brow_out: r.range(0.86, 0.98),
             nose_tip: r.range(0.5, 0.6),
             nose_w: r.range(0.16, 0.23),
-            mouth_y: r.range(0.98, 1.08),
+            mouth_y: r.range(1.0, 1.12),
             mouth_w: r.range(0.39, 0.49),
             lip_u: r.range(0.07, 0.11),
             lip_l: r.range(0.09, 0.14),
@@ -227,9 +262,10 @@ impl Identity {
     }
 }
 
-/// Where the canonical face lands in the image. The defaults put the eyes at 38% of the height
-/// and 39% of the width apart, the framing of the FER2013 crops (measured on the mean image of
-/// its training set), with the jitter of loosely aligned crops.
+/// Where the canonical face lands in the image. On average the eyes are 37% down and 39% of the
+/// width apart, and the mouth about 80% down: the framing of the FER2013 crops (measured on the
+/// mean of its training images, see [`crate::data::occlusion::Template`]), with the jitter of
+/// loosely aligned crops.
 struct Pose {
     scale: f32, // pixels per canonical unit
     cos: f32,
@@ -244,7 +280,7 @@ impl Pose {
         let scale = s * 0.39 * r.range(0.86, 1.08);
         let angle = r.range(-0.2, 0.2);
         let cx = s * (0.5 + r.range(-0.05, 0.05));
-        let cy = s * (0.38 + r.range(-0.04, 0.05));
+        let cy = s * (0.37 + r.range(-0.04, 0.04));
         Pose {
             scale,
             cos: angle.cos(),
@@ -423,7 +459,7 @@ impl Geometry {
         // Jaw 0..16: a superellipse quarter on each side, tapered toward the chin; the jaw drop
         // (AU26) pulls the chin down most and the jaw angles least.
         let drop = 0.3 * au.au26;
-        for i in 0..=16 {
+        for (i, point) in l.iter_mut().enumerate().take(17) {
             let k = if i <= 8 { i } else { 16 - i } as f32;
             let side = if i <= 8 { -1.0 } else { 1.0 };
             let a = k / 8.0 * std::f32::consts::FRAC_PI_2;
@@ -432,7 +468,7 @@ impl Geometry {
             let (c, s) = (a.cos().max(0.0).powf(e), a.sin().max(0.0).powf(e));
             let x = side * id.face_w * c * (1.0 - id.jaw_taper * a.sin().powi(2));
             let y = id.jaw_y0 + (id.chin_y - id.jaw_y0) * s + drop * a.sin().powi(2);
-            l[i] = [x, y];
+            *point = [x, y];
         }
         let forehead: Vec<P> = (1..10)
             .map(|k| {
