@@ -12,6 +12,8 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sources;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;

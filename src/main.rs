@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+mod cli;
+use cli::run::{self, DataArgs, Output};
 use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
 
 #[derive(Parser)]
@@ -70,6 +73,105 @@ enum Command {
         /// Decoupled (AdamW) weight decay.
         #[arg(long, default_value_t = 0.0)]
         weight_decay: f64,
+    },
+    /// Train a model (on the embedded synthetic faces unless --data is given), write the
+    /// checkpoint and its optimizer state, and evaluate it on the held-out test side.
+    Train {
+        /// Output checkpoint (.safetensors); the optimizer state goes beside it
+        /// (.optim.safetensors) for --resume.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from this checkpoint and its optimizer state (its config is used).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Adam's learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Decoupled (AdamW) weight decay.
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f64,
+        /// Seed of the initialisation, the shuffling and the dropout masks.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Dropout probability of the head.
+        #[arg(long, default_value_t = 0.2)]
+        dropout: f32,
+        /// Fraction of training images that get one of the paper's five occlusions (random
+        /// 8/16/24 px patch, eyes, mouth), redrawn every epoch.
+        #[arg(long, default_value_t = 0.0)]
+        occlusion_mix: f64,
+        /// Landmark template for folders without landmarks: fer2013 or ckplus48.
+        #[arg(long, default_value = "fer2013")]
+        landmarks: fer_cbam::data::occlusion::Template,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// No progress bar, only the final report.
+        #[arg(long)]
+        quiet: bool,
+        /// Print the final report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a checkpoint: accuracy, macro F1, per-class precision/recall/F1, confusion.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Which side of the data: test (default) or train.
+        #[arg(long, value_parser = ["test", "train"], default_value = "test")]
+        split: String,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Occlude every test image: none, patch8, patch16, patch24, eyes or mouth.
+        #[arg(long, default_value = "none")]
+        occlusion: String,
+        /// Landmark template for folders without landmarks: fer2013 or ckplus48.
+        #[arg(long, default_value = "fer2013")]
+        landmarks: fer_cbam::data::occlusion::Template,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The main job on the embedded synthetic faces: train with and without attention, evaluate
+    /// both on clean faces and the paper's five occlusions, print the table, write a report
+    /// folder (Markdown, JSON, checkpoints). Sized for a 2-core CPU; --full for a GPU.
+    Demo {
+        /// Report folder.
+        #[arg(long, default_value = "demo-report")]
+        out: PathBuf,
+        /// The paper's configuration (128x128, widths 32-256, batch 64): for machines with a GPU.
+        #[arg(long)]
+        full: bool,
+        /// Override the number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override the number of synthetic faces (80% train, 20% test).
+        #[arg(long)]
+        synthetic: Option<usize>,
+        /// Seed of the initialisation, shuffling, dropout and occlusion draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// No progress output, only the final table.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print the top-3 classes with probabilities for images (files or folders of images).
+    Predict {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image files or folders.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -141,6 +243,159 @@ fn main() {
                 .map(|()| println!("wrote {}", out.display()))
             })
         }
+        Command::Train {
+            out,
+            resume,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            seed,
+            dropout,
+            occlusion_mix,
+            landmarks,
+            data,
+            config,
+            quiet,
+            json,
+        } => (|| {
+            let mut c = config.config()?;
+            c.dropout = dropout;
+            c.validate()?;
+            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let d = data.load()?;
+            let adam = fer_cbam::ops::adam::AdamConfig {
+                lr,
+                weight_decay,
+                ..Default::default()
+            };
+            let o = Output { quiet, json };
+            let classes = c.classes.clone();
+            let lm = cli::occlude::landmarks_of(&d, false, landmarks);
+            let mix = cli::occlude::mix(occlusion_mix, seed, c.in_channels, c.image_size, lm);
+            let augment: Option<fer_cbam::train::Augment> =
+                (occlusion_mix > 0.0).then_some(&mix as fer_cbam::train::Augment);
+            let (e, seconds) = run::train_command(
+                &gpu,
+                c,
+                &d,
+                &out,
+                resume.as_deref(),
+                epochs,
+                batch_size,
+                adam,
+                seed,
+                data.strict,
+                augment,
+                &o,
+            )?;
+            if json {
+                let mut v = run::report_json(&e, &classes);
+                v["train_seconds"] = serde_json::json!(seconds);
+                v["checkpoint"] = serde_json::json!(out);
+                println!("{v}");
+            } else {
+                println!("test: {}", run::report(&e, &classes));
+            }
+            Ok(())
+        })(),
+        Command::Eval {
+            checkpoint,
+            split,
+            batch_size,
+            occlusion,
+            landmarks,
+            data,
+            json,
+        } => (|| {
+            let occ: Option<fer_cbam::data::occlusion::Occlusion> = match occlusion.as_str() {
+                "none" => None,
+                o => Some(
+                    o.parse()
+                        .map_err(|e: String| fer_cbam::Error::InvalidConfig {
+                            op: "--occlusion".into(),
+                            message: e,
+                        })?,
+                ),
+            };
+            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let d = data.load()?;
+            let config = fer_cbam::model::checkpoint::load(&checkpoint)?.config;
+            let lm = cli::occlude::landmarks_of(&d, split == "test", landmarks);
+            let f = occ.map(|o| cli::occlude::fixed(o, config.in_channels, config.image_size, lm));
+            let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
+            let e = run::eval_command(
+                &gpu,
+                &checkpoint,
+                &d,
+                &split,
+                batch_size,
+                data.strict,
+                augment,
+            )?;
+            let classes = config.classes;
+            let source = cli::occlude::landmark_source(&d, landmarks);
+            if json {
+                let mut v = run::report_json(&e, &classes);
+                v["occlusion"] = serde_json::json!(occlusion);
+                v["landmarks"] = serde_json::json!(source);
+                println!("{v}");
+            } else {
+                println!(
+                    "{}; occlusion {occlusion} (landmarks: {source})\n{}",
+                    d.describe(),
+                    run::report(&e, &classes)
+                );
+            }
+            Ok(())
+        })(),
+        Command::Demo {
+            out,
+            full,
+            epochs,
+            synthetic,
+            seed,
+            quiet,
+        } => (|| {
+            let mut plan = if full {
+                cli::demo::Plan::full()
+            } else {
+                cli::demo::Plan::quick()
+            };
+            if let Some(e) = epochs {
+                plan.epochs = e;
+            }
+            if let Some(n) = synthetic {
+                plan.test = n / 5;
+                plan.train = n - plan.test;
+            }
+            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let md = cli::demo::demo(&gpu, &plan, &out, seed, quiet)?;
+            println!("{md}");
+            println!("report written to {}", out.display());
+            Ok(())
+        })(),
+        Command::Predict {
+            checkpoint,
+            inputs,
+            json,
+        } => (|| {
+            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let rows = run::predict_command(&gpu, &checkpoint, &inputs)?;
+            for (path, top) in rows {
+                if json {
+                    let t: Vec<_> = top
+                        .iter()
+                        .map(|(c, p)| serde_json::json!({"class": c, "probability": p}))
+                        .collect();
+                    println!("{}", serde_json::json!({"image": path, "top3": t}));
+                } else {
+                    let t: Vec<String> = top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
+                    println!("{}: {}", path.display(), t.join(", "));
+                }
+            }
+            Ok(())
+        })(),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -176,3 +176,71 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     Ok(Checkpoint { config, packed })
 }
+
+/// Where the optimizer state of checkpoint `path` lives: `<path without .safetensors>.optim.safetensors`.
+pub fn optimizer_path(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    let stem = s.strip_suffix(".safetensors").unwrap_or(&s);
+    PathBuf::from(format!("{stem}.optim.safetensors"))
+}
+
+/// Saves Adam's moments (packed like the parameters) and the step count beside a checkpoint.
+pub fn save_optimizer(
+    path: &Path,
+    config: &ModelConfig,
+    m: &[f32],
+    v: &[f32],
+    step: u32,
+) -> Result<()> {
+    let n = m.len();
+    let tensors: Vec<(String, Vec<usize>, &[f32])> =
+        vec![("adam.m".into(), vec![n], m), ("adam.v".into(), vec![n], v)];
+    let mut metadata = HashMap::new();
+    metadata.insert(
+        CONFIG_KEY.to_string(),
+        serde_json::to_string(config).unwrap(),
+    );
+    metadata.insert("adam.step".to_string(), step.to_string());
+    write_atomic(path, &to_bytes(&tensors, metadata)?)
+}
+
+/// Loads optimizer state saved by [`save_optimizer`], checking it belongs to `config`.
+pub fn load_optimizer(path: &Path, config: &ModelConfig) -> Result<(Vec<f32>, Vec<f32>, u32)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| err(path, format!("cannot read optimizer state: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let saved: Option<ModelConfig> = meta
+        .get(CONFIG_KEY)
+        .and_then(|j| serde_json::from_str(j).ok());
+    if saved.as_ref() != Some(config) {
+        return Err(err(path, "optimizer state belongs to another model config"));
+    }
+    let step: u32 = meta
+        .get("adam.step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err(path, "no `adam.step` in the header"))?;
+    let n = ParamTable::new(config).packed_len();
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| err(path, format!("tensor `{name}` is missing")))?;
+        if t.dtype() != Dtype::F32 || t.shape() != [n] {
+            return Err(err(
+                path,
+                format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 [{n}]",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    };
+    Ok((read("adam.m")?, read("adam.v")?, step))
+}

@@ -1,0 +1,3 @@
+pub mod demo;
+pub mod occlude;
+pub mod run;

@@ -1,0 +1,420 @@
+//! `train`, `eval` and `predict`: data selection, progress, reports.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use fer_cbam::data::{folder, split};
+use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
+use fer_cbam::ops::adam::AdamConfig;
+use fer_cbam::sources::{FolderSource, SyntheticSource};
+use fer_cbam::train::{self, Evaluation, ImageSource, TrainLoop};
+use fer_cbam::{Error, Gpu, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the images come from.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Class-per-folder dataset (`<root>/<class>/*`, or `<root>/train|test/<class>/*`).
+    /// Without it: the embedded synthetic face set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Number of synthetic faces when --data is not given (80% train, 20% test).
+    #[arg(long, default_value_t = 3500)]
+    pub synthetic: usize,
+    /// Seed of the synthetic face set.
+    #[arg(long, default_value_t = 2026)]
+    pub synthetic_seed: u64,
+    /// Seed of the stratified 80:20 split of a folder without train/ and test/.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Keep every subject's images on one side of the split (CK+ `S005_...`, JAFFE `KA.`).
+    #[arg(long, value_parser = ["subject", "none"], default_value = "none")]
+    pub group_by: String,
+    /// CK+: keep only the last (apex) frame of each sequence (the paper's 309 images).
+    #[arg(long)]
+    pub ckplus_apex: bool,
+    /// Stop at the first unreadable image instead of reporting, counting and going on.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// The two sides of the data.
+pub enum Data {
+    Synthetic {
+        train: SyntheticSource,
+        test: SyntheticSource,
+    },
+    Folder {
+        train: FolderSource,
+        test: FolderSource,
+        note: String,
+    },
+}
+
+impl Data {
+    pub fn train(&self) -> &dyn ImageSource {
+        match self {
+            Data::Synthetic { train, .. } => train,
+            Data::Folder { train, .. } => train,
+        }
+    }
+    pub fn test(&self) -> &dyn ImageSource {
+        match self {
+            Data::Synthetic { test, .. } => test,
+            Data::Folder { test, .. } => test,
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Data::Synthetic { train, test } => format!(
+                "synthetic faces (seed {}): {} train, {} test",
+                train.seed, train.len, test.len
+            ),
+            Data::Folder { train, test, note } => {
+                format!(
+                    "{note}: {} train, {} test",
+                    train.items.len(),
+                    test.items.len()
+                )
+            }
+        }
+    }
+}
+
+impl DataArgs {
+    pub fn load(&self) -> Result<Data> {
+        let Some(root) = &self.data else {
+            if self.synthetic < 10 {
+                return Err(Error::InvalidConfig {
+                    op: "--synthetic".into(),
+                    message: format!("{} faces are too few to split", self.synthetic),
+                });
+            }
+            let n_test = self.synthetic / 5;
+            let n_train = self.synthetic - n_test;
+            return Ok(Data::Synthetic {
+                train: SyntheticSource {
+                    seed: self.synthetic_seed,
+                    first: 0,
+                    len: n_train,
+                },
+                test: SyntheticSource {
+                    seed: self.synthetic_seed,
+                    first: n_train as u64,
+                    len: n_test,
+                },
+            });
+        };
+        let mut ds = folder::scan(root)?;
+        if self.ckplus_apex {
+            ds.keep_last_frame_per_sequence();
+        }
+        let mut note = format!("{}", root.display());
+        for s in &ds.skipped {
+            note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
+        }
+        if ds.has_splits {
+            let train = FolderSource::new(&ds, |i| i.split == folder::Split::Train);
+            let test = FolderSource::new(&ds, |i| i.split == folder::Split::Test);
+            return Ok(Data::Folder { train, test, note });
+        }
+        let all = FolderSource::new(&ds, |_| true);
+        let groups = all.groups();
+        let grouped = self.group_by == "subject";
+        let part = split::stratified(
+            &all.labels(),
+            grouped.then_some(&groups[..]),
+            split::TEST_FRACTION,
+            self.split_seed,
+        )?;
+        let pick = |idx: &[usize]| FolderSource {
+            items: idx.iter().map(|&i| all.items[i].clone()).collect(),
+        };
+        note += &format!(
+            ", stratified 80:20 split (seed {}{})",
+            self.split_seed,
+            if grouped { ", by subject" } else { "" }
+        );
+        Ok(Data::Folder {
+            train: pick(&part.train),
+            test: pick(&part.test),
+            note,
+        })
+    }
+}
+
+pub struct Output {
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Output {
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            println!("{}", line.as_ref());
+        }
+    }
+}
+
+/// Trains and writes the checkpoint and its optimizer state; evaluates on the test side.
+#[allow(clippy::too_many_arguments)]
+pub fn train_command(
+    gpu: &Gpu,
+    config: ModelConfig,
+    data: &Data,
+    out_path: &Path,
+    resume: Option<&Path>,
+    epochs: usize,
+    batch: usize,
+    adam: AdamConfig,
+    seed: u64,
+    strict: bool,
+    augment: Option<train::Augment<'_>>,
+    out: &Output,
+) -> Result<(Evaluation, f64)> {
+    let (config, packed, optim) = match resume {
+        Some(path) => {
+            let ck = checkpoint::load(path)?;
+            let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
+            (ck.config, ck.packed, Some(optim))
+        }
+        None => {
+            let packed = ParamTable::new(&config).init(seed);
+            (config, packed, None)
+        }
+    };
+    out.say(format!("data: {}", data.describe()));
+    out.say(format!(
+        "model: {}x{}x{}, widths {:?}, attention {:?}, {} parameters; batch {batch}, {epochs} epochs",
+        config.in_channels,
+        config.image_size,
+        config.image_size,
+        config.widths,
+        config.attention,
+        ParamTable::new(&config).count()
+    ));
+    let options = TrainOptions {
+        adam,
+        seed: seed as u32,
+    };
+    let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
+    net.write_params(gpu, &packed)?;
+    if let Some((m, v, step)) = &optim {
+        net.write_adam_state(gpu, m, v, *step)?;
+        out.say(format!("resumed at step {step}"));
+    }
+    let idx: Vec<usize> = (0..data.train().len()).collect();
+    let total = (idx.len() / batch * epochs) as u64;
+    let bar = if out.quiet || out.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let first_step = net.step();
+    let opts = TrainLoop {
+        epochs,
+        seed: seed ^ u64::from(first_step),
+        strict,
+    };
+    train::train(
+        gpu,
+        &mut net,
+        data.train(),
+        &idx,
+        &opts,
+        augment,
+        &mut |p, failures| {
+            for f in failures {
+                bar.suspend(|| eprintln!("warning: skipped {f}"));
+            }
+            bar.set_position((p.step - first_step) as u64);
+            bar.set_message(format!(
+                "epoch {}/{epochs}  loss {:.4}  acc {:.3}  {:.1} img/s",
+                p.epoch + 1,
+                p.loss,
+                p.accuracy,
+                p.images_per_second
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let params = gpu.read_blocking(net.params())?;
+    checkpoint::save(out_path, &config, &params)?;
+    let (m, v) = net.adam_state();
+    let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
+    checkpoint::save_optimizer(
+        &checkpoint::optimizer_path(out_path),
+        &config,
+        &m,
+        &v,
+        net.step(),
+    )?;
+    out.say(format!(
+        "trained {} steps in {seconds:.1} s; wrote {} and {}",
+        net.step() - first_step,
+        out_path.display(),
+        checkpoint::optimizer_path(out_path).display()
+    ));
+    let test: Vec<usize> = (0..data.test().len()).collect();
+    let eval = train::evaluate(gpu, &net, data.test(), &test, strict, None)?;
+    Ok((eval, seconds))
+}
+
+/// Evaluates a checkpoint on the test side of `data` (or both sides with `all`).
+pub fn eval_command(
+    gpu: &Gpu,
+    path: &Path,
+    data: &Data,
+    which: &str,
+    batch: usize,
+    strict: bool,
+    augment: Option<train::Augment<'_>>,
+) -> Result<Evaluation> {
+    let ck = checkpoint::load(path)?;
+    let net = pollster::block_on(Network::new(
+        gpu,
+        &ck.config,
+        batch,
+        TrainOptions::default(),
+    ))?;
+    net.write_params(gpu, &ck.packed)?;
+    let source = match which {
+        "train" => data.train(),
+        _ => data.test(),
+    };
+    let idx: Vec<usize> = (0..source.len()).collect();
+    train::evaluate(gpu, &net, source, &idx, strict, augment)
+}
+
+/// A human-readable report: accuracy, macro F1, per-class precision/recall/F1, confusion matrix.
+pub fn report(e: &Evaluation, classes: &[String]) -> String {
+    let mut s = format!(
+        "accuracy {:.4}  macro-F1 {:.4}  ({} images)\n",
+        e.accuracy(),
+        e.macro_f1(),
+        e.labels.len()
+    );
+    s += &format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>8}\n",
+        "class", "precision", "recall", "F1", "support"
+    );
+    for (c, (p, r, f, n)) in e.per_class().iter().enumerate() {
+        s += &format!(
+            "{:<10} {:>9.3} {:>9.3} {:>9.3} {:>8}\n",
+            classes[c], p, r, f, n
+        );
+    }
+    s += "confusion (rows true, columns predicted):\n";
+    s += &format!("{:<10}", "");
+    for c in classes {
+        s += &format!(" {:>8}", &c[..c.len().min(8)]);
+    }
+    s += "\n";
+    for (c, row) in e.confusion().iter().enumerate() {
+        s += &format!("{:<10}", classes[c]);
+        for v in row {
+            s += &format!(" {v:>8}");
+        }
+        s += "\n";
+    }
+    if !e.failures.is_empty() {
+        s += &format!(
+            "{} images could not be read and were left out\n",
+            e.failures.len()
+        );
+    }
+    s
+}
+
+/// JSON for scripts.
+pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
+    let per: Vec<serde_json::Value> = e
+        .per_class()
+        .iter()
+        .enumerate()
+        .map(|(c, (p, r, f, n))| {
+            serde_json::json!({"class": classes[c], "precision": p, "recall": r, "f1": f, "support": n})
+        })
+        .collect();
+    serde_json::json!({
+        "images": e.labels.len(),
+        "accuracy": e.accuracy(),
+        "macro_f1": e.macro_f1(),
+        "per_class": per,
+        "confusion": e.confusion(),
+        "unreadable": e.failures,
+    })
+}
+
+/// Top-3 classes of each image (files, or every image in a folder).
+pub fn predict_command(
+    gpu: &Gpu,
+    path: &Path,
+    inputs: &[PathBuf],
+) -> Result<Vec<(PathBuf, Vec<(String, f32)>)>> {
+    let ck = checkpoint::load(path)?;
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::Data {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        folder::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
+                })
+                .collect();
+            v.sort();
+            if v.is_empty() {
+                return Err(Error::Data {
+                    path: p.display().to_string(),
+                    message: "no images in this folder".into(),
+                });
+            }
+            files.extend(v);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let c = &ck.config;
+    let batch = files.len().clamp(1, 32);
+    let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
+    net.write_params(gpu, &ck.packed)?;
+    let source = FolderSource {
+        items: files
+            .iter()
+            .map(|f| folder::Item {
+                path: f.clone(),
+                label: 0,
+                split: folder::Split::Unsplit,
+                group: None,
+            })
+            .collect(),
+    };
+    let idx: Vec<usize> = (0..files.len()).collect();
+    let e = train::evaluate(gpu, &net, &source, &idx, true, None)?;
+    let k = c.classes.len();
+    Ok(files
+        .into_iter()
+        .zip(e.probs.chunks_exact(k))
+        .map(|(f, row)| {
+            let mut top: Vec<(String, f32)> =
+                c.classes.iter().cloned().zip(row.iter().copied()).collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            top.truncate(3);
+            (f, top)
+        })
+        .collect())
+}
