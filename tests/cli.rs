@@ -71,7 +71,10 @@ fn init_writes_a_loadable_checkpoint_and_the_same_seed_gives_the_same_file() {
         ]);
         assert!(ok && stdout.contains("wrote"), "{stderr}");
     }
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "the same seed must give the same bytes"
+    );
     let ck = fer_cbam::model::checkpoint::load(&a).unwrap();
     assert_eq!(ck.config.widths, [8, 16, 32]);
     assert_eq!(ck.config.image_size, 48);
@@ -109,4 +112,252 @@ fn bad_arguments_are_one_line_errors() {
         "sideways",
     ]);
     assert!(!ok && stderr.contains("sideways"), "{stderr}");
+}
+
+/// Tiny model flags for fast end-to-end runs.
+const TINY: [&str; 8] = [
+    "--image-size",
+    "16",
+    "--widths",
+    "4,8",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+];
+
+#[test]
+fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
+    let dir = tmp_dir("train");
+    let ck = dir.join("m.safetensors");
+    let ck_s = ck.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--out",
+        ck_s,
+        "--synthetic",
+        "70",
+        "--json",
+        "--occlusion-mix",
+        "0.5",
+    ];
+    args.extend_from_slice(&TINY);
+    let (ok, stdout, stderr) = fer_cbam(&args);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    assert_eq!(v["images"], 14);
+    assert_eq!(v["confusion"].as_array().unwrap().len(), 7);
+    let optim = dir.join("m.optim.safetensors");
+    assert!(ck.exists() && optim.exists());
+    let step_of = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        meta.metadata().as_ref().unwrap()["adam.step"]
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!(step_of(&optim), 7, "56 training faces in batches of 8");
+    // The same seed, data and config give a bit-identical checkpoint.
+    let again = dir.join("again.safetensors");
+    let mut args2 = vec![
+        "train",
+        "--out",
+        again.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--quiet",
+        "--occlusion-mix",
+        "0.5",
+    ];
+    args2.extend_from_slice(&TINY);
+    assert!(fer_cbam(&args2).0);
+    assert!(
+        std::fs::read(&ck).unwrap() == std::fs::read(&again).unwrap(),
+        "retraining changed the checkpoint"
+    );
+
+    // Resume continues the step count from the optimizer state.
+    let ck2 = dir.join("m2.safetensors");
+    let (ok, _, stderr) = fer_cbam(&[
+        "train",
+        "--resume",
+        ck_s,
+        "--out",
+        ck2.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(step_of(&dir.join("m2.optim.safetensors")), 14);
+
+    for occ in ["none", "eyes", "patch16"] {
+        let (ok, stdout, stderr) = fer_cbam(&[
+            "eval",
+            "--checkpoint",
+            ck_s,
+            "--synthetic",
+            "70",
+            "--occlusion",
+            occ,
+            "--json",
+        ]);
+        assert!(ok, "{occ}: {stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["images"], 14);
+        assert_eq!(v["occlusion"], occ);
+        assert!(v["landmarks"].as_str().unwrap().contains("exact"));
+    }
+    let (ok, _, stderr) = fer_cbam(&[
+        "eval",
+        "--checkpoint",
+        ck_s,
+        "--synthetic",
+        "70",
+        "--occlusion",
+        "nose",
+    ]);
+    assert!(!ok && stderr.contains("nose"), "{stderr}");
+
+    let img =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/ckplus/happy");
+    if img.exists() {
+        let (ok, stdout, stderr) =
+            fer_cbam(&["predict", "--checkpoint", ck_s, img.to_str().unwrap()]);
+        assert!(ok, "{stderr}");
+        let first = stdout.lines().next().unwrap();
+        assert_eq!(first.matches(", ").count(), 2, "top-3 per image: {first}");
+        assert_eq!(
+            stdout.lines().count(),
+            std::fs::read_dir(&img).unwrap().count()
+        );
+    }
+}
+
+/// Writes a small class-per-folder dataset of 16x16 PNGs (brightness by class), one corrupt.
+fn write_folder(root: &std::path::Path, per_class: usize) {
+    for (c, class) in ["angry", "happy", "sad"].iter().enumerate() {
+        let d = root.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..per_class {
+            let v = (40 + 80 * c + i) as u8;
+            image::GrayImage::from_pixel(16, 16, image::Luma([v]))
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::create_dir_all(root.join("contempt")).unwrap();
+    std::fs::write(root.join("happy").join("broken.png"), b"not a png").unwrap();
+}
+
+#[test]
+fn folder_training_counts_unreadable_files_or_stops_when_strict() {
+    let dir = tmp_dir("folder");
+    let data = dir.join("data");
+    write_folder(&data, 10);
+    let ck = dir.join("f.safetensors");
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        ck.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let (ok, stdout, stderr) = fer_cbam(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("skipped contempt") || stdout.contains("contempt"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("broken.png")
+            || stdout.contains("broken.png")
+            || stdout.contains("could not be read"),
+        "{stdout}{stderr}"
+    );
+    args.push("--strict");
+    let (ok, _, stderr) = fer_cbam(&args);
+    assert!(
+        !ok && stderr.trim().lines().count() == 1 && stderr.contains("broken.png"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_data_folders_are_one_line_errors() {
+    let dir = tmp_dir("baddata");
+    let out = dir.join("x.safetensors");
+    let missing = dir.join("nope");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (folder, expect) in [(&missing, "does not exist"), (&empty, "empty")] {
+        let mut args = vec![
+            "train",
+            "--data",
+            folder.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&TINY);
+        let (ok, _, stderr) = fer_cbam(&args);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        assert!(
+            !ok && lines.len() == 1
+                && lines[0].contains(folder.to_str().unwrap())
+                && lines[0].contains(expect),
+            "{stderr}"
+        );
+    }
+    assert!(!out.exists());
+    let (ok, _, stderr) = fer_cbam(&[
+        "predict",
+        "--checkpoint",
+        "/nonexistent.safetensors",
+        "x.png",
+    ]);
+    assert!(
+        !ok && stderr.contains("/nonexistent.safetensors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_writes_its_report() {
+    let dir = tmp_dir("demo");
+    let out = dir.join("report");
+    let (ok, stdout, stderr) = fer_cbam(&[
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    for row in [
+        "| clean |",
+        "| patch8 |",
+        "| patch16 |",
+        "| patch24 |",
+        "| eyes |",
+        "| mouth |",
+    ] {
+        assert!(stdout.contains(row), "missing {row}: {stdout}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("with attention") && md.contains("the whole demo"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 2);
+    assert!(out.join("full.safetensors").exists() && out.join("none.safetensors").exists());
 }

@@ -354,12 +354,15 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
     })
 }
 
+/// An image and its top-3 classes with probabilities.
+pub type Prediction = (PathBuf, Vec<(String, f32)>);
+
 /// Top-3 classes of each image (files, or every image in a folder).
 pub fn predict_command(
     gpu: &Gpu,
     path: &Path,
     inputs: &[PathBuf],
-) -> Result<Vec<(PathBuf, Vec<(String, f32)>)>> {
+) -> Result<Vec<Prediction>> {
     let ck = checkpoint::load(path)?;
     let mut files = Vec::new();
     for p in inputs {

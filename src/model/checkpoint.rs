@@ -14,9 +14,6 @@ use crate::model::params::ParamTable;
 
 /// `__metadata__` key holding the config JSON.
 pub const CONFIG_KEY: &str = "fer_cbam.config";
-/// `__metadata__` key naming the format, so other safetensors files are recognised as such.
-pub const FORMAT_KEY: &str = "format";
-pub const FORMAT: &str = "fer-cbam/1";
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -103,7 +100,8 @@ pub fn save(path: &Path, config: &ModelConfig, packed: &[f32]) -> Result<()> {
         CONFIG_KEY.to_string(),
         serde_json::to_string(config).unwrap(),
     );
-    metadata.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+    // One metadata key only: safetensors serialises the metadata map in hash order, and the
+    // same seed must give the same bytes.
     write_atomic(path, &to_bytes(&tensors, metadata)?)
 }
 
