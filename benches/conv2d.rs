@@ -1,11 +1,14 @@
 //! conv2d forward, backward-input and backward-weight at the network's four stage shapes
-//! (128x128 input: 3->32 at 128, 32->64 at 64, 64->128 at 32, 128->256 at 16), batch 8 and 64.
+//! (128x128 input: 3->32 at 128, 32->64 at 64, 64->128 at 32, 128->256 at 16), batch 8 and 64,
+//! for both kernel versions: ids read `conv2d/b64/stage1/forward/v2`.
 //! Throughput is in FLOPs (a multiply-add counts 2): criterion's "elem/s" reads as FLOP/s.
 //!
-//! Run: `cargo bench --bench conv2d` (all), `cargo bench --bench conv2d -- b8` (batch 8 only).
+//! Run: `cargo bench --bench conv2d` (all; v1 at batch 64 takes seconds per iteration), or
+//! filtered and short, e.g.
+//! `cargo bench --bench conv2d -- b8/stage1 --warm-up-time 1 --measurement-time 3`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape, Conv2dVersion};
 use fer_cbam::Gpu;
 use std::time::Duration;
 
@@ -17,9 +20,8 @@ fn bench(c: &mut Criterion) {
     eprintln!("{}", gpu.info.name);
     for batch in [8usize, 64] {
         let mut group = c.benchmark_group(format!("conv2d/b{batch}"));
-        group.sample_size(10);
-        group.warm_up_time(Duration::from_millis(500));
-        group.measurement_time(Duration::from_secs(if batch == 64 { 20 } else { 5 }));
+        // One iteration of v1 at batch 64 takes seconds: equal-sized samples of few iterations.
+        group.sampling_mode(SamplingMode::Flat);
         for (i, &(c_in, c_out, s)) in STAGES.iter().enumerate() {
             let shape = Conv2dShape {
                 n: batch,
@@ -30,7 +32,6 @@ fn bench(c: &mut Criterion) {
                 k: 3,
                 pad: 1,
             };
-            let conv = pollster::block_on(Conv2d::new(&gpu, shape, true)).unwrap();
             let fill = |name: &str, dims: &[usize]| {
                 let n: usize = dims.iter().product();
                 let data: Vec<f32> = (0..n)
@@ -45,30 +46,44 @@ fn bench(c: &mut Criterion) {
             let dy = fill("dy", &shape.output_shape());
             let dx = gpu.zeros("dx", &shape.input_shape()).unwrap();
             let dw = gpu.zeros("dw", &shape.weight_shape()).unwrap();
-            let passes = [
-                ("forward", conv.forward(&gpu, &x, &w, Some(&b), &y).unwrap()),
-                (
-                    "backward_input",
-                    conv.backward_input(&gpu, &dy, &w, &dx).unwrap(),
-                ),
-                (
-                    "backward_weight",
-                    conv.backward_weight(&gpu, &dy, &x, &dw).unwrap(),
-                ),
-            ];
             group.throughput(Throughput::Elements(shape.flops()));
-            for (name, dispatch) in &passes {
-                group.bench_function(format!("stage{i}/{name}"), |bencher| {
-                    bencher.iter(|| {
-                        gpu.submit(&[dispatch]).unwrap();
-                        gpu.wait().unwrap();
-                    })
-                });
+            for version in [Conv2dVersion::V1, Conv2dVersion::V2] {
+                let conv =
+                    pollster::block_on(Conv2d::with_version(&gpu, shape, true, version)).unwrap();
+                assert_eq!(conv.version(), version);
+                let v = format!("{version:?}").to_lowercase();
+                let passes = [
+                    ("forward", conv.forward(&gpu, &x, &w, Some(&b), &y).unwrap()),
+                    (
+                        "backward_input",
+                        conv.backward_input(&gpu, &dy, &w, &dx).unwrap(),
+                    ),
+                    (
+                        "backward_weight",
+                        conv.backward_weight(&gpu, &dy, &x, &dw).unwrap(),
+                    ),
+                ];
+                for (name, dispatch) in &passes {
+                    group.bench_function(format!("stage{i}/{name}/{v}"), |bencher| {
+                        bencher.iter(|| {
+                            gpu.submit(&[dispatch]).unwrap();
+                            gpu.wait().unwrap();
+                        })
+                    });
+                }
             }
         }
         group.finish();
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // Defaults; the command line's --warm-up-time / --measurement-time override them.
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    targets = bench
+}
 criterion_main!(benches);

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape};
+use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape, Conv2dVersion};
 use fer_cbam_reference::conv2d as reference;
 
 fn ref_shape(s: &Conv2dShape) -> reference::Shape {
@@ -50,22 +50,39 @@ const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (1, 3, 2, 2, 3, 7, 3),
 ];
 
-fn check_parity(s: Conv2dShape, with_bias: bool, seed: u64) {
-    let gpu = gpu();
-    let conv = block_on(Conv2d::new(gpu, s, with_bias)).unwrap();
-    let xs = random(seed, s.input_shape().iter().product());
-    let ws = random(seed + 1, s.weight_shape().iter().product());
-    let bs = random(seed + 2, s.c_out);
-    let dys = random(seed + 3, s.output_shape().iter().product());
+const VERSIONS: [Conv2dVersion; 2] = [Conv2dVersion::V1, Conv2dVersion::V2];
 
-    let x = upload("x", &s.input_shape(), &xs);
-    let w = upload("weight", &s.weight_shape(), &ws);
-    let b = upload("bias", &[s.c_out], &bs);
-    let y = zeros("y", &s.output_shape());
-    let dy = upload("dy", &s.output_shape(), &dys);
-    let dx = zeros("dx", &s.input_shape());
-    let dw = zeros("dweight", &s.weight_shape());
-    let db = zeros("dbias", &[s.c_out]);
+/// Builds the convolution and checks that the asked-for version really runs (a silent fallback
+/// to v1 would leave v2 untested).
+fn build(s: Conv2dShape, with_bias: bool, version: Conv2dVersion) -> Conv2d {
+    let conv = block_on(Conv2d::with_version(gpu(), s, with_bias, version)).unwrap();
+    assert_eq!(
+        conv.version(),
+        version,
+        "{s:?} fell back to another version"
+    );
+    conv
+}
+
+/// Forward and every gradient on the GPU in one submission. Outputs start as garbage, so every
+/// kernel must overwrite all of its output.
+fn run_gpu(
+    conv: &Conv2d,
+    with_bias: bool,
+    (xs, ws, bs, dys): (&[f32], &[f32], &[f32], &[f32]),
+) -> [Vec<f32>; 4] {
+    let gpu = gpu();
+    let s = *conv.shape();
+    let x = upload("x", &s.input_shape(), xs);
+    let w = upload("weight", &s.weight_shape(), ws);
+    let b = upload("bias", &[s.c_out], bs);
+    let garbage =
+        |name: &str, dims: &[usize]| upload(name, dims, &random(99, dims.iter().product()));
+    let y = garbage("y", &s.output_shape());
+    let dy = upload("dy", &s.output_shape(), dys);
+    let dx = garbage("dx", &s.input_shape());
+    let dw = garbage("dweight", &s.weight_shape());
+    let db = garbage("dbias", &[s.c_out]);
 
     let bias = with_bias.then_some(&b);
     let mut ds = vec![
@@ -77,57 +94,181 @@ fn check_parity(s: Conv2dShape, with_bias: bool, seed: u64) {
         ds.push(conv.backward_bias(gpu, &dy, &db).unwrap());
     }
     run(&ds.iter().collect::<Vec<_>>());
+    [read(&y), read(&dx), read(&dw), read(&db)]
+}
+
+/// Tolerances of forward, backward_input, backward_weight/bias for `s`.
+///
+/// Forward sums c_in*k*k products (+ bias); backward-input c_out*k*k; weight/bias n*h_out*w_out.
+/// v2 adds in another order than v1 (blocks of columns, and for the weight and bias gradients
+/// per-invocation partial sums added afterwards in invocation order), but Higham's bound holds
+/// for any order: a sum evaluated as any binary tree errs by at most gamma_d * sum|terms| where
+/// d <= K - 1 is the tree's depth (Accuracy and Stability, 4.2), so sum_tol(K) covers both.
+/// v2's fma rounds once where v1 rounds twice per product, which only tightens the bound.
+fn tols(s: &Conv2dShape) -> [Tol; 3] {
+    [
+        sum_tol(s.c_in * s.k * s.k + 1),
+        sum_tol(s.c_out * s.k * s.k),
+        sum_tol(s.n * s.h_out() * s.w_out()),
+    ]
+}
+
+fn check_parity(s: Conv2dShape, with_bias: bool, seed: u64, version: Conv2dVersion) {
+    let conv = build(s, with_bias, version);
+    let xs = random(seed, s.input_shape().iter().product());
+    let ws = random(seed + 1, s.weight_shape().iter().product());
+    let bs = random(seed + 2, s.c_out);
+    let dys = random(seed + 3, s.output_shape().iter().product());
+    let [y, dx, dw, db] = run_gpu(&conv, with_bias, (&xs, &ws, &bs, &dys));
 
     let rs = ref_shape(&s);
     let (xr, wr, br, dyr) = (to_f64(&xs), to_f64(&ws), to_f64(&bs), to_f64(&dys));
-    let label = |what: &str| format!("conv2d {what} {s:?} bias={with_bias}");
-    // Forward sums c_in*k*k products (+ bias); backward-input c_out*k*k; weight/bias n*h_out*w_out.
+    let label = |what: &str| format!("conv2d {version:?} {what} {s:?} bias={with_bias}");
+    let [fwd_tol, input_tol, reduce_tol] = tols(&s);
     assert_close(
         &label("forward"),
-        &read(&y),
+        &y,
         &reference::forward(&xr, &wr, with_bias.then_some(&br[..]), &rs),
-        sum_tol(s.c_in * s.k * s.k + 1),
+        fwd_tol,
     );
     assert_close(
         &label("backward_input"),
-        &read(&dx),
+        &dx,
         &reference::backward_input(&dyr, &wr, &rs),
-        sum_tol(s.c_out * s.k * s.k),
+        input_tol,
     );
-    let positions = s.n * s.h_out() * s.w_out();
     assert_close(
         &label("backward_weight"),
-        &read(&dw),
+        &dw,
         &reference::backward_weight(&dyr, &xr, &rs),
-        sum_tol(positions),
+        reduce_tol,
     );
     if with_bias {
         assert_close(
             &label("backward_bias"),
-            &read(&db),
+            &db,
             &reference::backward_bias(&dyr, &rs),
-            sum_tol(positions),
+            reduce_tol,
         );
     }
 }
 
+/// Small integers, reproducible from `seed`: -2..=2.
+fn integers(seed: u64, n: usize) -> Vec<f32> {
+    random(seed, n)
+        .iter()
+        .map(|v| (v * 2.5).round().clamp(-2.0, 2.0))
+        .collect()
+}
+
+/// Every product of two values in -2..=2 is an integer of magnitude <= 4 and every partial sum
+/// here stays far below 2^24, so each f32 operation is exact in any order: the GPU must equal
+/// the f64 reference exactly. Unlike the Higham bound (which grows as K^2 and at K in the
+/// thousands would let a few missing or doubled terms through), this catches every dropped,
+/// repeated or misplaced term of the blocked and split reductions.
+const EXACT: Tol = Tol {
+    atol: 0.0,
+    rtol: 0.0,
+    why: "integer data: every partial sum is an integer < 2^24, exact in f32 in any order",
+};
+
+fn check_exact(s: Conv2dShape, version: Conv2dVersion) {
+    let conv = build(s, true, version);
+    let xs = integers(1, s.input_shape().iter().product());
+    let ws = integers(2, s.weight_shape().iter().product());
+    let bs = integers(3, s.c_out);
+    let dys = integers(4, s.output_shape().iter().product());
+    // The largest sum: positions * 4 (backward_weight), which must stay below 2^24.
+    assert!(s.n * s.h_out() * s.w_out() * 4 < 1 << 24);
+    let [y, dx, dw, db] = run_gpu(&conv, true, (&xs, &ws, &bs, &dys));
+    let rs = ref_shape(&s);
+    let (xr, wr, br, dyr) = (to_f64(&xs), to_f64(&ws), to_f64(&bs), to_f64(&dys));
+    let label = |what: &str| format!("conv2d {version:?} {what} {s:?} integer data");
+    let fwd = reference::forward(&xr, &wr, Some(&br), &rs);
+    assert_close(&label("forward"), &y, &fwd, EXACT);
+    let bwd_in = reference::backward_input(&dyr, &wr, &rs);
+    assert_close(&label("backward_input"), &dx, &bwd_in, EXACT);
+    let bwd_w = reference::backward_weight(&dyr, &xr, &rs);
+    assert_close(&label("backward_weight"), &dw, &bwd_w, EXACT);
+    let bwd_b = reference::backward_bias(&dyr, &rs);
+    assert_close(&label("backward_bias"), &db, &bwd_b, EXACT);
+}
+
 #[test]
 fn gpu_matches_reference_at_edge_shapes() {
-    for (i, &(n, ci, co, h, w, k, pad)) in SHAPES.iter().enumerate() {
-        check_parity(shape(n, ci, co, h, w, k, pad), true, 100 + 10 * i as u64);
+    for version in VERSIONS {
+        for (i, &(n, ci, co, h, w, k, pad)) in SHAPES.iter().enumerate() {
+            check_parity(
+                shape(n, ci, co, h, w, k, pad),
+                true,
+                100 + 10 * i as u64,
+                version,
+            );
+        }
     }
 }
 
 #[test]
 fn gpu_matches_reference_without_bias() {
-    check_parity(shape(2, 3, 4, 5, 5, 3, 1), false, 7);
-    check_parity(shape(1, 2, 1, 9, 9, 7, 3), false, 8);
+    for version in VERSIONS {
+        check_parity(shape(2, 3, 4, 5, 5, 3, 1), false, 7, version);
+        check_parity(shape(1, 2, 1, 9, 9, 7, 3), false, 8, version);
+    }
 }
 
 #[test]
 fn gpu_matches_reference_at_a_network_stage_shape() {
     // Stage 1 of the default network at 16x16 input: 32 -> 64 channels, 8x8 positions, batch 2.
-    check_parity(shape(2, 32, 64, 8, 8, 3, 1), true, 42);
+    for version in VERSIONS {
+        check_parity(shape(2, 32, 64, 8, 8, 3, 1), true, 42, version);
+    }
+}
+
+/// Shapes where v2's reductions take many steps per invocation: rows wider than one column
+/// block with a partial last block (45 = 5 * 8 + 5), more column blocks than a workgroup has
+/// invocations (so the weight and bias gradients step through rows and images), a 1-wide image
+/// whose step of 64 blocks crosses several images at once, the spatial gate's 7x7 2 -> 1 at 32x32,
+/// and a kernel with no padding.
+const LONG_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (2, 3, 5, 37, 45, 3, 1),
+    (50, 2, 3, 3, 1, 3, 1),
+    (2, 2, 1, 32, 32, 7, 3),
+    (3, 6, 9, 20, 19, 3, 0),
+];
+
+#[test]
+fn gpu_is_exact_on_integer_data() {
+    for version in VERSIONS {
+        for &(n, ci, co, h, w, k, pad) in SHAPES.iter().chain(LONG_SHAPES) {
+            check_exact(shape(n, ci, co, h, w, k, pad), version);
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_reference_at_long_reductions() {
+    for version in VERSIONS {
+        for (i, &(n, ci, co, h, w, k, pad)) in LONG_SHAPES.iter().enumerate() {
+            check_parity(
+                shape(n, ci, co, h, w, k, pad),
+                true,
+                300 + 10 * i as u64,
+                version,
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_wider_than_v2_handles_fall_back_to_v1() {
+    // v2 keeps a row of block + k - 1 inputs in a fixed-size array; 19 taps do not fit.
+    let s = shape(1, 2, 3, 4, 5, 19, 9);
+    let conv = block_on(Conv2d::with_version(gpu(), s, true, Conv2dVersion::V2)).unwrap();
+    assert_eq!(conv.version(), Conv2dVersion::V1);
+    check_parity(s, true, 11, Conv2dVersion::V1);
+    // The default is v2.
+    let conv = block_on(Conv2d::new(gpu(), shape(1, 2, 3, 4, 5, 3, 1), true)).unwrap();
+    assert_eq!(conv.version(), Conv2dVersion::V2);
 }
 
 #[test]
@@ -198,9 +339,18 @@ fn reference_gradients_match_finite_differences() {
 
 #[test]
 fn gradients_are_bit_identical_run_to_run() {
+    // The second shape makes every v2 invocation of the weight and bias gradients sum several
+    // column blocks before the partial sums are combined.
+    for s in [shape(3, 6, 10, 9, 7, 3, 1), shape(2, 5, 6, 37, 45, 3, 1)] {
+        for version in VERSIONS {
+            check_bit_identical(s, version);
+        }
+    }
+}
+
+fn check_bit_identical(s: Conv2dShape, version: Conv2dVersion) {
     let gpu = gpu();
-    let s = shape(3, 6, 10, 9, 7, 3, 1);
-    let conv = block_on(Conv2d::new(gpu, s, true)).unwrap();
+    let conv = build(s, true, version);
     let x = upload(
         "x",
         &s.input_shape(),
@@ -211,27 +361,28 @@ fn gradients_are_bit_identical_run_to_run() {
         &s.weight_shape(),
         &random(2, s.weight_shape().iter().product()),
     );
+    let b = upload("b", &[s.c_out], &random(4, s.c_out));
     let dy = upload(
         "dy",
         &s.output_shape(),
         &random(3, s.output_shape().iter().product()),
     );
+    let y = zeros("y", &s.output_shape());
     let dx = zeros("dx", &s.input_shape());
     let dw = zeros("dw", &s.weight_shape());
     let db = zeros("db", &[s.c_out]);
     let ds = [
+        conv.forward(gpu, &x, &w, Some(&b), &y).unwrap(),
         conv.backward_input(gpu, &dy, &w, &dx).unwrap(),
         conv.backward_weight(gpu, &dy, &x, &dw).unwrap(),
         conv.backward_bias(gpu, &dy, &db).unwrap(),
     ];
     let bits = |t: &fer_cbam::Tensor| read(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let all = || [bits(&y), bits(&dx), bits(&dw), bits(&db)];
     run(&ds.iter().collect::<Vec<_>>());
-    let first = (bits(&dx), bits(&dw), bits(&db));
+    let first = all();
     run(&ds.iter().collect::<Vec<_>>());
-    assert!(
-        first == (bits(&dx), bits(&dw), bits(&db)),
-        "second run differs"
-    );
+    assert!(first == all(), "{version:?} {s:?}: second run differs");
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! 2-D convolution, stride 1, zero padding, square kernel, optional bias.
 //! Shader: `shaders/conv2d.wgsl`; reference: `reference/src/conv2d.rs`; tests: `tests/conv2d.rs`.
+//!
+//! Two versions of the kernels live side by side in the shader (see [`Conv2dVersion`]): v1, one
+//! output per invocation (the readable one), and v2, register-blocked (the fast one, default).
+//! Both are one dispatch per pass and deterministic; they differ only in summation order.
 
 use std::sync::Arc;
 
@@ -73,19 +77,62 @@ const DX: (u32, Binding) = (6, Binding::ReadWrite);
 const DWEIGHT: (u32, Binding) = (7, Binding::ReadWrite);
 const DBIAS: (u32, Binding) = (8, Binding::ReadWrite);
 
+/// Which kernels a [`Conv2d`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Conv2dVersion {
+    /// `forward`, `backward_input`, `backward_weight`, `backward_bias`: one output per
+    /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
+    V1,
+    /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
+    /// outputs per invocation held in registers; the weight and bias gradients split their long
+    /// reduction over the invocations of a workgroup and add the partial sums in a fixed order.
+    #[default]
+    V2,
+}
+
+/// Output channels x output columns per forward_v2 invocation. 4 x 8 measured fastest on
+/// lavapipe among 4x4, 4x8, 8x4, 8x8 (see the commit log and benches/conv2d.rs).
+const FWD_BLOCK: (u32, u32) = (4, 8);
+/// Input channels x input columns per backward_input_v2 invocation.
+const BWD_INPUT_BLOCK: (u32, u32) = (4, 8);
+/// Output channels x output columns per reduction step of backward_weight_v2.
+const BWD_WEIGHT_BLOCK: (u32, u32) = (4, 4);
+/// Capacities of the block arrays in the shader (`MAX_ACC`, `MAX_ROW` in conv2d.wgsl).
+const MAX_ACC: u32 = 64;
+const MAX_ROW: u32 = 24;
+
+/// One pass: its pipeline, the grid it is launched on, the version it belongs to.
+struct Pass {
+    kernel: Arc<Kernel>,
+    grid: [u32; 3],
+}
+
 /// A convolution of one shape, with its four pipelines and shape uniforms.
 pub struct Conv2d {
     shape: Conv2dShape,
     with_bias: bool,
-    forward: Arc<Kernel>,
-    backward_input: Arc<Kernel>,
-    backward_weight: Arc<Kernel>,
-    backward_bias: Arc<Kernel>,
+    version: Conv2dVersion,
+    forward: Pass,
+    backward_input: Pass,
+    backward_weight: Pass,
+    backward_bias: Pass,
     params: wgpu::Buffer,
 }
 
 impl Conv2d {
+    /// The convolution with the default (fastest) kernels, [`Conv2dVersion::V2`].
     pub async fn new(gpu: &Gpu, shape: Conv2dShape, with_bias: bool) -> Result<Conv2d> {
+        Conv2d::with_version(gpu, shape, with_bias, Conv2dVersion::default()).await
+    }
+
+    /// The convolution running `version`'s kernels where they handle the shape; passes that
+    /// v2 cannot run fall back to v1 (see [`Conv2d::versions`]).
+    pub async fn with_version(
+        gpu: &Gpu,
+        shape: Conv2dShape,
+        with_bias: bool,
+        version: Conv2dVersion,
+    ) -> Result<Conv2d> {
         let s = shape;
         if s.n == 0 || s.c_in == 0 || s.c_out == 0 || s.h == 0 || s.w == 0 || s.k == 0 {
             return Err(Error::InvalidConfig {
@@ -105,14 +152,6 @@ impl Conv2d {
                 ),
             });
         }
-        let kernel = |entry, bindings: &'static [(u32, Binding)]| {
-            gpu.kernel(KernelDesc {
-                shader: "conv2d",
-                entry,
-                bindings,
-                constants: &[("WG", WG as f64)],
-            })
-        };
         let params = Params {
             n: s.n as u32,
             c_in: s.c_in as u32,
@@ -126,15 +165,32 @@ impl Conv2d {
             has_bias: with_bias as u32,
             _pad: [0; 2],
         };
+        let v2 = version == Conv2dVersion::V2 && v2_fits(gpu, &s);
+        let (forward, backward_input, backward_weight, backward_bias) = if v2 {
+            v2_passes(gpu, &s).await?
+        } else {
+            v1_passes(gpu, &s).await?
+        };
         Ok(Conv2d {
             shape,
             with_bias,
-            forward: kernel("forward", &[UNIFORM, X, WEIGHT, BIAS, Y]).await?,
-            backward_input: kernel("backward_input", &[UNIFORM, DY, WEIGHT, DX]).await?,
-            backward_weight: kernel("backward_weight", &[UNIFORM, DY, X, DWEIGHT]).await?,
-            backward_bias: kernel("backward_bias", &[UNIFORM, DY, DBIAS]).await?,
+            version: if v2 {
+                Conv2dVersion::V2
+            } else {
+                Conv2dVersion::V1
+            },
+            forward,
+            backward_input,
+            backward_weight,
+            backward_bias,
             params: gpu.uniform_buffer("conv2d.params", &params),
         })
+    }
+
+    /// The version whose kernels this convolution runs (v1 where v2 was asked for but does not
+    /// fit the shape).
+    pub fn version(&self) -> Conv2dVersion {
+        self.version
     }
 
     pub fn shape(&self) -> &Conv2dShape {
@@ -155,8 +211,7 @@ impl Conv2d {
         weight.expect_shape("conv2d.forward", &s.weight_shape())?;
         self.check_bias("conv2d.forward", bias)?;
         y.expect_shape("conv2d.forward", &s.output_shape())?;
-        let grid = gpu.grid(y.len(), WG);
-        self.forward.dispatch(
+        self.forward.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -165,7 +220,7 @@ impl Conv2d {
                 optional(gpu, bias),
                 y.binding(),
             ],
-            grid,
+            self.forward.grid,
         )
     }
 
@@ -181,8 +236,7 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_input", &s.output_shape())?;
         weight.expect_shape("conv2d.backward_input", &s.weight_shape())?;
         dx.expect_shape("conv2d.backward_input", &s.input_shape())?;
-        let grid = gpu.grid(dx.len(), WG);
-        self.backward_input.dispatch(
+        self.backward_input.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -190,7 +244,7 @@ impl Conv2d {
                 weight.binding(),
                 dx.binding(),
             ],
-            grid,
+            self.backward_input.grid,
         )
     }
 
@@ -206,8 +260,7 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_weight", &s.output_shape())?;
         x.expect_shape("conv2d.backward_weight", &s.input_shape())?;
         dweight.expect_shape("conv2d.backward_weight", &s.weight_shape())?;
-        let grid = gpu.grid(dweight.len(), WG);
-        self.backward_weight.dispatch(
+        self.backward_weight.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -215,7 +268,7 @@ impl Conv2d {
                 x.binding(),
                 dweight.binding(),
             ],
-            grid,
+            self.backward_weight.grid,
         )
     }
 
@@ -224,15 +277,14 @@ impl Conv2d {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_bias", &s.output_shape())?;
         self.check_bias("conv2d.backward_bias", Some(dbias))?;
-        let grid = gpu.grid(s.c_out, WG);
-        self.backward_bias.dispatch(
+        self.backward_bias.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
                 dy.binding(),
                 dbias.binding(),
             ],
-            grid,
+            self.backward_bias.grid,
         )
     }
 
@@ -253,4 +305,148 @@ impl Conv2d {
             }),
         }
     }
+}
+
+async fn kernel(
+    gpu: &Gpu,
+    entry: &'static str,
+    bindings: &'static [(u32, Binding)],
+    constants: &[(&'static str, f64)],
+) -> Result<Arc<Kernel>> {
+    gpu.kernel(KernelDesc {
+        shader: "conv2d",
+        entry,
+        bindings,
+        constants,
+    })
+    .await
+}
+
+const FORWARD_BINDINGS: &[(u32, Binding)] = &[UNIFORM, X, WEIGHT, BIAS, Y];
+const BACKWARD_INPUT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, WEIGHT, DX];
+const BACKWARD_WEIGHT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, X, DWEIGHT];
+const BACKWARD_BIAS_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, DBIAS];
+
+/// One invocation per output element, flat grid.
+async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
+    let wg = [("WG", WG as f64)];
+    let pass = |threads: usize, kernel| Pass {
+        kernel,
+        grid: gpu.grid(threads, WG),
+    };
+    let len = |d: [usize; 4]| d.iter().product::<usize>();
+    Ok((
+        pass(
+            len(s.output_shape()),
+            kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
+        ),
+        pass(
+            len(s.input_shape()),
+            kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
+        ),
+        pass(
+            len(s.weight_shape()),
+            kernel(gpu, "backward_weight", BACKWARD_WEIGHT_BINDINGS, &wg).await?,
+        ),
+        pass(
+            s.c_out,
+            kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
+        ),
+    ))
+}
+
+/// Kernel rows per backward_weight_v2 workgroup: all K when the block of sums
+/// (channels x K x K) fits the shader's capacity, else one.
+fn bwd_weight_ky(k: u32) -> u32 {
+    if BWD_WEIGHT_BLOCK.0 * k * k <= MAX_ACC {
+        k
+    } else {
+        1
+    }
+}
+
+/// Whether the v2 kernels can run `s`. They keep a row segment of BLOCK_X + k - 1 inputs and
+/// the block of sums in fixed-size arrays (MAX_ROW, MAX_ACC in the shader), so kernels wider
+/// than MAX_ROW - BLOCK_X + 1 (17 taps at 8 columns) fall back to v1; and channel blocks go
+/// in the grid's z dimension, which must stay within the device's per-dimension limit.
+fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
+    let k = s.k as u32;
+    let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let row_fits = [FWD_BLOCK.1, BWD_INPUT_BLOCK.1, BWD_WEIGHT_BLOCK.1]
+        .iter()
+        .all(|&x| x + k - 1 <= MAX_ROW);
+    let acc_fits = FWD_BLOCK.0 * FWD_BLOCK.1 <= MAX_ACC
+        && BWD_INPUT_BLOCK.0 * BWD_INPUT_BLOCK.1 <= MAX_ACC
+        && BWD_WEIGHT_BLOCK.0 * BWD_WEIGHT_BLOCK.1 <= MAX_ACC
+        && BWD_WEIGHT_BLOCK.0 * bwd_weight_ky(k) * k <= MAX_ACC;
+    row_fits
+        && acc_fits
+        && s.c_out.div_ceil(FWD_BLOCK.0 as usize) <= max_dim
+        && s.c_in.div_ceil(BWD_INPUT_BLOCK.0 as usize) <= max_dim
+}
+
+/// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
+async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
+    let k = s.k as u32;
+    let blocked = |(c, x): (u32, u32), ky: u32| {
+        [
+            ("WG", WG as f64),
+            ("K", k as f64),
+            ("BLOCK_C", c as f64),
+            ("BLOCK_X", x as f64),
+            ("BLOCK_KY", ky as f64),
+        ]
+    };
+    // Column blocks fold into x/y; the channel block index is z.
+    let columns = |rows: usize, width: usize, bx: u32, channels: usize, bc: u32| {
+        let [gx, gy, _] = gpu.grid(s.n * rows * width.div_ceil(bx as usize), WG);
+        [gx, gy, channels.div_ceil(bc as usize) as u32]
+    };
+    // One workgroup per block: fold `groups` into x/y.
+    let groups = |groups: usize| gpu.grid(groups * WG as usize, WG);
+    let ky = bwd_weight_ky(k);
+    Ok((
+        Pass {
+            kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &blocked(FWD_BLOCK, 1)).await?,
+            grid: columns(s.h_out(), s.w_out(), FWD_BLOCK.1, s.c_out, FWD_BLOCK.0),
+        },
+        Pass {
+            kernel: kernel(
+                gpu,
+                "backward_input_v2",
+                BACKWARD_INPUT_BINDINGS,
+                &blocked(BWD_INPUT_BLOCK, 1),
+            )
+            .await?,
+            grid: columns(s.h, s.w, BWD_INPUT_BLOCK.1, s.c_in, BWD_INPUT_BLOCK.0),
+        },
+        Pass {
+            kernel: kernel(
+                gpu,
+                "backward_weight_v2",
+                BACKWARD_WEIGHT_BINDINGS,
+                &blocked(BWD_WEIGHT_BLOCK, ky),
+            )
+            .await?,
+            grid: groups(
+                s.c_out.div_ceil(BWD_WEIGHT_BLOCK.0 as usize) * s.c_in * (s.k / ky as usize),
+            ),
+        },
+        Pass {
+            // The workgroup array holds WG * BLOCK_C * BLOCK_KY * K floats: one per invocation.
+            kernel: kernel(
+                gpu,
+                "backward_bias_v2",
+                BACKWARD_BIAS_BINDINGS,
+                &[
+                    ("WG", WG as f64),
+                    ("K", 1.0),
+                    ("BLOCK_C", 1.0),
+                    ("BLOCK_KY", 1.0),
+                ],
+            )
+            .await?,
+            grid: groups(s.c_out),
+        },
+    ))
 }
