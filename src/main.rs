@@ -259,9 +259,16 @@ fn main() {
             quiet,
             json,
         } => (|| {
-            let mut c = config.config()?;
-            c.dropout = dropout;
-            c.validate()?;
+            // A resumed run takes its config from the checkpoint it continues.
+            let c = match &resume {
+                Some(path) => fer_cbam::model::checkpoint::load(path)?.config,
+                None => {
+                    let mut c = config.config()?;
+                    c.dropout = dropout;
+                    c.validate()?;
+                    c
+                }
+            };
             let gpu = fer_cbam::Gpu::new_blocking()?;
             let d = data.load()?;
             let adam = fer_cbam::ops::adam::AdamConfig {

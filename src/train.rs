@@ -127,12 +127,16 @@ pub fn train(
             ),
         });
     }
-    let mut rng = SplitMix64(opts.seed);
+    // Epochs are numbered from the network's step count, and each epoch's order and occlusions
+    // depend only on (seed, epoch): a run resumed from a checkpoint continues exactly as the
+    // uninterrupted run would have.
+    let first_epoch = net.step() as usize / steps_per_epoch;
     let mut progress = Progress {
         steps_per_epoch,
         ..Progress::default()
     };
-    for epoch in 0..opts.epochs {
+    for epoch in first_epoch..first_epoch + opts.epochs {
+        let mut rng = SplitMix64(opts.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F));
         let mut order = indices.to_vec();
         // Fisher-Yates with our own generator: the same seed, the same order, everywhere.
         for i in (1..order.len()).rev() {

@@ -93,7 +93,10 @@ fn run_gpu(s: CbamSpatialShape, inp: &Inputs) -> GpuOut {
     let mut ds = gate.forward(gpu, &x, &w, &b, &y).unwrap();
     ds.extend(gate.backward(gpu, &x, &dy, &w, &dx, &dw, &db).unwrap());
     // The conv passes may be any numbered version of conv2d's kernels (`forward`, `forward_v2`).
-    let labels: Vec<&str> = ds.iter().map(|d| d.label().trim_end_matches("_v2")).collect();
+    let labels: Vec<&str> = ds
+        .iter()
+        .map(|d| d.label().trim_end_matches("_v2"))
+        .collect();
     assert_eq!(
         labels,
         [

@@ -191,9 +191,36 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         "--batch-size",
         "8",
         "--quiet",
+        "--occlusion-mix",
+        "0.5",
     ]);
     assert!(ok, "{stderr}");
     assert_eq!(step_of(&dir.join("m2.optim.safetensors")), 14);
+    // ... exactly: one epoch plus a resumed epoch equals two epochs in one run.
+    let two = dir.join("two.safetensors");
+    let (ok, _, stderr) = fer_cbam(&[
+        "train",
+        "--out",
+        two.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--quiet",
+        "--image-size",
+        "16",
+        "--widths",
+        "4,8",
+        "--occlusion-mix",
+        "0.5",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        std::fs::read(&two).unwrap() == std::fs::read(&ck2).unwrap(),
+        "a resumed run must continue exactly"
+    );
 
     for occ in ["none", "eyes", "patch16"] {
         let (ok, stdout, stderr) = fer_cbam(&[

@@ -31,11 +31,11 @@ impl Plan {
     /// Sized to finish in under 5 minutes on a 2-core machine with lavapipe.
     pub fn quick() -> Plan {
         Plan {
-            image_size: 48,
-            widths: vec![16, 32, 64, 128],
+            image_size: 32,
+            widths: vec![8, 16, 32, 64],
             train: 2800,
             test: 700,
-            epochs: 8,
+            epochs: 12,
             batch: 32,
             lr: 2e-3,
             occlusion_mix: 0.5,

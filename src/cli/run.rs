@@ -220,7 +220,7 @@ pub fn train_command(
     let first_step = net.step();
     let opts = TrainLoop {
         epochs,
-        seed: seed ^ u64::from(first_step),
+        seed,
         strict,
     };
     train::train(
@@ -236,7 +236,7 @@ pub fn train_command(
             }
             bar.set_position((p.step - first_step) as u64);
             bar.set_message(format!(
-                "epoch {}/{epochs}  loss {:.4}  acc {:.3}  {:.1} img/s",
+                "epoch {}  loss {:.4}  acc {:.3}  {:.1} img/s",
                 p.epoch + 1,
                 p.loss,
                 p.accuracy,
@@ -358,11 +358,7 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
 pub type Prediction = (PathBuf, Vec<(String, f32)>);
 
 /// Top-3 classes of each image (files, or every image in a folder).
-pub fn predict_command(
-    gpu: &Gpu,
-    path: &Path,
-    inputs: &[PathBuf],
-) -> Result<Vec<Prediction>> {
+pub fn predict_command(gpu: &Gpu, path: &Path, inputs: &[PathBuf]) -> Result<Vec<Prediction>> {
     let ck = checkpoint::load(path)?;
     let mut files = Vec::new();
     for p in inputs {
