@@ -37,7 +37,7 @@ impl Plan {
             test: 700,
             epochs: 12,
             batch: 32,
-            lr: 2e-3,
+            lr: 1e-3,
             occlusion_mix: 0.5,
         }
     }
