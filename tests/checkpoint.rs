@@ -1,18 +1,13 @@
 //! The parameter table (names, shapes, the spec's counts), the seeded init, and safetensors
 //! checkpoints: round trip, atomic writes, and every way a file can be wrong.
 
+mod common;
+use common::tmp_dir;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use fer_cbam::model::checkpoint::{self, CONFIG_KEY};
 use fer_cbam::model::{Attention, ModelConfig, ParamTable};
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fer-cbam-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn the_default_table_matches_the_spec_counts() {
@@ -106,7 +101,7 @@ fn init_is_seeded_and_within_pytorch_bounds() {
 
 #[test]
 fn a_checkpoint_round_trips_with_its_config() {
-    let dir = tmp_dir("roundtrip");
+    let dir = tmp_dir("test-roundtrip");
     let config = ModelConfig {
         image_size: 48,
         attention: Attention::Channel,
@@ -154,7 +149,7 @@ fn all_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 
 #[test]
 fn bad_checkpoints_are_errors_naming_the_file_and_the_tensor() {
-    let dir = tmp_dir("bad");
+    let dir = tmp_dir("test-bad");
     let config = ModelConfig {
         image_size: 32,
         widths: vec![8, 16],
@@ -227,7 +222,7 @@ fn bad_checkpoints_are_errors_naming_the_file_and_the_tensor() {
 
 #[test]
 fn a_failed_write_leaves_nothing_behind() {
-    let dir = tmp_dir("nowrite");
+    let dir = tmp_dir("test-nowrite");
     let config = ModelConfig::default();
     let path = dir.join("no-such-folder").join("c.safetensors");
     let e = checkpoint::save(&path, &config, &ParamTable::new(&config).init(0))

@@ -1,5 +1,8 @@
 //! The binary's commands: happy paths and one-line errors on bad input.
 
+mod common;
+use common::tmp_dir;
+
 use std::process::Command;
 
 fn fer_cbam(args: &[&str]) -> (bool, String, String) {
@@ -12,13 +15,6 @@ fn fer_cbam(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn tmp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("fer-cbam-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -54,7 +50,7 @@ fn info_model_prints_the_parameter_table() {
 
 #[test]
 fn init_writes_a_loadable_checkpoint_and_the_same_seed_gives_the_same_file() {
-    let dir = tmp_dir("init");
+    let dir = tmp_dir("cli-init");
     let a = dir.join("a.safetensors");
     let b = dir.join("b.safetensors");
     for p in [&a, &b] {
@@ -82,7 +78,7 @@ fn init_writes_a_loadable_checkpoint_and_the_same_seed_gives_the_same_file() {
 
 #[test]
 fn bad_arguments_are_one_line_errors() {
-    let dir = tmp_dir("bad");
+    let dir = tmp_dir("cli-bad");
     let out = dir.join("x.safetensors");
     let (ok, _, stderr) = fer_cbam(&[
         "init",
@@ -128,7 +124,7 @@ const TINY: [&str; 8] = [
 
 #[test]
 fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
-    let dir = tmp_dir("train");
+    let dir = tmp_dir("cli-train");
     let ck = dir.join("m.safetensors");
     let ck_s = ck.to_str().unwrap();
     let mut args = vec![
@@ -283,7 +279,7 @@ fn write_folder(root: &std::path::Path, per_class: usize) {
 
 #[test]
 fn folder_training_counts_unreadable_files_or_stops_when_strict() {
-    let dir = tmp_dir("folder");
+    let dir = tmp_dir("cli-folder");
     let data = dir.join("data");
     write_folder(&data, 10);
     let ck = dir.join("f.safetensors");
@@ -317,7 +313,7 @@ fn folder_training_counts_unreadable_files_or_stops_when_strict() {
 
 #[test]
 fn bad_data_folders_are_one_line_errors() {
-    let dir = tmp_dir("baddata");
+    let dir = tmp_dir("cli-baddata");
     let out = dir.join("x.safetensors");
     let missing = dir.join("nope");
     let empty = dir.join("empty");
@@ -358,7 +354,7 @@ fn bad_data_folders_are_one_line_errors() {
 
 #[test]
 fn demo_writes_its_report() {
-    let dir = tmp_dir("demo");
+    let dir = tmp_dir("cli-demo");
     let out = dir.join("report");
     let (ok, stdout, stderr) = fer_cbam(&[
         "demo",

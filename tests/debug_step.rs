@@ -5,18 +5,11 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fer_cbam::model::{checkpoint, ModelConfig, ParamTable};
 use fer_cbam_reference::{adam as ref_adam, network as reference};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fer-cbam-debug-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn config() -> ModelConfig {
     ModelConfig {
@@ -73,7 +66,7 @@ fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
 
 #[test]
 fn debug_step_writes_what_the_reference_network_computes() {
-    let dir = tmp_dir("ok");
+    let dir = tmp_dir("debug-ok");
     let config = config();
     let table = ParamTable::new(&config);
     let packed = table.init(4);
@@ -177,7 +170,7 @@ fn debug_step_writes_what_the_reference_network_computes() {
 
 #[test]
 fn bad_batch_files_are_one_line_errors_naming_the_file() {
-    let dir = tmp_dir("bad");
+    let dir = tmp_dir("debug-bad");
     let config = config();
     let ck = dir.join("c.safetensors");
     checkpoint::save(&ck, &config, &ParamTable::new(&config).init(0)).unwrap();

@@ -69,3 +69,11 @@ pub const ELEMENTWISE_TOL: Tol = Tol {
     rtol: 4.0 * f32::EPSILON as f64,
     why: "one f32 exp/division per element: a few ulps, absolute 1e-6 near zero",
 };
+
+/// A fresh, empty folder for one test: `<temp>/fer-cbam-<name>-<pid>`.
+pub fn tmp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("fer-cbam-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
