@@ -136,41 +136,70 @@ fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 // ---------------------------------------------------------------------------------------------
-// v2: register-blocked entry points (same bindings, same results up to summation order).
+// v2: register-blocked entry points (same bindings; same results up to summation order).
 //
-// On lavapipe (CPU Vulkan) one output per invocation is bound by loads: every multiply-add
-// fetches two operands. Here each invocation keeps a block of sums in registers and reuses each
-// loaded value across the block, and no workgroup memory is used in the inner loops (barriers
-// are costly there). Weights are indexed by the workgroup id only, so the compiler sees them as
-// uniform across the invocations of a workgroup and loads each once, not once per lane.
+// On lavapipe (CPU Vulkan: each invocation is one lane of an 8-wide SIMD loop) one output per
+// invocation is bound by loads: every multiply-add gathers two operands. Here each invocation
+// keeps BLOCK_C channels x 8 consecutive columns of sums in registers and reuses every loaded
+// value across that block; no workgroup memory (barriers are costly on lavapipe).
 //
-// The kernel size K and the block sizes are override constants: the wrapper specialises one
-// pipeline per kernel size, so every tap and block loop has a constant trip count, unrolls, and
-// the block arrays below become registers. Block arrays have a fixed capacity (WGSL needs a
-// constant size for function-scope arrays); the wrapper keeps the blocks within it.
+// How the code is shaped matters more than the block size on lavapipe (measured, see the commit
+// log): Mesa unrolls a loop only when its trip count is a constant <= 32 and its unrolled body
+// stays small, and a function-scope array stays in registers only if every index into it is a
+// constant after unrolling. So:
+// - the 8 input columns of a block are eight named values slid one column per kernel tap (not
+//   an array indexed by tap and column, which stayed in memory and ran 3-5x slower);
+// - the sums are vec4 (4 columns) in an array indexed only by the channel loop, whose trip
+//   count BLOCK_C is an override constant, so it unrolls and the array becomes registers;
+// - weights (forward, backward_input) and dy (backward_weight) are indexed by the workgroup id
+//   and loop counters only: uniform across the workgroup, loaded once and broadcast, while the
+//   other operand is gathered per invocation.
+// K (the kernel size) is an override too, so the tap loops have constant trip counts.
 // ---------------------------------------------------------------------------------------------
 
 // Kernel size (k) of the pipeline.
 override K: u32 = 3u;
-// Channels per block: output channels (forward, backward_weight), input channels
-// (backward_input).
-override BLOCK_C: u32 = 4u;
-// Consecutive columns per block: output columns (forward), input columns (backward_input),
-// output columns of one reduction step (backward_weight).
-override BLOCK_X: u32 = 8u;
-// Kernel rows per workgroup in backward_weight: K (all taps of a channel pair) or 1.
-override BLOCK_KY: u32 = 3u;
+// Channels per invocation: output channels (forward, backward_weight), input channels
+// (backward_input). At most MAX_C.
+override BLOCK_C: u32 = 16u;
+const MAX_C: u32 = 32u;
+// Consecutive columns per invocation in forward_v2 and backward_input_v2, and positions per
+// reduction step in backward_weight_v2: two vec4, written out (see above), so not an override.
+const BLOCK_X: u32 = 8u;
 
-// Capacity of the sums of one block (BLOCK_C * BLOCK_X, or BLOCK_C * BLOCK_KY * K).
-const MAX_ACC: u32 = 64u;
-// Capacity of one loaded input row segment (BLOCK_X + K - 1).
-const MAX_ROW: u32 = 24u;
+// Per-workgroup partial sums of backward_bias_v2, one per invocation.
+var<workgroup> partial: array<f32, WG>;
 
-// Per-workgroup partial sums of backward_weight_v2 / backward_bias_v2: one block per invocation.
-var<workgroup> partial: array<f32, WG * BLOCK_C * BLOCK_KY * K>;
+// x[n, ci, iy, ix] at a row offset `row` (of a row that exists when `row_ok`); 0 outside.
+fn x_at(row: u32, row_ok: bool, ix: i32) -> f32 {
+    let w = i32(p.w);
+    return select(0.0, x[row + u32(clamp(ix, 0, w - 1))], row_ok && ix >= 0 && ix < w);
+}
 
-// forward, BLOCK_C output channels x BLOCK_X consecutive output columns per invocation.
-// Grid: x/y fold the N * H_out * ceil(W_out / BLOCK_X) column blocks; z = output channel block.
+// dy[n, co, oy, ox] at a row offset `row` (of a row that exists when `row_ok`); 0 outside.
+fn dy_at(row: u32, row_ok: bool, ox: i32) -> f32 {
+    let w_out = i32(p.w_out);
+    return select(0.0, dy[row + u32(clamp(ox, 0, w_out - 1))], row_ok && ox >= 0 && ox < w_out);
+}
+
+// Writes the 8 columns `lo`, `hi` (+ `b`) at row offset `row` from column `x0`, up to `width`.
+fn store_y(row: u32, x0: u32, lo: vec4<f32>, hi: vec4<f32>, b: f32) {
+    let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < BLOCK_X; j++) {
+        if (x0 + j < p.w_out) { y[row + x0 + j] = v[j] + b; }
+    }
+}
+
+fn store_dx(row: u32, x0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < BLOCK_X; j++) {
+        if (x0 + j < p.w) { dx[row + x0 + j] = v[j]; }
+    }
+}
+
+// forward: BLOCK_C output channels x 8 consecutive output columns per invocation.
+// Grid: x/y fold the N * H_out * ceil(W_out / 8) column blocks; z = output channel block.
+// Each sum runs over (ci, ky, kx) in that order, 4 columns per vec4 lane-wise, like v1.
 @compute @workgroup_size(WG)
 fn forward_v2(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -186,42 +215,39 @@ fn forward_v2(
     let co0 = wid.z * BLOCK_C;
     let pad = i32(p.pad);
     let h = i32(p.h);
-    let w = i32(p.w);
+    let ix0 = i32(ox0) - pad;
     let kk = K * K;
 
-    // The input columns this block reads (clamped into the row; `col_ok` says which are real,
-    // the others are zero padding), hoisted out of the channel loop.
-    var col: array<u32, MAX_ROW>;
-    var col_ok: array<bool, MAX_ROW>;
-    for (var j = 0u; j < BLOCK_X + K - 1u; j++) {
-        let ix = i32(ox0 + j) - pad;
-        col_ok[j] = ix >= 0 && ix < w;
-        col[j] = u32(clamp(ix, 0, w - 1));
-    }
-    // Weight rows; channels past c_out (last block) read the last channel and are not stored.
-    var w_row: array<u32, MAX_ACC>;
-    for (var c = 0u; c < BLOCK_C; c++) {
-        w_row[c] = min(co0 + c, p.c_out - 1u) * p.c_in * kk;
-    }
-
-    var acc: array<f32, MAX_ACC>;
+    // [2c]: columns 0-3 of channel co0 + c, [2c + 1]: columns 4-7.
+    var acc: array<vec4<f32>, 2u * MAX_C>;
     for (var ci = 0u; ci < p.c_in; ci++) {
         let x_plane = (n * p.c_in + ci) * p.h * p.w;
         for (var ky = 0u; ky < K; ky++) {
             let iy = i32(oy + ky) - pad;
             let row_ok = iy >= 0 && iy < h;
             let x_row = x_plane + u32(clamp(iy, 0, h - 1)) * p.w;
-            var xv: array<f32, MAX_ROW>;
-            for (var j = 0u; j < BLOCK_X + K - 1u; j++) {
-                xv[j] = select(0.0, x[x_row + col[j]], row_ok && col_ok[j]);
-            }
-            let tap = ci * kk + ky * K;
+            // Input columns ix0 + kx + 0..7 for tap kx.
+            var v0 = x_at(x_row, row_ok, ix0);
+            var v1 = x_at(x_row, row_ok, ix0 + 1);
+            var v2 = x_at(x_row, row_ok, ix0 + 2);
+            var v3 = x_at(x_row, row_ok, ix0 + 3);
+            var v4 = x_at(x_row, row_ok, ix0 + 4);
+            var v5 = x_at(x_row, row_ok, ix0 + 5);
+            var v6 = x_at(x_row, row_ok, ix0 + 6);
+            var v7 = x_at(x_row, row_ok, ix0 + 7);
             for (var kx = 0u; kx < K; kx++) {
+                if (kx > 0u) {
+                    v0 = v1; v1 = v2; v2 = v3; v3 = v4; v4 = v5; v5 = v6; v6 = v7;
+                    v7 = x_at(x_row, row_ok, ix0 + i32(kx) + 7);
+                }
+                let lo = vec4<f32>(v0, v1, v2, v3);
+                let hi = vec4<f32>(v4, v5, v6, v7);
+                let tap = ci * kk + ky * K + kx;
                 for (var c = 0u; c < BLOCK_C; c++) {
-                    let wv = weight[w_row[c] + tap + kx];
-                    for (var xi = 0u; xi < BLOCK_X; xi++) {
-                        acc[c * BLOCK_X + xi] = fma(xv[xi + kx], wv, acc[c * BLOCK_X + xi]);
-                    }
+                    // Channels past c_out (last block) read the last channel; not stored.
+                    let wv = vec4<f32>(weight[min(co0 + c, p.c_out - 1u) * p.c_in * kk + tap]);
+                    acc[2u * c] = fma(lo, wv, acc[2u * c]);
+                    acc[2u * c + 1u] = fma(hi, wv, acc[2u * c + 1u]);
                 }
             }
         }
@@ -229,20 +255,18 @@ fn forward_v2(
 
     for (var c = 0u; c < BLOCK_C; c++) {
         let co = co0 + c;
-        if (co >= p.c_out) { break; }
-        var b = 0.0;
-        if (p.has_bias != 0u) { b = bias[co]; }
-        let y_row = ((n * p.c_out + co) * p.h_out + oy) * p.w_out;
-        for (var xi = 0u; xi < BLOCK_X; xi++) {
-            if (ox0 + xi < p.w_out) { y[y_row + ox0 + xi] = acc[c * BLOCK_X + xi] + b; }
+        if (co < p.c_out) {
+            var b = 0.0;
+            if (p.has_bias != 0u) { b = bias[co]; }
+            store_y(((n * p.c_out + co) * p.h_out + oy) * p.w_out, ox0, acc[2u * c], acc[2u * c + 1u], b);
         }
     }
 }
 
-// backward_input, BLOCK_C input channels x BLOCK_X consecutive input columns per invocation:
-// the forward kernel applied to dy with the taps flipped,
-// dx[n, ci, iy, ix] = sum_{co, ky, kx} dy[n, co, iy + pad - ky, ix + pad - kx] * weight[co, ci, ky, kx].
-// Grid: x/y fold the N * H * ceil(W / BLOCK_X) column blocks; z = input channel block.
+// backward_input: BLOCK_C input channels x 8 consecutive input columns per invocation,
+// dx[n, ci, iy, ix] = sum_{co, ky, kx} dy[n, co, iy + pad - ky, ix + pad - kx] * weight[co, ci, ky, kx]
+// (the forward with taps flipped; the window slides the other way).
+// Grid: x/y fold the N * H * ceil(W / 8) column blocks; z = input channel block.
 @compute @workgroup_size(WG)
 fn backward_input_v2(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -258,40 +282,38 @@ fn backward_input_v2(
     let ci0 = wid.z * BLOCK_C;
     let pad = i32(p.pad);
     let h_out = i32(p.h_out);
-    let w_out = i32(p.w_out);
+    let ox0 = i32(ix0) + pad;
     let kk = K * K;
 
-    // dy columns ix0 + pad - (K - 1) + j: tap kx of column ix0 + xi reads j = xi + K - 1 - kx.
-    var col: array<u32, MAX_ROW>;
-    var col_ok: array<bool, MAX_ROW>;
-    for (var j = 0u; j < BLOCK_X + K - 1u; j++) {
-        let ox = i32(ix0 + j) + pad - i32(K - 1u);
-        col_ok[j] = ox >= 0 && ox < w_out;
-        col[j] = u32(clamp(ox, 0, w_out - 1));
-    }
-    var w_col: array<u32, MAX_ACC>;
-    for (var c = 0u; c < BLOCK_C; c++) {
-        w_col[c] = min(ci0 + c, p.c_in - 1u) * kk;
-    }
-
-    var acc: array<f32, MAX_ACC>;
+    var acc: array<vec4<f32>, 2u * MAX_C>;
     for (var co = 0u; co < p.c_out; co++) {
         let dy_plane = (n * p.c_out + co) * p.h_out * p.w_out;
-        let w_base = co * p.c_in * kk;
         for (var ky = 0u; ky < K; ky++) {
             let oy = i32(iy) + pad - i32(ky);
             let row_ok = oy >= 0 && oy < h_out;
             let dy_row = dy_plane + u32(clamp(oy, 0, h_out - 1)) * p.w_out;
-            var dv: array<f32, MAX_ROW>;
-            for (var j = 0u; j < BLOCK_X + K - 1u; j++) {
-                dv[j] = select(0.0, dy[dy_row + col[j]], row_ok && col_ok[j]);
-            }
+            // dy columns ox0 - kx + 0..7 for tap kx.
+            var v0 = dy_at(dy_row, row_ok, ox0);
+            var v1 = dy_at(dy_row, row_ok, ox0 + 1);
+            var v2 = dy_at(dy_row, row_ok, ox0 + 2);
+            var v3 = dy_at(dy_row, row_ok, ox0 + 3);
+            var v4 = dy_at(dy_row, row_ok, ox0 + 4);
+            var v5 = dy_at(dy_row, row_ok, ox0 + 5);
+            var v6 = dy_at(dy_row, row_ok, ox0 + 6);
+            var v7 = dy_at(dy_row, row_ok, ox0 + 7);
             for (var kx = 0u; kx < K; kx++) {
+                if (kx > 0u) {
+                    v7 = v6; v6 = v5; v5 = v4; v4 = v3; v3 = v2; v2 = v1; v1 = v0;
+                    v0 = dy_at(dy_row, row_ok, ox0 - i32(kx));
+                }
+                let lo = vec4<f32>(v0, v1, v2, v3);
+                let hi = vec4<f32>(v4, v5, v6, v7);
+                let tap = co * p.c_in * kk + ky * K + kx;
                 for (var c = 0u; c < BLOCK_C; c++) {
-                    let wv = weight[w_base + w_col[c] + ky * K + kx];
-                    for (var xi = 0u; xi < BLOCK_X; xi++) {
-                        acc[c * BLOCK_X + xi] = fma(dv[xi + K - 1u - kx], wv, acc[c * BLOCK_X + xi]);
-                    }
+                    // Channels past c_in (last block) read the last channel; not stored.
+                    let wv = vec4<f32>(weight[tap + min(ci0 + c, p.c_in - 1u) * kk]);
+                    acc[2u * c] = fma(lo, wv, acc[2u * c]);
+                    acc[2u * c + 1u] = fma(hi, wv, acc[2u * c + 1u]);
                 }
             }
         }
@@ -299,111 +321,86 @@ fn backward_input_v2(
 
     for (var c = 0u; c < BLOCK_C; c++) {
         let ci = ci0 + c;
-        if (ci >= p.c_in) { break; }
-        let dx_row = ((n * p.c_in + ci) * p.h + iy) * p.w;
-        for (var xi = 0u; xi < BLOCK_X; xi++) {
-            if (ix0 + xi < p.w) { dx[dx_row + ix0 + xi] = acc[c * BLOCK_X + xi]; }
+        if (ci < p.c_in) {
+            store_dx(((n * p.c_in + ci) * p.h + iy) * p.w, ix0, acc[2u * c], acc[2u * c + 1u]);
         }
     }
 }
 
-// backward_weight: one workgroup per block of BLOCK_C output channels x one input channel x
-// BLOCK_KY kernel rows x K kernel columns. The reduction over N * H_out * W_out positions is
-// split inside the workgroup: invocation t takes the column blocks t, t + WG, t + 2 WG, ... (in
-// that order), then the WG partial sums of each weight are added in invocation order. Both
-// orders are fixed, so results are bit-identical run to run, and the whole gradient is one
-// dispatch (the wrapper returns a single Dispatch).
-// Grid: x/y fold ceil(c_out / BLOCK_C) * c_in * (K / BLOCK_KY) workgroups.
+// backward_weight: for one tap (ky, kx), dweight[:, :, ky, kx] is a matrix product over the
+// positions, dy[co, position] x x[ci, shifted position]. Each invocation owns 8 output channels
+// (two vec4) x BLOCK_C input channels of one tap and walks all positions itself: 8 + BLOCK_C
+// loads per 8 * BLOCK_C multiply-adds (on lavapipe every load, uniform or not, costs about a
+// gather, so the outer-product block is what pays). Positions run in v1's order (n, oy, ox over
+// the rows and columns where the tap lands inside the input), so each weight's sum is the same
+// sequence as v1's, and the gradient is one dispatch with no atomics.
+// Grid: x/y fold ceil(c_in / BLOCK_C) * ceil(c_out / 8) channel blocks; z = tap ky * K + kx.
 @compute @workgroup_size(WG)
 fn backward_weight_v2(
-    @builtin(local_invocation_index) t: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let g = wid.x + wid.y * nwg.x;
-    let ky_blocks = K / BLOCK_KY;
-    let ky0 = (g % ky_blocks) * BLOCK_KY;
-    let ci = (g / ky_blocks) % p.c_in;
-    let co0 = (g / (ky_blocks * p.c_in)) * BLOCK_C;
-    // Workgroups past the last block (the grid is folded into 2-D) still reach the barrier.
-    let in_range = co0 < p.c_out;
+    let ci_blocks = (p.c_in + BLOCK_C - 1u) / BLOCK_C;
+    let i = flat(gid, nwg);
+    if (i >= ci_blocks * ((p.c_out + 7u) / 8u)) { return; }
+    let ci0 = (i % ci_blocks) * BLOCK_C;
+    let co0 = (i / ci_blocks) * 8u;
+    let ky = wid.z / K;
+    let kx = wid.z % K;
     let pad = i32(p.pad);
-    let h = i32(p.h);
-    let w = i32(p.w);
+    // Output rows and columns whose tap lands inside the input (the rest read padding: 0).
+    // (Empty when the tap never lands inside: a kernel wider than the image plus one padding.)
+    let oy_lo = u32(max(0, pad - i32(ky)));
+    let oy_hi = u32(max(0, min(i32(p.h_out), i32(p.h) + pad - i32(ky))));
+    let ox_lo = u32(max(0, pad - i32(kx)));
+    let ox_hi = u32(max(0, min(i32(p.w_out), i32(p.w) + pad - i32(kx))));
+    let plane_in = p.h * p.w;
     let plane_out = p.h_out * p.w_out;
 
-    var dy_ch: array<u32, MAX_ACC>;
-    for (var c = 0u; c < BLOCK_C; c++) {
+    // Channel offsets; channels past the end (last blocks) read the last channel, not stored.
+    var dy_ch: array<u32, 8>;
+    for (var c = 0u; c < 8u; c++) {
         dy_ch[c] = min(co0 + c, p.c_out - 1u) * plane_out;
     }
+    var x_ch: array<u32, MAX_C>;
+    for (var j = 0u; j < BLOCK_C; j++) {
+        x_ch[j] = min(ci0 + j, p.c_in - 1u) * plane_in;
+    }
 
-    let runs = (p.w_out + BLOCK_X - 1u) / BLOCK_X;
-    var run = t % runs;
-    var oy = (t / runs) % p.h_out;
-    var n = t / (runs * p.h_out);
-    if (!in_range) { n = p.n; }
-    // Advancing by WG column blocks: WG = step_rows rows plus step_runs column blocks.
-    let step_runs = WG % runs;
-    let step_rows = WG / runs;
-
-    let n_acc = BLOCK_C * BLOCK_KY * K;
-    var acc: array<f32, MAX_ACC>;
-    while (n < p.n) {
-        let ox0 = run * BLOCK_X;
-        var dv: array<f32, MAX_ACC>;
-        let dy_row = n * p.c_out * plane_out + oy * p.w_out;
-        for (var xi = 0u; xi < BLOCK_X; xi++) {
-            let ok = ox0 + xi < p.w_out;
-            let ox = min(ox0 + xi, p.w_out - 1u);
-            for (var c = 0u; c < BLOCK_C; c++) {
-                dv[c * BLOCK_X + xi] = select(0.0, dy[dy_row + dy_ch[c] + ox], ok);
-            }
-        }
-        let x_plane = (n * p.c_in + ci) * p.h * p.w;
-        for (var kyl = 0u; kyl < BLOCK_KY; kyl++) {
-            let iy = i32(oy + ky0 + kyl) - pad;
-            let row_ok = iy >= 0 && iy < h;
-            let x_row = x_plane + u32(clamp(iy, 0, h - 1)) * p.w;
-            var xv: array<f32, MAX_ROW>;
-            for (var j = 0u; j < BLOCK_X + K - 1u; j++) {
-                let ix = i32(ox0 + j) - pad;
-                xv[j] = select(0.0, x[x_row + u32(clamp(ix, 0, w - 1))], row_ok && ix >= 0 && ix < w);
-            }
-            for (var c = 0u; c < BLOCK_C; c++) {
-                for (var kx = 0u; kx < K; kx++) {
-                    let a = (c * BLOCK_KY + kyl) * K + kx;
-                    for (var xi = 0u; xi < BLOCK_X; xi++) {
-                        acc[a] = fma(dv[c * BLOCK_X + xi], xv[xi + kx], acc[a]);
-                    }
+    // lo[j]: output channels co0 + 0..3 for input channel ci0 + j; hi[j]: co0 + 4..7.
+    var lo: array<vec4<f32>, MAX_C>;
+    var hi: array<vec4<f32>, MAX_C>;
+    for (var n = 0u; n < p.n; n++) {
+        let dy_image = n * p.c_out * plane_out;
+        let x_image = n * p.c_in * plane_in;
+        for (var oy = oy_lo; oy < oy_hi; oy++) {
+            let dy_row = dy_image + oy * p.w_out;
+            // x column ox + kx - pad of row oy + ky - pad, as an offset from ox (>= 0 in range).
+            let x_row = x_image + (oy + ky - u32(pad)) * p.w + kx - u32(pad);
+            for (var ox = ox_lo; ox < ox_hi; ox++) {
+                let q = dy_row + ox;
+                let d_lo = vec4<f32>(dy[q + dy_ch[0]], dy[q + dy_ch[1]], dy[q + dy_ch[2]], dy[q + dy_ch[3]]);
+                let d_hi = vec4<f32>(dy[q + dy_ch[4]], dy[q + dy_ch[5]], dy[q + dy_ch[6]], dy[q + dy_ch[7]]);
+                let r = x_row + ox;
+                for (var j = 0u; j < BLOCK_C; j++) {
+                    let xv = vec4<f32>(x[r + x_ch[j]]);
+                    lo[j] = fma(d_lo, xv, lo[j]);
+                    hi[j] = fma(d_hi, xv, hi[j]);
                 }
             }
         }
-        run += step_runs;
-        if (run >= runs) {
-            run -= runs;
-            oy += 1u;
-        }
-        oy += step_rows;
-        while (oy >= p.h_out) {
-            oy -= p.h_out;
-            n += 1u;
-        }
     }
 
-    for (var a = 0u; a < n_acc; a++) {
-        partial[a * WG + t] = acc[a];
-    }
-    workgroupBarrier();
-    for (var a = t; a < n_acc; a += WG) {
-        var s = 0.0;
-        for (var l = 0u; l < WG; l++) {
-            s += partial[a * WG + l];
-        }
-        let c = a / (BLOCK_KY * K);
-        let ky = ky0 + (a / K) % BLOCK_KY;
-        let kx = a % K;
-        if (in_range && co0 + c < p.c_out) {
-            dweight[(((co0 + c) * p.c_in + ci) * K + ky) * K + kx] = s;
+    for (var j = 0u; j < BLOCK_C; j++) {
+        let ci = ci0 + j;
+        if (ci < p.c_in) {
+            let v = array<f32, 8>(lo[j].x, lo[j].y, lo[j].z, lo[j].w, hi[j].x, hi[j].y, hi[j].z, hi[j].w);
+            for (var c = 0u; c < 8u; c++) {
+                if (co0 + c < p.c_out) {
+                    dweight[(((co0 + c) * p.c_in + ci) * K + ky) * K + kx] = v[c];
+                }
+            }
         }
     }
 }

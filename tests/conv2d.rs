@@ -224,16 +224,18 @@ fn gpu_matches_reference_at_a_network_stage_shape() {
     }
 }
 
-/// Shapes where v2's reductions take many steps per invocation: rows wider than one column
-/// block with a partial last block (45 = 5 * 8 + 5), more column blocks than a workgroup has
-/// invocations (so the weight and bias gradients step through rows and images), a 1-wide image
-/// whose step of 64 blocks crosses several images at once, the spatial gate's 7x7 2 -> 1 at 32x32,
-/// and a kernel with no padding.
+/// Shapes for v2's blocks: rows of several 8-column blocks with a partial last one (45 = 5 * 8 +
+/// 5), more positions than a workgroup has invocations (the bias gradient's split), many 1-wide
+/// images, channel counts past one and two blocks of 16 with a partial last block (17, 33), the
+/// spatial gate's 7x7 2 -> 1 at 32x32, a kernel with no padding, and a 19x19 kernel (the
+/// sliding window crosses the whole row and past both ends).
 const LONG_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 3, 5, 37, 45, 3, 1),
     (50, 2, 3, 3, 1, 3, 1),
+    (2, 17, 33, 9, 10, 3, 1),
     (2, 2, 1, 32, 32, 7, 3),
     (3, 6, 9, 20, 19, 3, 0),
+    (1, 2, 3, 4, 5, 19, 9),
 ];
 
 #[test]
@@ -260,13 +262,7 @@ fn gpu_matches_reference_at_long_reductions() {
 }
 
 #[test]
-fn kernels_wider_than_v2_handles_fall_back_to_v1() {
-    // v2 keeps a row of block + k - 1 inputs in a fixed-size array; 19 taps do not fit.
-    let s = shape(1, 2, 3, 4, 5, 19, 9);
-    let conv = block_on(Conv2d::with_version(gpu(), s, true, Conv2dVersion::V2)).unwrap();
-    assert_eq!(conv.version(), Conv2dVersion::V1);
-    check_parity(s, true, 11, Conv2dVersion::V1);
-    // The default is v2.
+fn v2_is_the_default() {
     let conv = block_on(Conv2d::new(gpu(), shape(1, 2, 3, 4, 5, 3, 1), true)).unwrap();
     assert_eq!(conv.version(), Conv2dVersion::V2);
 }

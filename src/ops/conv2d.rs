@@ -90,16 +90,16 @@ pub enum Conv2dVersion {
     V2,
 }
 
-/// Output channels x output columns per forward_v2 invocation. 4 x 8 measured fastest on
-/// lavapipe among 4x4, 4x8, 8x4, 8x8 (see the commit log and benches/conv2d.rs).
-const FWD_BLOCK: (u32, u32) = (4, 8);
-/// Input channels x input columns per backward_input_v2 invocation.
-const BWD_INPUT_BLOCK: (u32, u32) = (4, 8);
-/// Output channels x output columns per reduction step of backward_weight_v2.
-const BWD_WEIGHT_BLOCK: (u32, u32) = (4, 4);
-/// Capacities of the block arrays in the shader (`MAX_ACC`, `MAX_ROW` in conv2d.wgsl).
-const MAX_ACC: u32 = 64;
-const MAX_ROW: u32 = 24;
+/// Channels per invocation of the v2 kernels (the `BLOCK_C` override; each invocation also covers
+/// 8 columns, or 8 positions per step in backward_weight_v2). Measured on lavapipe at the stage
+/// shapes, see `benches/conv2d.rs`; a pass over fewer channels uses the next power of two.
+const FWD_BLOCK_C: u32 = 16;
+const BWD_INPUT_BLOCK_C: u32 = 16;
+const BWD_WEIGHT_BLOCK_C: u32 = 16;
+/// `MAX_C` in the shader: the capacity of the per-invocation sums.
+const MAX_BLOCK_C: u32 = 32;
+/// `BLOCK_X` in the shader.
+const BLOCK_X: usize = 8;
 
 /// One pass: its pipeline, the grid it is launched on, the version it belongs to.
 struct Pass {
@@ -355,98 +355,79 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
     ))
 }
 
-/// Kernel rows per backward_weight_v2 workgroup: all K when the block of sums
-/// (channels x K x K) fits the shader's capacity, else one.
-fn bwd_weight_ky(k: u32) -> u32 {
-    if BWD_WEIGHT_BLOCK.0 * k * k <= MAX_ACC {
-        k
-    } else {
-        1
-    }
+/// `preferred` channels per invocation, or fewer when the pass has fewer channels (a power of two,
+/// so a 3-channel pass computes 4, not 16).
+fn block_c(preferred: u32, channels: usize) -> u32 {
+    preferred.min(channels.next_power_of_two() as u32)
 }
 
-/// Whether the v2 kernels can run `s`. They keep a row segment of BLOCK_X + k - 1 inputs and
-/// the block of sums in fixed-size arrays (MAX_ROW, MAX_ACC in the shader), so kernels wider
-/// than MAX_ROW - BLOCK_X + 1 (17 taps at 8 columns) fall back to v1; and channel blocks go
-/// in the grid's z dimension, which must stay within the device's per-dimension limit.
+/// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
+/// 8-column window slides one column per tap; partial blocks are masked). The channel blocks go
+/// in the grid's z dimension, which is limited per device (65,535 on most): past that (over a
+/// million channels) v1 runs, whose flat grid folds into two dimensions.
 fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
-    let k = s.k as u32;
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let row_fits = [FWD_BLOCK.1, BWD_INPUT_BLOCK.1, BWD_WEIGHT_BLOCK.1]
-        .iter()
-        .all(|&x| x + k - 1 <= MAX_ROW);
-    let acc_fits = FWD_BLOCK.0 * FWD_BLOCK.1 <= MAX_ACC
-        && BWD_INPUT_BLOCK.0 * BWD_INPUT_BLOCK.1 <= MAX_ACC
-        && BWD_WEIGHT_BLOCK.0 * BWD_WEIGHT_BLOCK.1 <= MAX_ACC
-        && BWD_WEIGHT_BLOCK.0 * bwd_weight_ky(k) * k <= MAX_ACC;
-    row_fits
-        && acc_fits
-        && s.c_out.div_ceil(FWD_BLOCK.0 as usize) <= max_dim
-        && s.c_in.div_ceil(BWD_INPUT_BLOCK.0 as usize) <= max_dim
+    s.c_out.div_ceil(block_c(FWD_BLOCK_C, s.c_out) as usize) <= max_dim
+        && s.c_in.div_ceil(block_c(BWD_INPUT_BLOCK_C, s.c_in) as usize) <= max_dim
+        && s.c_out
+            .div_ceil(block_c(BWD_WEIGHT_BLOCK_C, s.c_out) as usize)
+            <= max_dim
 }
 
 /// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
 async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
-    let k = s.k as u32;
-    let blocked = |(c, x): (u32, u32), ky: u32| {
-        [
-            ("WG", WG as f64),
-            ("K", k as f64),
-            ("BLOCK_C", c as f64),
-            ("BLOCK_X", x as f64),
-            ("BLOCK_KY", ky as f64),
-        ]
+    let constants = |bc: u32| {
+        assert!(bc <= MAX_BLOCK_C);
+        [("WG", WG as f64), ("K", s.k as f64), ("BLOCK_C", bc as f64)]
     };
-    // Column blocks fold into x/y; the channel block index is z.
-    let columns = |rows: usize, width: usize, bx: u32, channels: usize, bc: u32| {
-        let [gx, gy, _] = gpu.grid(s.n * rows * width.div_ceil(bx as usize), WG);
+    // Invocations fold into x/y; the channel block index is z.
+    let grid = |invocations: usize, channels: usize, bc: u32| {
+        let [gx, gy, _] = gpu.grid(invocations, WG);
         [gx, gy, channels.div_ceil(bc as usize) as u32]
     };
-    // One workgroup per block: fold `groups` into x/y.
-    let groups = |groups: usize| gpu.grid(groups * WG as usize, WG);
-    let ky = bwd_weight_ky(k);
+    let fwd = block_c(FWD_BLOCK_C, s.c_out);
+    let bwd_in = block_c(BWD_INPUT_BLOCK_C, s.c_in);
+    let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
     Ok((
         Pass {
-            kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &blocked(FWD_BLOCK, 1)).await?,
-            grid: columns(s.h_out(), s.w_out(), FWD_BLOCK.1, s.c_out, FWD_BLOCK.0),
+            kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
+            grid: grid(s.n * s.h_out() * s.w_out().div_ceil(BLOCK_X), s.c_out, fwd),
         },
         Pass {
             kernel: kernel(
                 gpu,
                 "backward_input_v2",
                 BACKWARD_INPUT_BINDINGS,
-                &blocked(BWD_INPUT_BLOCK, 1),
+                &constants(bwd_in),
             )
             .await?,
-            grid: columns(s.h, s.w, BWD_INPUT_BLOCK.1, s.c_in, BWD_INPUT_BLOCK.0),
+            grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
         },
         Pass {
             kernel: kernel(
                 gpu,
                 "backward_weight_v2",
                 BACKWARD_WEIGHT_BINDINGS,
-                &blocked(BWD_WEIGHT_BLOCK, ky),
+                &constants(bwd_w),
             )
             .await?,
-            grid: groups(
-                s.c_out.div_ceil(BWD_WEIGHT_BLOCK.0 as usize) * s.c_in * (s.k / ky as usize),
-            ),
+            // One invocation per block of 8 output x BLOCK_C input channels; z = tap.
+            grid: {
+                let [gx, gy, _] =
+                    gpu.grid(s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8), WG);
+                [gx, gy, (s.k * s.k) as u32]
+            },
         },
         Pass {
-            // The workgroup array holds WG * BLOCK_C * BLOCK_KY * K floats: one per invocation.
+            // One workgroup per output channel, folded into x/y.
             kernel: kernel(
                 gpu,
                 "backward_bias_v2",
                 BACKWARD_BIAS_BINDINGS,
-                &[
-                    ("WG", WG as f64),
-                    ("K", 1.0),
-                    ("BLOCK_C", 1.0),
-                    ("BLOCK_KY", 1.0),
-                ],
+                &[("WG", WG as f64)],
             )
             .await?,
-            grid: groups(s.c_out),
+            grid: gpu.grid(s.c_out * WG as usize, WG),
         },
     ))
 }
