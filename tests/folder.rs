@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use fer_cbam::data::folder::{class_index, decode, scan, subject_of, Split};
 use fer_cbam::Error;
 
-const CKPLUS: &str = "/work/shared/datasets/ckplus";
-const FER2013: &str = "/work/shared/datasets/fer2013";
+const CKPLUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
+const FER2013: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/fer2013");
 
 /// The shared datasets live outside the repository; skip (loudly) where they are absent.
 fn shared(path: &str) -> Option<&Path> {

@@ -9,8 +9,8 @@ use fer_cbam::data::occlusion::{
 };
 use fer_cbam::data::synthetic::{generate, Landmarks};
 
-const CKPLUS: &str = "/work/shared/datasets/ckplus";
-const FER2013: &str = "/work/shared/datasets/fer2013";
+const CKPLUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
+const FER2013: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/fer2013");
 
 #[test]
 fn patch_side_scales_with_the_image() {
