@@ -344,10 +344,7 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
             len(s.input_shape()),
             kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
         ),
-        pass(
-            len(s.weight_shape()),
-            kernel(gpu, "backward_weight", BACKWARD_WEIGHT_BINDINGS, &wg).await?,
-        ),
+        v1_backward_weight(gpu, s).await?,
         pass(
             s.c_out,
             kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
@@ -359,6 +356,16 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
 /// so a 3-channel pass computes 4, not 16).
 fn block_c(preferred: u32, channels: usize) -> u32 {
     preferred.min(channels.next_power_of_two() as u32)
+}
+
+/// Invocations sharing one backward_weight_v2 block (`SPLIT`): enough that a tap has at least
+/// WG invocations (a full workgroup; the first stage has only 4 blocks per tap), at most 16 (the
+/// partial sums are added serially), a power of two (so it divides WG).
+fn bwd_weight_split(blocks_per_tap: usize) -> u32 {
+    (WG as usize)
+        .div_ceil(blocks_per_tap)
+        .next_power_of_two()
+        .clamp(1, 16) as u32
 }
 
 /// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
@@ -374,6 +381,26 @@ fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
             <= max_dim
 }
 
+async fn v1_backward_weight(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+    let weights: usize = s.weight_shape().iter().product();
+    Ok(Pass {
+        kernel: kernel(
+            gpu,
+            "backward_weight",
+            BACKWARD_WEIGHT_BINDINGS,
+            &[("WG", WG as f64)],
+        )
+        .await?,
+        grid: gpu.grid(weights, WG),
+    })
+}
+
+/// Below this many output channels the v2 convolution computes its weight gradient with v1's
+/// kernel: backward_weight_v2 computes 8 output channels per invocation (two vec4), so with 1
+/// (the spatial gate's 7x7 2 -> 1) 7/8 of its loads and multiply-adds are padding, and it
+/// measured 0.9-1.2 GFLOP/s against v1's 2.7 there (benches/conv2d.rs, gate128/gate64).
+const BWD_WEIGHT_V2_MIN_C_OUT: usize = 4;
+
 /// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
 async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
     let constants = |bc: u32| {
@@ -388,6 +415,8 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
     let fwd = block_c(FWD_BLOCK_C, s.c_out);
     let bwd_in = block_c(BWD_INPUT_BLOCK_C, s.c_in);
     let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
+    let bwd_w_blocks = s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8);
+    let split = bwd_weight_split(bwd_w_blocks);
     Ok((
         Pass {
             kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
@@ -403,20 +432,28 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
             .await?,
             grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
         },
-        Pass {
-            kernel: kernel(
-                gpu,
-                "backward_weight_v2",
-                BACKWARD_WEIGHT_BINDINGS,
-                &constants(bwd_w),
-            )
-            .await?,
-            // One invocation per block of 8 output x BLOCK_C input channels; z = tap.
-            grid: {
-                let [gx, gy, _] =
-                    gpu.grid(s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8), WG);
-                [gx, gy, (s.k * s.k) as u32]
-            },
+        if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
+            v1_backward_weight(gpu, s).await?
+        } else {
+            Pass {
+                kernel: kernel(
+                    gpu,
+                    "backward_weight_v2",
+                    BACKWARD_WEIGHT_BINDINGS,
+                    &[
+                        ("WG", WG as f64),
+                        ("K", s.k as f64),
+                        ("BLOCK_C", bwd_w as f64),
+                        ("SPLIT", split as f64),
+                    ],
+                )
+                .await?,
+                // SPLIT invocations per block of 8 output x BLOCK_C input channels; z = tap.
+                grid: {
+                    let [gx, gy, _] = gpu.grid(bwd_w_blocks * split as usize, WG);
+                    [gx, gy, (s.k * s.k) as u32]
+                },
+            }
         },
         Pass {
             // One workgroup per output channel, folded into x/y.
