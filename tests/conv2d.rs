@@ -100,11 +100,14 @@ fn run_gpu(
 /// Tolerances of forward, backward_input, backward_weight/bias for `s`.
 ///
 /// Forward sums c_in*k*k products (+ bias); backward-input c_out*k*k; weight/bias n*h_out*w_out.
-/// v2 adds in another order than v1 (blocks of columns, and for the weight and bias gradients
-/// per-invocation partial sums added afterwards in invocation order), but Higham's bound holds
-/// for any order: a sum evaluated as any binary tree errs by at most gamma_d * sum|terms| where
-/// d <= K - 1 is the tree's depth (Accuracy and Stability, 4.2), so sum_tol(K) covers both.
-/// v2's fma rounds once where v1 rounds twice per product, which only tightens the bound.
+/// v2's forward and backward-input add the same products in v1's order ((ci, ky, kx), then the
+/// bias; (co, ky, kx)), and its weight gradient walks the positions in v1's order too; but where
+/// a weight or bias reduction has few blocks, v2 splits it (interleaved rows or positions per
+/// invocation, then the partial sums added in invocation order). Higham's bound holds for any
+/// order: a sum evaluated as any binary tree errs by at most gamma_d * sum|terms|, d <= K - 1 the
+/// tree's depth (Accuracy and Stability, 4.2), and gamma_d <= gamma_K, so sum_tol(K) covers
+/// both versions. v2 writes fma, which rounds once or (where the driver splits it; lavapipe
+/// does) twice per term, as v1's multiply-then-add: the bound already counts two roundings.
 fn tols(s: &Conv2dShape) -> [Tol; 3] {
     [
         sum_tol(s.c_in * s.k * s.k + 1),

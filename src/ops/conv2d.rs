@@ -2,8 +2,14 @@
 //! Shader: `shaders/conv2d.wgsl`; reference: `reference/src/conv2d.rs`; tests: `tests/conv2d.rs`.
 //!
 //! Two versions of the kernels live side by side in the shader (see [`Conv2dVersion`]): v1, one
-//! output per invocation (the readable one), and v2, register-blocked (the fast one, default).
-//! Both are one dispatch per pass and deterministic; they differ only in summation order.
+//! output per invocation (the readable one), and v2, register-blocked (the fast one, default:
+//! about 20-25 GFLOP/s on lavapipe at the stage shapes where v1 runs at 2-2.5). Both are one
+//! dispatch per pass, with no atomics and a fixed summation order (bit-identical reruns); they
+//! differ only in that order where v2 splits a weight or bias reduction.
+//!
+//! Dispatches per pass: forward (y), backward_input (dx), backward_weight (dweight),
+//! backward_bias (dbias), each independent of the others; nothing is saved between passes
+//! beyond the caller's x, weight and dy.
 
 use std::sync::Arc;
 
@@ -84,15 +90,19 @@ pub enum Conv2dVersion {
     /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
     V1,
     /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
-    /// outputs per invocation held in registers; the weight and bias gradients split their long
-    /// reduction over the invocations of a workgroup and add the partial sums in a fixed order.
+    /// outputs per invocation held in registers (see the notes in conv2d.wgsl); where a weight
+    /// or bias gradient has few blocks, several invocations of a workgroup split its reduction
+    /// and add their partial sums in a fixed order. With fewer than 4 output channels the weight
+    /// gradient runs v1's kernel (see `BWD_WEIGHT_V2_MIN_C_OUT` in the source).
     #[default]
     V2,
 }
 
-/// Channels per invocation of the v2 kernels (the `BLOCK_C` override; each invocation also covers
-/// 8 columns, or 8 positions per step in backward_weight_v2). Measured on lavapipe at the stage
-/// shapes, see `benches/conv2d.rs`; a pass over fewer channels uses the next power of two.
+/// Channels per invocation of the v2 kernels (the `BLOCK_C` override): output channels x 8 columns
+/// (forward), input channels x 8 columns (backward_input), input channels x 8 output channels
+/// (backward_weight). 16 measured fastest on lavapipe at every stage shape for each pass (about
+/// 25, 24, 20 GFLOP/s at stage 1; 8 gave 12-22 and 32 collapsed to ~6, past what Mesa keeps in
+/// registers). A pass over fewer channels uses the next power of two.
 const FWD_BLOCK_C: u32 = 16;
 const BWD_INPUT_BLOCK_C: u32 = 16;
 const BWD_WEIGHT_BLOCK_C: u32 = 16;
@@ -101,7 +111,7 @@ const MAX_BLOCK_C: u32 = 32;
 /// `BLOCK_X` in the shader.
 const BLOCK_X: usize = 8;
 
-/// One pass: its pipeline, the grid it is launched on, the version it belongs to.
+/// One pass: its pipeline and the grid it is launched on.
 struct Pass {
     kernel: Arc<Kernel>,
     grid: [u32; 3],
@@ -126,7 +136,7 @@ impl Conv2d {
     }
 
     /// The convolution running `version`'s kernels where they handle the shape; passes that
-    /// v2 cannot run fall back to v1 (see [`Conv2d::versions`]).
+    /// v2 cannot run fall back to v1 (see [`Conv2d::version`]).
     pub async fn with_version(
         gpu: &Gpu,
         shape: Conv2dShape,
@@ -187,8 +197,9 @@ impl Conv2d {
         })
     }
 
-    /// The version whose kernels this convolution runs (v1 where v2 was asked for but does not
-    /// fit the shape).
+    /// The version whose kernels this convolution runs: v1 where v2 was asked for but does not
+    /// fit the shape (`v2_fits` in the source), and v2 also when its weight gradient uses v1's
+    /// kernel.
     pub fn version(&self) -> Conv2dVersion {
         self.version
     }
