@@ -1,6 +1,7 @@
 //! conv2d forward, backward-input and backward-weight at the network's four stage shapes
-//! (128x128 input: 3->32 at 128, 32->64 at 64, 64->128 at 32, 128->256 at 16), batch 8 and 64,
-//! for both kernel versions: ids read `conv2d/b64/stage1/forward/v2`.
+//! (128x128 input: 3->32 at 128, 32->64 at 64, 64->128 at 32, 128->256 at 16) and the spatial
+//! gate's 7x7 2->1 conv at the first two stage sizes, batch 8 and 64, for both kernel versions:
+//! ids read `conv2d/b64/stage1/forward/v2`, `conv2d/b8/gate128/backward_weight/v1`.
 //! Throughput is in FLOPs (a multiply-add counts 2): criterion's "elem/s" reads as FLOP/s.
 //!
 //! Run: `cargo bench --bench conv2d` (all; v1 at batch 64 takes seconds per iteration), or
@@ -12,8 +13,15 @@ use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape, Conv2dVersion};
 use fer_cbam::Gpu;
 use std::time::Duration;
 
-const STAGES: [(usize, usize, usize); 4] =
-    [(3, 32, 128), (32, 64, 64), (64, 128, 32), (128, 256, 16)];
+/// (name, c_in, c_out, size, k, pad).
+const SHAPES: [(&str, usize, usize, usize, usize, usize); 6] = [
+    ("stage0", 3, 32, 128, 3, 1),
+    ("stage1", 32, 64, 64, 3, 1),
+    ("stage2", 64, 128, 32, 3, 1),
+    ("stage3", 128, 256, 16, 3, 1),
+    ("gate128", 2, 1, 128, 7, 3),
+    ("gate64", 2, 1, 64, 7, 3),
+];
 
 fn bench(c: &mut Criterion) {
     let gpu = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
@@ -22,15 +30,15 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("conv2d/b{batch}"));
         // One iteration of v1 at batch 64 takes seconds: equal-sized samples of few iterations.
         group.sampling_mode(SamplingMode::Flat);
-        for (i, &(c_in, c_out, s)) in STAGES.iter().enumerate() {
+        for &(name, c_in, c_out, s, k, pad) in &SHAPES {
             let shape = Conv2dShape {
                 n: batch,
                 c_in,
                 c_out,
                 h: s,
                 w: s,
-                k: 3,
-                pad: 1,
+                k,
+                pad,
             };
             let fill = |name: &str, dims: &[usize]| {
                 let n: usize = dims.iter().product();
@@ -63,8 +71,8 @@ fn bench(c: &mut Criterion) {
                         conv.backward_weight(&gpu, &dy, &x, &dw).unwrap(),
                     ),
                 ];
-                for (name, dispatch) in &passes {
-                    group.bench_function(format!("stage{i}/{name}/{v}"), |bencher| {
+                for (pass, dispatch) in &passes {
+                    group.bench_function(format!("{name}/{pass}/{v}"), |bencher| {
                         bencher.iter(|| {
                             gpu.submit(&[dispatch]).unwrap();
                             gpu.wait().unwrap();

@@ -100,11 +100,14 @@ fn run_gpu(
 /// Tolerances of forward, backward_input, backward_weight/bias for `s`.
 ///
 /// Forward sums c_in*k*k products (+ bias); backward-input c_out*k*k; weight/bias n*h_out*w_out.
-/// v2 adds in another order than v1 (blocks of columns, and for the weight and bias gradients
-/// per-invocation partial sums added afterwards in invocation order), but Higham's bound holds
-/// for any order: a sum evaluated as any binary tree errs by at most gamma_d * sum|terms| where
-/// d <= K - 1 is the tree's depth (Accuracy and Stability, 4.2), so sum_tol(K) covers both.
-/// v2's fma rounds once where v1 rounds twice per product, which only tightens the bound.
+/// v2's forward and backward-input add the same products in v1's order ((ci, ky, kx), then the
+/// bias; (co, ky, kx)), and its weight gradient walks the positions in v1's order too; but where
+/// a weight or bias reduction has few blocks, v2 splits it (interleaved rows or positions per
+/// invocation, then the partial sums added in invocation order). Higham's bound holds for any
+/// order: a sum evaluated as any binary tree errs by at most gamma_d * sum|terms|, d <= K - 1 the
+/// tree's depth (Accuracy and Stability, 4.2), and gamma_d <= gamma_K, so sum_tol(K) covers
+/// both versions. v2 writes fma, which rounds once or (where the driver splits it; lavapipe
+/// does) twice per term, as v1's multiply-then-add: the bound already counts two roundings.
 fn tols(s: &Conv2dShape) -> [Tol; 3] {
     [
         sum_tol(s.c_in * s.k * s.k + 1),
@@ -227,15 +230,20 @@ fn gpu_matches_reference_at_a_network_stage_shape() {
 /// Shapes for v2's blocks: rows of several 8-column blocks with a partial last one (45 = 5 * 8 +
 /// 5), more positions than a workgroup has invocations (the bias gradient's split), many 1-wide
 /// images, channel counts past one and two blocks of 16 with a partial last block (17, 33), the
-/// spatial gate's 7x7 2 -> 1 at 32x32, a kernel with no padding, and a 19x19 kernel (the
-/// sliding window crosses the whole row and past both ends).
+/// spatial gate's 7x7 2 -> 1 at 32x32, a kernel with no padding, a 19x19 kernel (the sliding
+/// window crosses the whole row and past both ends; most taps never land inside), a 7x7 kernel
+/// with enough output channels for backward_weight_v2 (the gate's single channel uses v1's), and
+/// enough channels (5 x 13 blocks per tap) that backward_weight_v2 runs one invocation per block
+/// (SPLIT = 1; the other shapes split).
 const LONG_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 3, 5, 37, 45, 3, 1),
     (50, 2, 3, 3, 1, 3, 1),
     (2, 17, 33, 9, 10, 3, 1),
     (2, 2, 1, 32, 32, 7, 3),
     (3, 6, 9, 20, 19, 3, 0),
-    (1, 2, 3, 4, 5, 19, 9),
+    (1, 2, 5, 4, 5, 19, 9),
+    (2, 3, 6, 11, 9, 7, 3),
+    (1, 65, 104, 3, 5, 3, 1),
 ];
 
 #[test]
@@ -265,6 +273,56 @@ fn gpu_matches_reference_at_long_reductions() {
 fn v2_is_the_default() {
     let conv = block_on(Conv2d::new(gpu(), shape(1, 2, 3, 4, 5, 3, 1), true)).unwrap();
     assert_eq!(conv.version(), Conv2dVersion::V2);
+}
+
+/// The entry point each pass runs, by version and output channel count.
+#[test]
+fn each_version_runs_its_own_entry_points() {
+    let gpu = gpu();
+    let labels = |s: Conv2dShape, version| {
+        let conv = build(s, true, version);
+        let x = zeros("x", &s.input_shape());
+        let w = zeros("w", &s.weight_shape());
+        let b = zeros("b", &[s.c_out]);
+        let y = zeros("y", &s.output_shape());
+        [
+            conv.forward(gpu, &x, &w, Some(&b), &y).unwrap(),
+            conv.backward_input(gpu, &y, &w, &x).unwrap(),
+            conv.backward_weight(gpu, &y, &x, &w).unwrap(),
+            conv.backward_bias(gpu, &y, &b).unwrap(),
+        ]
+        .map(|d| d.label().to_string())
+    };
+    let stage = shape(1, 32, 64, 8, 8, 3, 1);
+    let gate = shape(1, 2, 1, 8, 8, 7, 3);
+    assert_eq!(
+        labels(stage, Conv2dVersion::V1),
+        [
+            "conv2d.wgsl:forward",
+            "conv2d.wgsl:backward_input",
+            "conv2d.wgsl:backward_weight",
+            "conv2d.wgsl:backward_bias"
+        ]
+    );
+    assert_eq!(
+        labels(stage, Conv2dVersion::V2),
+        [
+            "conv2d.wgsl:forward_v2",
+            "conv2d.wgsl:backward_input_v2",
+            "conv2d.wgsl:backward_weight_v2",
+            "conv2d.wgsl:backward_bias_v2"
+        ]
+    );
+    // One output channel: v2's 8-channel weight-gradient block would be 7/8 padding.
+    assert_eq!(
+        labels(gate, Conv2dVersion::V2),
+        [
+            "conv2d.wgsl:forward_v2",
+            "conv2d.wgsl:backward_input_v2",
+            "conv2d.wgsl:backward_weight",
+            "conv2d.wgsl:backward_bias_v2"
+        ]
+    );
 }
 
 #[test]

@@ -2,8 +2,14 @@
 //! Shader: `shaders/conv2d.wgsl`; reference: `reference/src/conv2d.rs`; tests: `tests/conv2d.rs`.
 //!
 //! Two versions of the kernels live side by side in the shader (see [`Conv2dVersion`]): v1, one
-//! output per invocation (the readable one), and v2, register-blocked (the fast one, default).
-//! Both are one dispatch per pass and deterministic; they differ only in summation order.
+//! output per invocation (the readable one), and v2, register-blocked (the fast one, default:
+//! about 20-25 GFLOP/s on lavapipe at the stage shapes where v1 runs at 2-2.5). Both are one
+//! dispatch per pass, with no atomics and a fixed summation order (bit-identical reruns); they
+//! differ only in that order where v2 splits a weight or bias reduction.
+//!
+//! Dispatches per pass: forward (y), backward_input (dx), backward_weight (dweight),
+//! backward_bias (dbias), each independent of the others; nothing is saved between passes
+//! beyond the caller's x, weight and dy.
 
 use std::sync::Arc;
 
@@ -84,15 +90,19 @@ pub enum Conv2dVersion {
     /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
     V1,
     /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
-    /// outputs per invocation held in registers; the weight and bias gradients split their long
-    /// reduction over the invocations of a workgroup and add the partial sums in a fixed order.
+    /// outputs per invocation held in registers (see the notes in conv2d.wgsl); where a weight
+    /// or bias gradient has few blocks, several invocations of a workgroup split its reduction
+    /// and add their partial sums in a fixed order. With fewer than 4 output channels the weight
+    /// gradient runs v1's kernel (see `BWD_WEIGHT_V2_MIN_C_OUT` in the source).
     #[default]
     V2,
 }
 
-/// Channels per invocation of the v2 kernels (the `BLOCK_C` override; each invocation also covers
-/// 8 columns, or 8 positions per step in backward_weight_v2). Measured on lavapipe at the stage
-/// shapes, see `benches/conv2d.rs`; a pass over fewer channels uses the next power of two.
+/// Channels per invocation of the v2 kernels (the `BLOCK_C` override): output channels x 8 columns
+/// (forward), input channels x 8 columns (backward_input), input channels x 8 output channels
+/// (backward_weight). 16 measured fastest on lavapipe at every stage shape for each pass (about
+/// 25, 24, 20 GFLOP/s at stage 1; 8 gave 12-22 and 32 collapsed to ~6, past what Mesa keeps in
+/// registers). A pass over fewer channels uses the next power of two.
 const FWD_BLOCK_C: u32 = 16;
 const BWD_INPUT_BLOCK_C: u32 = 16;
 const BWD_WEIGHT_BLOCK_C: u32 = 16;
@@ -101,7 +111,7 @@ const MAX_BLOCK_C: u32 = 32;
 /// `BLOCK_X` in the shader.
 const BLOCK_X: usize = 8;
 
-/// One pass: its pipeline, the grid it is launched on, the version it belongs to.
+/// One pass: its pipeline and the grid it is launched on.
 struct Pass {
     kernel: Arc<Kernel>,
     grid: [u32; 3],
@@ -126,7 +136,7 @@ impl Conv2d {
     }
 
     /// The convolution running `version`'s kernels where they handle the shape; passes that
-    /// v2 cannot run fall back to v1 (see [`Conv2d::versions`]).
+    /// v2 cannot run fall back to v1 (see [`Conv2d::version`]).
     pub async fn with_version(
         gpu: &Gpu,
         shape: Conv2dShape,
@@ -187,8 +197,9 @@ impl Conv2d {
         })
     }
 
-    /// The version whose kernels this convolution runs (v1 where v2 was asked for but does not
-    /// fit the shape).
+    /// The version whose kernels this convolution runs: v1 where v2 was asked for but does not
+    /// fit the shape (`v2_fits` in the source), and v2 also when its weight gradient uses v1's
+    /// kernel.
     pub fn version(&self) -> Conv2dVersion {
         self.version
     }
@@ -344,10 +355,7 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
             len(s.input_shape()),
             kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
         ),
-        pass(
-            len(s.weight_shape()),
-            kernel(gpu, "backward_weight", BACKWARD_WEIGHT_BINDINGS, &wg).await?,
-        ),
+        v1_backward_weight(gpu, s).await?,
         pass(
             s.c_out,
             kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
@@ -359,6 +367,16 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
 /// so a 3-channel pass computes 4, not 16).
 fn block_c(preferred: u32, channels: usize) -> u32 {
     preferred.min(channels.next_power_of_two() as u32)
+}
+
+/// Invocations sharing one backward_weight_v2 block (`SPLIT`): enough that a tap has at least
+/// WG invocations (a full workgroup; the first stage has only 4 blocks per tap), at most 16 (the
+/// partial sums are added serially), a power of two (so it divides WG).
+fn bwd_weight_split(blocks_per_tap: usize) -> u32 {
+    (WG as usize)
+        .div_ceil(blocks_per_tap)
+        .next_power_of_two()
+        .clamp(1, 16) as u32
 }
 
 /// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
@@ -374,6 +392,26 @@ fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
             <= max_dim
 }
 
+async fn v1_backward_weight(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+    let weights: usize = s.weight_shape().iter().product();
+    Ok(Pass {
+        kernel: kernel(
+            gpu,
+            "backward_weight",
+            BACKWARD_WEIGHT_BINDINGS,
+            &[("WG", WG as f64)],
+        )
+        .await?,
+        grid: gpu.grid(weights, WG),
+    })
+}
+
+/// Below this many output channels the v2 convolution computes its weight gradient with v1's
+/// kernel: backward_weight_v2 computes 8 output channels per invocation (two vec4), so with 1
+/// (the spatial gate's 7x7 2 -> 1) 7/8 of its loads and multiply-adds are padding, and it
+/// measured 0.9-1.2 GFLOP/s against v1's 2.7 there (benches/conv2d.rs, gate128/gate64).
+const BWD_WEIGHT_V2_MIN_C_OUT: usize = 4;
+
 /// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
 async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
     let constants = |bc: u32| {
@@ -388,6 +426,8 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
     let fwd = block_c(FWD_BLOCK_C, s.c_out);
     let bwd_in = block_c(BWD_INPUT_BLOCK_C, s.c_in);
     let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
+    let bwd_w_blocks = s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8);
+    let split = bwd_weight_split(bwd_w_blocks);
     Ok((
         Pass {
             kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
@@ -403,20 +443,28 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
             .await?,
             grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
         },
-        Pass {
-            kernel: kernel(
-                gpu,
-                "backward_weight_v2",
-                BACKWARD_WEIGHT_BINDINGS,
-                &constants(bwd_w),
-            )
-            .await?,
-            // One invocation per block of 8 output x BLOCK_C input channels; z = tap.
-            grid: {
-                let [gx, gy, _] =
-                    gpu.grid(s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8), WG);
-                [gx, gy, (s.k * s.k) as u32]
-            },
+        if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
+            v1_backward_weight(gpu, s).await?
+        } else {
+            Pass {
+                kernel: kernel(
+                    gpu,
+                    "backward_weight_v2",
+                    BACKWARD_WEIGHT_BINDINGS,
+                    &[
+                        ("WG", WG as f64),
+                        ("K", s.k as f64),
+                        ("BLOCK_C", bwd_w as f64),
+                        ("SPLIT", split as f64),
+                    ],
+                )
+                .await?,
+                // SPLIT invocations per block of 8 output x BLOCK_C input channels; z = tap.
+                grid: {
+                    let [gx, gy, _] = gpu.grid(bwd_w_blocks * split as usize, WG);
+                    [gx, gy, (s.k * s.k) as u32]
+                },
+            }
         },
         Pass {
             // One workgroup per output channel, folded into x/y.
