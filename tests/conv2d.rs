@@ -233,7 +233,7 @@ fn gpu_matches_reference_at_a_network_stage_shape() {
 /// spatial gate's 7x7 2 -> 1 at 32x32, a kernel with no padding, a 19x19 kernel (the sliding
 /// window crosses the whole row and past both ends; most taps never land inside), a 7x7 kernel
 /// with enough output channels for backward_weight_v2 (the gate's single channel uses v1's), and
-/// enough channels (5 x 13 blocks per tap) that backward_weight_v2 runs one invocation per block
+/// enough channels (5 x 13 blocks x 9 taps) that backward_weight_v2 runs one invocation per block
 /// (SPLIT = 1; the other shapes split).
 const LONG_SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (2, 3, 5, 37, 45, 3, 1),

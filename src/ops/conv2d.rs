@@ -369,14 +369,14 @@ fn block_c(preferred: u32, channels: usize) -> u32 {
     preferred.min(channels.next_power_of_two() as u32)
 }
 
-/// Invocations sharing one backward_weight_v2 block (`SPLIT`): enough that a tap has at least
-/// WG invocations (a full workgroup; the first stage has only 4 blocks per tap), at most 16 (the
-/// partial sums are added serially), a power of two (so it divides WG).
-fn bwd_weight_split(blocks_per_tap: usize) -> u32 {
-    (WG as usize)
-        .div_ceil(blocks_per_tap)
-        .next_power_of_two()
-        .clamp(1, 16) as u32
+/// Invocations sharing one backward_weight_v2 block (`SPLIT`): only when the pass has few blocks
+/// (all taps together), enough for 128 invocations (16 SIMD groups of 8 on lavapipe, to keep
+/// both cores busy to the end); at most 16 (the partial sums are added serially); a power of two
+/// (so it divides WG). The first stage has 4 blocks x 9 taps, so 4; stage 1 has 144 blocks and
+/// does not split: splitting it measured slower at batch 64 (16 against 21 GFLOP/s), the
+/// invocations sharing a block each stream the same channels.
+fn bwd_weight_split(blocks: usize) -> u32 {
+    128usize.div_ceil(blocks).next_power_of_two().clamp(1, 16) as u32
 }
 
 /// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
@@ -427,7 +427,7 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
     let bwd_in = block_c(BWD_INPUT_BLOCK_C, s.c_in);
     let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
     let bwd_w_blocks = s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8);
-    let split = bwd_weight_split(bwd_w_blocks);
+    let split = bwd_weight_split(bwd_w_blocks * s.k * s.k);
     Ok((
         Pass {
             kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
