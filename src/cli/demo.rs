@@ -35,7 +35,7 @@ impl Plan {
             widths: vec![8, 16, 32, 64],
             train: 2800,
             test: 700,
-            epochs: 20,
+            epochs: 40,
             batch: 32,
             lr: 1e-3,
             occlusion_mix: 0.5,
