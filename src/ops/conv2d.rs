@@ -380,16 +380,15 @@ fn bwd_weight_split(blocks: usize) -> u32 {
 }
 
 /// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
-/// 8-column window slides one column per tap; partial blocks are masked). The channel blocks go
-/// in the grid's z dimension, which is limited per device (65,535 on most): past that (over a
-/// million channels) v1 runs, whose flat grid folds into two dimensions.
+/// 8-column window slides one column per tap; partial blocks are masked). The grid's z dimension,
+/// limited per device (65,535 on most), holds forward's and backward_input's channel blocks (16
+/// channels each) and backward_weight's taps (k * k): past that (over a million channels, or a
+/// kernel over 255 wide) v1 runs, whose flat grid folds into two dimensions.
 fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
     s.c_out.div_ceil(block_c(FWD_BLOCK_C, s.c_out) as usize) <= max_dim
         && s.c_in.div_ceil(block_c(BWD_INPUT_BLOCK_C, s.c_in) as usize) <= max_dim
-        && s.c_out
-            .div_ceil(block_c(BWD_WEIGHT_BLOCK_C, s.c_out) as usize)
-            <= max_dim
+        && s.k * s.k <= max_dim
 }
 
 async fn v1_backward_weight(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
