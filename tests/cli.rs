@@ -384,3 +384,35 @@ fn demo_writes_its_report() {
     assert_eq!(json["results"].as_array().unwrap().len(), 2);
     assert!(out.join("full.safetensors").exists() && out.join("none.safetensors").exists());
 }
+
+#[test]
+fn a_checkpoint_with_other_classes_is_refused_in_one_line() {
+    let dir = tmp_dir("cli-classes");
+    let config = fer_cbam::model::ModelConfig {
+        image_size: 16,
+        widths: vec![4, 8],
+        classes: vec!["calm".into(), "excited".into(), "bored".into()],
+        ..Default::default()
+    };
+    let ck = dir.join("other.safetensors");
+    let packed = fer_cbam::model::ParamTable::new(&config).init(0);
+    fer_cbam::model::checkpoint::save(&ck, &config, &packed).unwrap();
+    let (ok, _, stderr) = fer_cbam(&[
+        "eval",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--synthetic",
+        "70",
+    ]);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert!(!ok && lines.len() == 1, "{stderr}");
+    assert!(
+        lines[0].contains("other.safetensors")
+            && lines[0].contains("calm")
+            && lines[0].contains("differ"),
+        "{stderr}"
+    );
+}

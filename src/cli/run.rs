@@ -175,6 +175,7 @@ pub fn train_command(
     let (config, packed, optim) = match resume {
         Some(path) => {
             let ck = checkpoint::load(path)?;
+            check_classes(path, &ck.config)?;
             let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
             (ck.config, ck.packed, Some(optim))
         }
@@ -279,6 +280,7 @@ pub fn eval_command(
     augment: Option<train::Augment<'_>>,
 ) -> Result<Evaluation> {
     let ck = checkpoint::load(path)?;
+    check_classes(path, &ck.config)?;
     let net = pollster::block_on(Network::new(
         gpu,
         &ck.config,
@@ -292,6 +294,25 @@ pub fn eval_command(
     };
     let idx: Vec<usize> = (0..source.len()).collect();
     train::evaluate(gpu, &net, source, &idx, strict, augment)
+}
+
+/// Every data source labels images with the spec's seven classes, in the spec's order; a
+/// checkpoint with other classes cannot be scored against them.
+pub fn check_classes(path: &Path, config: &ModelConfig) -> Result<()> {
+    let data: Vec<String> = fer_cbam::model::CLASSES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    if config.classes != data {
+        return Err(Error::Checkpoint {
+            path: path.display().to_string(),
+            message: format!(
+                "its classes {:?} differ from the data's {:?}",
+                config.classes, data
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A human-readable report: accuracy, macro F1, per-class precision/recall/F1, confusion matrix.
