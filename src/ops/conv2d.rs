@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{optional, Dispatch, WG};
+use crate::ops::{check_optional, optional, Dispatch, WG};
 use crate::pipeline::{Binding, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -300,21 +300,8 @@ impl Conv2d {
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {
-        match (bias, self.with_bias) {
-            (Some(b), true) => b.expect_shape(op, &[self.shape.c_out]),
-            (None, false) => Ok(()),
-            (Some(b), false) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: format!(
-                    "bias `{}` given to a convolution built without bias",
-                    b.name()
-                ),
-            }),
-            (None, true) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: "the convolution was built with a bias but none was given".into(),
-            }),
-        }
+        let shape = [self.shape.c_out];
+        check_optional(op, "a bias", bias, self.with_bias.then_some(&shape[..]))
     }
 }
 

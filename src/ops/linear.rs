@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{optional, Dispatch, WG};
+use crate::ops::{check_optional, optional, Dispatch, WG};
 use crate::pipeline::{Binding, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -200,20 +200,7 @@ impl Linear {
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {
-        match (bias, self.with_bias) {
-            (Some(b), true) => b.expect_shape(op, &[self.shape.out_features]),
-            (None, false) => Ok(()),
-            (Some(b), false) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: format!(
-                    "bias `{}` given to a linear layer built without bias",
-                    b.name()
-                ),
-            }),
-            (None, true) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: "the linear layer was built with a bias but none was given".into(),
-            }),
-        }
+        let shape = [self.shape.out_features];
+        check_optional(op, "a bias", bias, self.with_bias.then_some(&shape[..]))
     }
 }

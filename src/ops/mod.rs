@@ -50,6 +50,32 @@ impl Dispatch {
     }
 }
 
+/// Checks an optional input (a bias, class weights) against how the op was built: present with
+/// `shape` when the op was built with it (`shape` is `Some`), absent otherwise. Errors name the
+/// op, what the input is, and the tensor.
+pub(crate) fn check_optional(
+    op: &str,
+    what: &str,
+    given: Option<&Tensor>,
+    shape: Option<&[usize]>,
+) -> crate::error::Result<()> {
+    let err = |message: String| {
+        Err(crate::error::Error::InvalidConfig {
+            op: op.into(),
+            message,
+        })
+    };
+    match (given, shape) {
+        (Some(t), Some(shape)) => t.expect_shape(op, shape),
+        (None, None) => Ok(()),
+        (Some(t), None) => err(format!(
+            "{what} `{}` given to an op built without {what}",
+            t.name()
+        )),
+        (None, Some(_)) => err(format!("the op was built with {what} but none was given")),
+    }
+}
+
 /// The binding for an optional tensor: the tensor, or the device's small zeroed dummy buffer.
 pub(crate) fn optional<'a>(gpu: &'a Gpu, t: Option<&'a Tensor>) -> wgpu::BindingResource<'a> {
     match t {

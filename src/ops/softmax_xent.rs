@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{optional, Dispatch, WG};
+use crate::ops::{check_optional, optional, Dispatch, WG};
 use crate::pipeline::{Binding, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -194,20 +194,12 @@ impl SoftmaxXent {
     }
 
     fn check_weights(&self, op: &str, weights: Option<&Tensor>) -> Result<()> {
-        match (weights, self.weighted) {
-            (Some(w), true) => w.expect_shape(op, &[self.shape.k]),
-            (None, false) => Ok(()),
-            (Some(w), false) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: format!(
-                    "class weights `{}` given to a loss built unweighted",
-                    w.name()
-                ),
-            }),
-            (None, true) => Err(Error::InvalidConfig {
-                op: op.into(),
-                message: "the loss was built with class weights but none were given".into(),
-            }),
-        }
+        let shape = [self.shape.k];
+        check_optional(
+            op,
+            "class weights",
+            weights,
+            self.weighted.then_some(&shape[..]),
+        )
     }
 }
