@@ -278,17 +278,24 @@ impl Gpu {
     /// Records `dispatches` in order into one compute pass and submits them in one submission.
     /// Validation errors come back naming the WGSL file and entry point of the failing dispatch.
     pub fn submit(&self, dispatches: &[&crate::ops::Dispatch]) -> Result<wgpu::SubmissionIndex> {
-        self.submit_with_copies(dispatches, &[])
+        self.submit_with_copies(dispatches.iter().copied(), &[])
     }
 
     /// [`Gpu::submit`], then in the same submission copies each `(src, dst, dst_offset)`:
     /// `src` whole into `dst` starting `dst_offset` elements in (metrics into a history buffer,
     /// so they are read back every few steps instead of stalling every step).
-    pub fn submit_with_copies(
+    /// Takes any re-iterable sequence of dispatches (a training step chains its forward,
+    /// backward and update lists), so no list is built per step.
+    pub fn submit_with_copies<'a, I>(
         &self,
-        dispatches: &[&crate::ops::Dispatch],
+        dispatches: I,
         copies: &[(&Tensor, &Tensor, usize)],
-    ) -> Result<wgpu::SubmissionIndex> {
+    ) -> Result<wgpu::SubmissionIndex>
+    where
+        I: IntoIterator<Item = &'a crate::ops::Dispatch>,
+        I::IntoIter: Clone,
+    {
+        let dispatches = dispatches.into_iter();
         self.check_lost()?;
         for (src, dst, at) in copies {
             if at + src.len() > dst.len() {
@@ -311,7 +318,7 @@ impl Gpu {
                 label: Some("ops"),
                 timestamp_writes: None,
             });
-            for d in dispatches {
+            for d in dispatches.clone() {
                 d.record(&mut pass);
             }
         }
@@ -328,7 +335,7 @@ impl Gpu {
             // Reuses the string's capacity: no allocation per step once warm.
             let mut last = self.last_submit.lock().unwrap();
             last.clear();
-            for (i, d) in dispatches.iter().enumerate() {
+            for (i, d) in dispatches.clone().enumerate() {
                 if i > 0 {
                     last.push_str(", ");
                 }
@@ -337,7 +344,7 @@ impl Gpu {
         }
         let index = self.queue.submit(Some(encoder.finish()));
         if let Some(e) = now_or_never(scope.pop()).flatten() {
-            let names: Vec<&str> = dispatches.iter().map(|d| d.label()).collect();
+            let names: Vec<&str> = dispatches.map(|d| d.label()).collect();
             return Err(Error::Gpu {
                 context: format!("dispatches [{}]", names.join(", ")),
                 message: e.to_string(),

@@ -506,7 +506,7 @@ impl Network {
         self.step
     }
     /// The step's dispatches in recording order: forward, backward, Adam.
-    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> + Clone {
         self.forward
             .iter()
             .chain(&self.backward)
@@ -582,10 +582,9 @@ impl Network {
             d.set_step(gpu, t);
         }
         self.adam.set_step(gpu, t)?;
-        let all: Vec<&Dispatch> = self.dispatches().collect();
         let slot = 2 * ((t as usize - 1) % HISTORY);
         let index = gpu.submit_with_copies(
-            &all,
+            self.dispatches(),
             &[
                 (&self.loss, &self.history, slot),
                 (&self.correct, &self.history, slot + 1),
@@ -611,8 +610,10 @@ impl Network {
         for d in &self.dropouts {
             d.set_training(gpu, false);
         }
-        let all: Vec<&Dispatch> = self.forward.iter().collect();
-        gpu.submit_with_copies(&all, &[(&self.probs, dst, row * self.config.classes.len())])
+        gpu.submit_with_copies(
+            &self.forward,
+            &[(&self.probs, dst, row * self.config.classes.len())],
+        )
     }
 
     /// The forward pass and the loss only, dropout off: evaluation and inference.
@@ -620,8 +621,7 @@ impl Network {
         for d in &self.dropouts {
             d.set_training(gpu, false);
         }
-        let all: Vec<&Dispatch> = self.forward.iter().collect();
-        gpu.submit(&all)
+        gpu.submit_with_copies(&self.forward, &[])
     }
 
     /// The forward pass, loss and backward, without updating the parameters (gradient checks).
@@ -630,7 +630,6 @@ impl Network {
             d.set_training(gpu, dropout);
             d.set_step(gpu, self.step + 1);
         }
-        let all: Vec<&Dispatch> = self.forward.iter().chain(&self.backward).collect();
-        gpu.submit(&all)
+        gpu.submit_with_copies(self.forward.iter().chain(&self.backward), &[])
     }
 }
