@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fer_cbam::data::occlusion::{Occlusion, Template};
-use fer_cbam::model::{Attention, ModelConfig};
+use fer_cbam::model::{Attention, ModelConfig, Network, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
@@ -120,12 +120,22 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
             Some(&mix),
             &o,
         )?;
+        // One network serves all six test sets: built and loaded once, not per test set.
+        let saved = fer_cbam::model::checkpoint::load(&ck)?;
+        let net = pollster::block_on(Network::new(
+            gpu,
+            &saved.config,
+            plan.batch,
+            TrainOptions::default(),
+        ))?;
+        net.write_params(gpu, &saved.packed)?;
+        let test_idx: Vec<usize> = (0..data.test().len()).collect();
         let mut cells = Vec::new();
         for occ in &tests {
             let lm = occlude::landmarks_of(&data, true, Template::Fer2013);
             let f = occ.map(|o| occlude::fixed(o, 3, plan.image_size, lm));
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
-            let e = run::eval_command(gpu, &ck, &data, "test", plan.batch, false, augment)?;
+            let e = fer_cbam::train::evaluate(gpu, &net, data.test(), &test_idx, false, augment)?;
             cells.push((e.accuracy(), e.macro_f1()));
         }
         columns.push((name, seconds, cells));
