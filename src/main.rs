@@ -104,9 +104,6 @@ enum Command {
         /// 8/16/24 px patch, eyes, mouth), redrawn every epoch.
         #[arg(long, default_value_t = 0.0)]
         occlusion_mix: f64,
-        /// Landmark template for folders without landmarks: fer2013 or ckplus48.
-        #[arg(long, default_value = "fer2013")]
-        landmarks: fer_cbam::data::occlusion::Template,
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
@@ -130,9 +127,6 @@ enum Command {
         /// Occlude every test image: none, patch8, patch16, patch24, eyes or mouth.
         #[arg(long, default_value = "none")]
         occlusion: String,
-        /// Landmark template for folders without landmarks: fer2013 or ckplus48.
-        #[arg(long, default_value = "fer2013")]
-        landmarks: fer_cbam::data::occlusion::Template,
         #[command(flatten)]
         data: DataArgs,
         /// Print the report as JSON.
@@ -253,7 +247,6 @@ fn main() {
             seed,
             dropout,
             occlusion_mix,
-            landmarks,
             data,
             config,
             quiet,
@@ -278,7 +271,7 @@ fn main() {
             };
             let o = Output { quiet, json };
             let classes = c.classes.clone();
-            let lm = cli::occlude::landmarks_of(&d, false, landmarks);
+            let lm = cli::occlude::landmarks_of(&d, false);
             let mix = cli::occlude::mix(occlusion_mix, seed, c.in_channels, c.image_size, lm);
             let augment: Option<fer_cbam::train::Augment> =
                 (occlusion_mix > 0.0).then_some(&mix as fer_cbam::train::Augment);
@@ -311,7 +304,6 @@ fn main() {
             split,
             batch_size,
             occlusion,
-            landmarks,
             data,
             json,
         } => (|| {
@@ -328,7 +320,7 @@ fn main() {
             let gpu = fer_cbam::Gpu::new_blocking()?;
             let d = data.load()?;
             let config = fer_cbam::model::checkpoint::load(&checkpoint)?.config;
-            let lm = cli::occlude::landmarks_of(&d, split == "test", landmarks);
+            let lm = cli::occlude::landmarks_of(&d, split == "test");
             let f = occ.map(|o| cli::occlude::fixed(o, config.in_channels, config.image_size, lm));
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
             let e = run::eval_command(
@@ -341,7 +333,7 @@ fn main() {
                 augment,
             )?;
             let classes = config.classes;
-            let source = cli::occlude::landmark_source(&d, landmarks);
+            let source = cli::occlude::landmark_source(&d, split == "test");
             if json {
                 let mut v = run::report_json(&e, &classes);
                 v["occlusion"] = serde_json::json!(occlusion);

@@ -1,6 +1,7 @@
 //! [`ImageSource`]s over the data layer: the embedded synthetic faces and folder datasets.
 
-use crate::data::folder::{self, FolderDataset, Item};
+use crate::data::dataset::{Dataset, LandmarkOrigin, Sample, SampleLandmarks};
+use crate::data::occlusion::Template;
 use crate::data::synthetic;
 use crate::error::Result;
 use crate::train::ImageSource;
@@ -41,37 +42,78 @@ impl SyntheticSource {
     }
 }
 
-/// Image files of a folder dataset, decoded (and resized) on demand.
-pub struct FolderSource {
-    pub items: Vec<Item>,
+/// Samples of a [`Dataset`](crate::data::dataset::Dataset), decoded (and resized) on demand.
+pub struct DatasetSource {
+    pub samples: Vec<Sample>,
+    /// Landmarks for samples that have none of their own.
+    pub template: Template,
 }
 
-impl FolderSource {
-    pub fn new(dataset: &FolderDataset, keep: impl Fn(&Item) -> bool) -> FolderSource {
-        FolderSource {
-            items: dataset.items.iter().filter(|i| keep(i)).cloned().collect(),
+impl DatasetSource {
+    pub fn new(dataset: &Dataset, template: Template, keep: impl Fn(&Sample) -> bool) -> Self {
+        DatasetSource {
+            samples: dataset
+                .samples
+                .iter()
+                .filter(|s| keep(s))
+                .cloned()
+                .collect(),
+            template,
+        }
+    }
+    /// The samples at `indices`, in that order.
+    pub fn pick(&self, indices: &[usize]) -> DatasetSource {
+        DatasetSource {
+            samples: indices.iter().map(|&i| self.samples[i].clone()).collect(),
+            template: self.template,
         }
     }
     pub fn labels(&self) -> Vec<usize> {
-        self.items.iter().map(|i| i.label).collect()
+        self.samples.iter().map(|s| s.label).collect()
     }
     pub fn groups(&self) -> Vec<Option<String>> {
-        self.items.iter().map(|i| i.group.clone()).collect()
+        self.samples.iter().map(|s| s.group.clone()).collect()
+    }
+    /// Sample `i`'s 68 landmarks at `size`: its own, or the template's.
+    pub fn landmarks(&self, i: usize, size: usize) -> synthetic::Landmarks {
+        match &self.samples[i].landmarks {
+            Some(l) => l.at(size),
+            None => self.template.landmarks(size),
+        }
+    }
+    /// Where sample `i`'s landmarks came from, in words.
+    pub fn landmark_origin(&self, i: usize) -> String {
+        match &self.samples[i].landmarks {
+            Some(SampleLandmarks {
+                origin: LandmarkOrigin::File(p),
+                ..
+            }) => format!("dataset file {}", p.display()),
+            Some(SampleLandmarks {
+                origin: LandmarkOrigin::Sidecar { csv, flagged },
+                ..
+            }) => format!(
+                "sidecar {}{}",
+                csv.display(),
+                if *flagged {
+                    " (flagged: no face found)"
+                } else {
+                    ""
+                }
+            ),
+            None => format!("canonical template ({:?})", self.template),
+        }
     }
 }
 
-impl ImageSource for FolderSource {
+impl ImageSource for DatasetSource {
     fn len(&self) -> usize {
-        self.items.len()
+        self.samples.len()
     }
     fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
-        let item = &self.items[i];
-        Ok((
-            folder::decode(&item.path, size, channels)?,
-            item.label as u32,
-        ))
+        let s = &self.samples[i];
+        Ok((s.load(size, channels)?, s.label as u32))
     }
     fn describe(&self, i: usize) -> String {
-        self.items[i].path.display().to_string()
+        self.samples[i].name.clone()
     }
 }

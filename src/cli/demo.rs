@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fer_cbam::data::occlusion::{Occlusion, Template};
+use fer_cbam::data::occlusion::Occlusion;
 use fer_cbam::model::{Attention, ModelConfig, Network, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
@@ -99,7 +99,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         let name = format!("{attention:?}").to_lowercase();
         let ck: PathBuf = out.join(format!("{name}.safetensors"));
         say(format!("training attention={name} ..."));
-        let lm = occlude::landmarks_of(&data, false, Template::Fer2013);
+        let lm = occlude::landmarks_of(&data, false);
         let mix = occlude::mix(plan.occlusion_mix, seed, 3, plan.image_size, lm);
         let adam = AdamConfig {
             lr: plan.lr,
@@ -132,7 +132,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         let test_idx: Vec<usize> = (0..data.test().len()).collect();
         let mut cells = Vec::new();
         for occ in &tests {
-            let lm = occlude::landmarks_of(&data, true, Template::Fer2013);
+            let lm = occlude::landmarks_of(&data, true);
             let f = occ.map(|o| occlude::fixed(o, 3, plan.image_size, lm));
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
             let e = fer_cbam::train::evaluate(gpu, &net, data.test(), &test_idx, false, augment)?;

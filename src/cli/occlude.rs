@@ -1,18 +1,14 @@
 //! Occlusion as a per-example transform: test sets of one occlusion type, and a training mix.
 
-use fer_cbam::data::occlusion::{self, Occlusion, Template};
+use fer_cbam::data::occlusion::{self, Occlusion};
 use fer_cbam::data::synthetic::Landmarks;
 use fer_cbam::model::params::SplitMix64;
 
 use super::run::Data;
 
-/// Where an image's 68 landmarks come from: exact (synthetic faces) or a template for aligned
-/// crops (folders without landmarks).
-pub fn landmarks_of<'a>(
-    data: &'a Data,
-    test: bool,
-    template: Template,
-) -> impl Fn(usize, usize) -> Landmarks + Sync + 'a {
+/// Where an image's 68 landmarks come from: exact (synthetic faces), the dataset's own or a
+/// sidecar's, or a template for aligned crops.
+pub fn landmarks_of(data: &Data, test: bool) -> impl Fn(usize, usize) -> Landmarks + Sync + '_ {
     move |i, size| match data {
         Data::Synthetic { train, test: t } => {
             if test {
@@ -21,15 +17,39 @@ pub fn landmarks_of<'a>(
                 train.landmarks(i, size)
             }
         }
-        Data::Folder { .. } => template.landmarks(size),
+        Data::Folder { train, test: t, .. } => {
+            if test {
+                t.landmarks(i, size)
+            } else {
+                train.landmarks(i, size)
+            }
+        }
     }
 }
 
-/// Which source each report's landmarks came from.
-pub fn landmark_source(data: &Data, template: Template) -> String {
+/// Which sources one side's landmarks came from, with counts, for reports.
+pub fn landmark_source(data: &Data, test: bool) -> String {
     match data {
         Data::Synthetic { .. } => "exact (the generator's own geometry)".into(),
-        Data::Folder { .. } => format!("canonical template for aligned crops ({template:?})"),
+        Data::Folder { train, test: t, .. } => {
+            let s = if test { t } else { train };
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for i in 0..s.samples.len() {
+                let o = s.landmark_origin(i);
+                // Group per kind of source, not per file.
+                let kind = if o.starts_with("dataset file") {
+                    "the dataset's landmark files".to_string()
+                } else {
+                    o
+                };
+                *counts.entry(kind).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .map(|(k, n)| format!("{n} from {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
+use fer_cbam::data::occlusion::Template;
 use fer_cbam::data::{folder, split};
 use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
-use fer_cbam::sources::{FolderSource, SyntheticSource};
+use fer_cbam::sources::{DatasetSource, SyntheticSource};
 use fer_cbam::train::{self, Evaluation, ImageSource, TrainLoop};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,10 +16,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Where the images come from.
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Class-per-folder dataset (`<root>/<class>/*`, or `<root>/train|test/<class>/*`).
+    /// Dataset folder or file: class folders (`<root>/<class>/*`, or
+    /// `<root>/train|test/<class>/*`) or a distributed form (see --format).
     /// Without it: the embedded synthetic face set.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Form of --data; detected from its files when not given.
+    #[arg(long)]
+    pub format: Option<Format>,
     /// Number of synthetic faces when --data is not given (80% train, 20% test).
     #[arg(long, default_value_t = 3500)]
     pub synthetic: usize,
@@ -36,6 +42,9 @@ pub struct DataArgs {
     /// Stop at the first unreadable image instead of reporting, counting and going on.
     #[arg(long)]
     pub strict: bool,
+    /// Landmark template for images without landmarks of their own: fer2013 or ckplus48.
+    #[arg(long, default_value = "fer2013")]
+    pub landmarks: Template,
 }
 
 /// The two sides of the data.
@@ -45,8 +54,8 @@ pub enum Data {
         test: SyntheticSource,
     },
     Folder {
-        train: FolderSource,
-        test: FolderSource,
+        train: DatasetSource,
+        test: DatasetSource,
         note: String,
     },
 }
@@ -73,8 +82,8 @@ impl Data {
             Data::Folder { train, test, note } => {
                 format!(
                     "{note}: {} train, {} test",
-                    train.items.len(),
-                    test.items.len()
+                    train.samples.len(),
+                    test.samples.len()
                 )
             }
         }
@@ -105,7 +114,7 @@ impl DataArgs {
                 },
             });
         };
-        let mut ds = folder::scan(root)?;
+        let mut ds = dataset::open(root, self.format)?;
         if self.ckplus_apex {
             ds.keep_last_frame_per_sequence();
         }
@@ -113,12 +122,16 @@ impl DataArgs {
         for s in &ds.skipped {
             note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
         }
+        for n in &ds.notes {
+            note += &format!(" ({n})");
+        }
+        let template = self.landmarks;
         if ds.has_splits {
-            let train = FolderSource::new(&ds, |i| i.split == folder::Split::Train);
-            let test = FolderSource::new(&ds, |i| i.split == folder::Split::Test);
+            let train = DatasetSource::new(&ds, template, |s| s.split == folder::Split::Train);
+            let test = DatasetSource::new(&ds, template, |s| s.split == folder::Split::Test);
             return Ok(Data::Folder { train, test, note });
         }
-        let all = FolderSource::new(&ds, |_| true);
+        let all = DatasetSource::new(&ds, template, |_| true);
         let groups = all.groups();
         let grouped = self.group_by == "subject";
         let part = split::stratified(
@@ -127,17 +140,14 @@ impl DataArgs {
             split::TEST_FRACTION,
             self.split_seed,
         )?;
-        let pick = |idx: &[usize]| FolderSource {
-            items: idx.iter().map(|&i| all.items[i].clone()).collect(),
-        };
         note += &format!(
             ", stratified 80:20 split (seed {}{})",
             self.split_seed,
             if grouped { ", by subject" } else { "" }
         );
         Ok(Data::Folder {
-            train: pick(&part.train),
-            test: pick(&part.test),
+            train: all.pick(&part.train),
+            test: all.pick(&part.test),
             note,
         })
     }
@@ -412,16 +422,19 @@ pub fn predict_command(gpu: &Gpu, path: &Path, inputs: &[PathBuf]) -> Result<Vec
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
     net.write_params(gpu, &ck.packed)?;
-    let source = FolderSource {
-        items: files
+    let source = DatasetSource {
+        samples: files
             .iter()
-            .map(|f| folder::Item {
-                path: f.clone(),
+            .map(|f| Sample {
+                name: f.display().to_string(),
+                pixels: Pixels::File(f.clone()),
                 label: 0,
                 split: folder::Split::Unsplit,
                 group: None,
+                landmarks: None,
             })
             .collect(),
+        template: Template::Fer2013,
     };
     let idx: Vec<usize> = (0..files.len()).collect();
     let e = train::evaluate(gpu, &net, &source, &idx, true, None)?;

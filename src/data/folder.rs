@@ -120,7 +120,8 @@ pub fn subject_of(file_name: &str) -> Option<String> {
 }
 
 /// `S005_001_00000009.png` -> ("S005", "S005_001", 9).
-fn ckplus_parts(file_name: &str) -> Option<(&str, &str, u64)> {
+/// CK+ frame names `S005_001_00000009...`: (subject, sequence `S005_001`, frame number).
+pub fn ckplus_parts(file_name: &str) -> Option<(&str, &str, u64)> {
     let mut parts = file_name.splitn(3, '_');
     let (s, q, rest) = (parts.next()?, parts.next()?, parts.next()?);
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());

@@ -1,5 +1,6 @@
 //! Data: the embedded synthetic face set, class-per-folder datasets, splits and occlusions.
 
+pub mod dataset;
 pub mod folder;
 pub mod occlusion;
 pub mod raster;
