@@ -163,6 +163,14 @@ enum Command {
         /// Image files or folders.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Crop each image to its largest face first (SeetaFace detector, embedded): for photos
+        /// that are not already aligned face crops. Images without a face are used whole, and
+        /// the output says so.
+        #[arg(long)]
+        detect_face: bool,
+        /// Margin added around the detected face on every side, as a fraction of its size.
+        #[arg(long, default_value_t = 0.25)]
+        face_margin: f32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -377,20 +385,50 @@ fn main() {
         Command::Predict {
             checkpoint,
             inputs,
+            detect_face,
+            face_margin,
             json,
         } => (|| {
+            if !(0.0..=2.0).contains(&face_margin) {
+                return Err(fer_cbam::Error::InvalidConfig {
+                    op: "--face-margin".into(),
+                    message: format!("{face_margin} is outside 0..2"),
+                });
+            }
             let gpu = fer_cbam::Gpu::new_blocking()?;
-            let rows = run::predict_command(&gpu, &checkpoint, &inputs)?;
-            for (path, top) in rows {
+            let rows = run::predict_command(
+                &gpu,
+                &checkpoint,
+                &inputs,
+                detect_face.then_some(face_margin),
+            )?;
+            for r in rows {
+                let face_json = |f: &Option<fer_cbam::data::face::FaceBox>| match f {
+                    Some(b) => serde_json::json!([b.x, b.y, b.width, b.height]),
+                    None => serde_json::Value::Null,
+                };
                 if json {
-                    let t: Vec<_> = top
+                    let t: Vec<_> = r
+                        .top
                         .iter()
                         .map(|(c, p)| serde_json::json!({"class": c, "probability": p}))
                         .collect();
-                    println!("{}", serde_json::json!({"image": path, "top3": t}));
+                    let mut v = serde_json::json!({"image": r.path, "top3": t});
+                    if let Some(f) = &r.face {
+                        v["face"] = face_json(f);
+                    }
+                    println!("{v}");
                 } else {
-                    let t: Vec<String> = top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
-                    println!("{}: {}", path.display(), t.join(", "));
+                    let t: Vec<String> =
+                        r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
+                    let face = match &r.face {
+                        None => String::new(),
+                        Some(Some(b)) => {
+                            format!(" (face {}x{} at {},{})", b.width, b.height, b.x, b.y)
+                        }
+                        Some(None) => " (no face found: whole image)".into(),
+                    };
+                    println!("{}: {}{face}", r.path.display(), t.join(", "));
                 }
             }
             Ok(())

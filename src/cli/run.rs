@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
+use fer_cbam::data::face::{self, FaceBox};
 use fer_cbam::data::occlusion::Template;
 use fer_cbam::data::{folder, split};
 use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
@@ -385,11 +386,22 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
     })
 }
 
-/// An image and its top-3 classes with probabilities.
-pub type Prediction = (PathBuf, Vec<(String, f32)>);
+/// An image, its top-3 classes with probabilities, and the face crop used (with
+/// `--detect-face`: `Some(None)` when no face was found and the whole image was used).
+pub struct Prediction {
+    pub path: PathBuf,
+    pub top: Vec<(String, f32)>,
+    pub face: Option<Option<FaceBox>>,
+}
 
-/// Top-3 classes of each image (files, or every image in a folder).
-pub fn predict_command(gpu: &Gpu, path: &Path, inputs: &[PathBuf]) -> Result<Vec<Prediction>> {
+/// Top-3 classes of each image (files, or every image in a folder); with `detect_face` (the
+/// crop margin), each image is first cropped to its largest face.
+pub fn predict_command(
+    gpu: &Gpu,
+    path: &Path,
+    inputs: &[PathBuf],
+    detect_face: Option<f32>,
+) -> Result<Vec<Prediction>> {
     let ck = checkpoint::load(path)?;
     let mut files = Vec::new();
     for p in inputs {
@@ -422,18 +434,30 @@ pub fn predict_command(gpu: &Gpu, path: &Path, inputs: &[PathBuf]) -> Result<Vec
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
     net.write_params(gpu, &ck.packed)?;
+    let mut samples = Vec::with_capacity(files.len());
+    let mut faces = Vec::with_capacity(files.len());
+    for f in &files {
+        match detect_face {
+            Some(margin) => {
+                let (sample, crop) = face::face_sample(f, margin)?;
+                samples.push(sample);
+                faces.push(Some(crop));
+            }
+            None => {
+                samples.push(Sample {
+                    name: f.display().to_string(),
+                    pixels: Pixels::File(f.clone()),
+                    label: 0,
+                    split: folder::Split::Unsplit,
+                    group: None,
+                    landmarks: None,
+                });
+                faces.push(None);
+            }
+        }
+    }
     let source = DatasetSource {
-        samples: files
-            .iter()
-            .map(|f| Sample {
-                name: f.display().to_string(),
-                pixels: Pixels::File(f.clone()),
-                label: 0,
-                split: folder::Split::Unsplit,
-                group: None,
-                landmarks: None,
-            })
-            .collect(),
+        samples,
         template: Template::Fer2013,
     };
     let idx: Vec<usize> = (0..files.len()).collect();
@@ -441,13 +465,14 @@ pub fn predict_command(gpu: &Gpu, path: &Path, inputs: &[PathBuf]) -> Result<Vec
     let k = c.classes.len();
     Ok(files
         .into_iter()
+        .zip(faces)
         .zip(e.probs.chunks_exact(k))
-        .map(|(f, row)| {
+        .map(|((path, face), row)| {
             let mut top: Vec<(String, f32)> =
                 c.classes.iter().cloned().zip(row.iter().copied()).collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
             top.truncate(3);
-            (f, top)
+            Prediction { path, top, face }
         })
         .collect())
 }

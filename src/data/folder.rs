@@ -391,10 +391,23 @@ pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Ve
             format!("cannot decode to size {size} with {channels} channels"),
         ));
     }
+    let gray = decode_original(path)?;
+    let n = size as u32;
+    let gray = if gray.dimensions() == (n, n) {
+        gray
+    } else {
+        image::imageops::resize(&gray, n, n, image::imageops::FilterType::Triangle)
+    };
+    Ok(gray.into_raw().repeat(channels))
+}
+
+/// The image at `path` as 8-bit luma at its own size (see [`decode`] for the formats).
+pub fn decode_original(path: impl AsRef<Path>) -> Result<image::GrayImage> {
+    let path = path.as_ref();
     let bytes =
         std::fs::read(path).map_err(|e| data_err(path, format!("cannot read image: {e}")))?;
     let undecodable = |e: image::ImageError| data_err(path, format!("cannot decode image: {e}"));
-    let gray = match palette_tiff(&bytes) {
+    Ok(match palette_tiff(&bytes) {
         Some((as_gray, lut)) => {
             let mut g = image::load_from_memory_with_format(&as_gray, image::ImageFormat::Tiff)
                 .map_err(undecodable)?
@@ -407,14 +420,7 @@ pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Ve
         None => image::load_from_memory(&bytes)
             .map_err(undecodable)?
             .to_luma8(),
-    };
-    let n = size as u32;
-    let gray = if gray.dimensions() == (n, n) {
-        gray
-    } else {
-        image::imageops::resize(&gray, n, n, image::imageops::FilterType::Triangle)
-    };
-    Ok(gray.into_raw().repeat(channels))
+    })
 }
 
 /// The `image` crate (0.25) refuses TIFFs with a colour map (PhotometricInterpretation 3),

@@ -1,6 +1,7 @@
 //! Data: the embedded synthetic face set, class-per-folder datasets, splits and occlusions.
 
 pub mod dataset;
+pub mod face;
 pub mod folder;
 pub mod occlusion;
 pub mod raster;
