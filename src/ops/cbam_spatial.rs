@@ -6,14 +6,15 @@
 //!
 //! Forward dispatches, in order:
 //! 1. `cbam_spatial.wgsl:pool`: reads F' once, writes `pooled` (max, mean) and `argmax`;
-//! 2. `conv2d.wgsl:forward`: `pooled` -> `z`;
+//! 2. `conv2d.wgsl:forward_v2`: `pooled` -> `z`;
 //! 3. `cbam_spatial.wgsl:gate`: sigmoid and scaling in one pass, writes F'' and saves `m_s`.
 //!
 //! Backward dispatches, in order (every gradient overwrites):
 //! 1. `cbam_spatial.wgsl:backward_gate`: `dz = (sum_c dF'' F') M_s (1 - M_s)`;
-//! 2. `conv2d.wgsl:backward_input`: `dz` -> `ds`;
-//! 3. `conv2d.wgsl:backward_weight`: `dz`, `pooled` -> dweight `[1, 2, 7, 7]`;
-//! 4. `conv2d.wgsl:backward_bias`: `dz` -> dbias `[1]`;
+//! 2. `conv2d.wgsl:backward_input_v2`: `dz` -> `ds`;
+//! 3. `conv2d.wgsl:backward_weight` (v1: with one output channel 7/8 of v2's 8-channel block
+//!    would be padding): `dz`, `pooled` -> dweight `[1, 2, 7, 7]`;
+//! 4. `conv2d.wgsl:backward_bias_v2`: `dz` -> dbias `[1]`;
 //! 5. `cbam_spatial.wgsl:backward_input`: `dF' = dF'' M_s + (c == argmax) ds_max + ds_mean / C`.
 //!
 //! Saved between forward and backward (allocated here, one set per gate): `pooled`, `argmax`,
