@@ -2,6 +2,8 @@
 
 pub mod dataset;
 pub mod folder;
+pub mod formats;
+pub mod landmarks;
 pub mod occlusion;
 pub mod raster;
 pub mod split;
