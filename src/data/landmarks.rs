@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::dataset::{Dataset, LandmarkOrigin, Pixels, SampleLandmarks};
-use crate::data::formats::{csv_err, data_err, file_name, line_err};
+use crate::data::formats::{csv_err, data_err, line_err};
 use crate::data::synthetic::Landmarks;
 use crate::Result;
 
@@ -303,8 +303,9 @@ pub struct SidecarReport {
 }
 
 /// Attaches a sidecar's rows to the samples they name: by path relative to the dataset root
-/// first, else by base name when exactly one sample has it (two samples with the same base
-/// name and a row naming only that is an error: which one is meant cannot be known). The
+/// first, else by the end of exactly one sample's relative path (a base name, or
+/// `1/a.jpg` under AffectNet's `Manually_Annotated_Images/`); a name ending several samples'
+/// paths is an error (which one is meant cannot be known). The
 /// sidecar is what the user asked for, so it replaces landmarks from the dataset's files.
 /// Rows naming no sample are counted, not errors; a note goes into `ds.notes`.
 pub fn attach_sidecar(ds: &mut Dataset, csv: &Path) -> Result<SidecarReport> {
@@ -315,15 +316,25 @@ pub fn attach_sidecar(ds: &mut Dataset, csv: &Path) -> Result<SidecarReport> {
         ds.root.clone()
     };
     let slash = |p: &Path| p.to_string_lossy().replace('\\', "/");
-    let (mut by_rel, mut by_base): (HashMap<String, usize>, HashMap<String, Vec<usize>>) =
+    // Every tail of every sample's relative path (`sad/c.png`, `c.png`), so a sidecar written
+    // for a sub-folder (AffectNet's Manually_Annotated_Images/) or naming base names matches.
+    let (mut by_rel, mut by_tail): (HashMap<String, usize>, HashMap<String, Vec<usize>>) =
         Default::default();
     for (i, s) in ds.samples.iter().enumerate() {
         let path: &PathBuf = match &s.pixels {
             Pixels::File(p) | Pixels::Crop { path: p, .. } => p,
             Pixels::Gray { .. } => continue,
         };
-        by_rel.insert(slash(path.strip_prefix(&root).unwrap_or(path)), i);
-        by_base.entry(file_name(path)).or_default().push(i);
+        let rel = slash(path.strip_prefix(&root).unwrap_or(path));
+        let mut tail = rel.as_str();
+        loop {
+            by_tail.entry(tail.to_string()).or_default().push(i);
+            match tail.find('/') {
+                Some(k) => tail = &tail[k + 1..],
+                None => break,
+            }
+        }
+        by_rel.insert(rel, i);
     }
     let mut report = SidecarReport::default();
     for row in rows {
@@ -331,14 +342,14 @@ pub fn attach_sidecar(ds: &mut Dataset, csv: &Path) -> Result<SidecarReport> {
         let key = key.trim_start_matches("./");
         let i = match by_rel.get(key) {
             Some(&i) => i,
-            None => match by_base.get(key).map(Vec::as_slice) {
+            None => match by_tail.get(key).map(Vec::as_slice) {
                 Some(&[i]) => i,
                 Some(many) if !many.is_empty() => {
                     return Err(line_err(
                         csv,
                         row.line,
                         format!(
-                            "{:?} is the base name of {} images; write the path relative to {}",
+                            "{:?} ends the paths of {} images; write the path relative to {}",
                             row.file,
                             many.len(),
                             root.display()
