@@ -370,3 +370,56 @@ fn ckplus48_sidecar_from_the_tool_attaches_to_every_image() {
         }
     }
 }
+
+/// A minimal uncompressed 8-bit palette TIFF (PhotometricInterpretation = 3) of index 1 under
+/// a gray palette, as JAFFE ships (the `image` crate cannot write palette TIFFs).
+fn palette_tiff(w: u16, h: u16) -> Vec<u8> {
+    let cmap_at = 8 + 2 + 10 * 12 + 4;
+    let data_at = cmap_at + 3 * 256 * 2;
+    let entries: [(u16, u16, u32, u32); 10] = [
+        (256, 3, 1, w as u32),            // ImageWidth
+        (257, 3, 1, h as u32),            // ImageLength
+        (258, 3, 1, 8),                   // BitsPerSample
+        (259, 3, 1, 1),                   // Compression: none
+        (262, 3, 1, 3),                   // Photometric: palette
+        (273, 4, 1, data_at),             // StripOffsets
+        (277, 3, 1, 1),                   // SamplesPerPixel
+        (278, 3, 1, h as u32),            // RowsPerStrip
+        (279, 4, 1, w as u32 * h as u32), // StripByteCounts
+        (320, 3, 3 * 256, cmap_at),       // ColorMap
+    ];
+    let mut b = b"II".to_vec();
+    b.extend_from_slice(&42u16.to_le_bytes());
+    b.extend_from_slice(&8u32.to_le_bytes());
+    b.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, ty, count, value) in entries {
+        b.extend_from_slice(&tag.to_le_bytes());
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
+        if ty == 3 && count == 1 {
+            b.extend_from_slice(&(value as u16).to_le_bytes());
+            b.extend_from_slice(&[0, 0]);
+        } else {
+            b.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for _ in 0..3 {
+        for i in 0..256u16 {
+            b.extend_from_slice(&(i * 257).to_le_bytes());
+        }
+    }
+    b.extend(std::iter::repeat_n(1u8, w as usize * h as usize));
+    b
+}
+
+#[test]
+fn pts_beside_a_jaffe_palette_tiff_is_normalised_by_its_size() {
+    let t = TempDir::new("jaffe-pts");
+    std::fs::write(t.path().join("KA.AN1.39.tiff"), palette_tiff(60, 30)).unwrap();
+    t.file("KA.AN1.39.pts", &pts_text(68));
+    let ds = open(t.path(), None).unwrap();
+    assert_eq!(ds.samples.len(), 1);
+    assert_points(ds.samples[0].landmarks.as_ref().unwrap(), 60.0, 30.0, 1.0);
+    assert_eq!(ds.samples[0].load(4, 1).unwrap(), vec![1; 16]);
+}

@@ -7,8 +7,8 @@
 //!   written: 300-W's files count from 1, others (dlib, menpo exports) from 0, and nothing in
 //!   the file says which; the difference is one pixel of the original image.
 //! - A CSV sidecar `file,x0,y0,...,x67,y67[,flagged]` in the image's pixels (what
-//!   `tools/landmarks.py` writes), matched to samples by path relative to the dataset root or by
-//!   base name; `flagged` = 1 marks a row where no face was found and the predictor was fitted
+//!   `tools/landmarks.py` writes), matched to samples by path relative to the dataset root, or
+//!   by the end of exactly one sample's path (a base name); `flagged` = 1 marks a row where no face was found and the predictor was fitted
 //!   to the whole image.
 //!
 //! Points are stored as fractions of the image's width and height
@@ -132,8 +132,8 @@ pub fn read_pts(path: &Path) -> Result<Landmarks> {
     Ok(pts)
 }
 
-/// Width and height of an image file, from its header. Palette TIFFs (JAFFE) are read through
-/// [`crate::data::folder::decode`]'s path when the `image` crate's header reader refuses them.
+/// Width and height of an image file, from its header. The `image` crate refuses palette TIFFs
+/// (JAFFE) even for their size, so those are measured from the TIFF's first directory.
 pub fn image_size(path: &Path) -> Result<(usize, usize)> {
     match image::image_dimensions(path) {
         Ok((w, h)) => Ok((w as usize, h as usize)),
