@@ -47,7 +47,8 @@ pub struct DataArgs {
     pub landmarks: Template,
     /// Landmarks for --data's images from a CSV sidecar `file,x0,y0,...,x67,y67[,flagged]` in
     /// image pixels (tools/landmarks.py writes one); rows match images by path relative to
-    /// --data, or by base name. Replaces the dataset's own landmarks where both exist.
+    /// --data, or by the end of one image's path (a base name). Replaces the dataset's own
+    /// landmarks where both exist.
     #[arg(long, value_name = "PATH")]
     pub landmarks_csv: Option<PathBuf>,
 }

@@ -93,7 +93,7 @@ pub enum Pixels {
 /// Where a sample's landmarks came from; every report says which, per image.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LandmarkOrigin {
-    /// The dataset's own landmark file (CK+ `_landmarks.txt`, an iBUG `.pts`).
+    /// The dataset's own landmark file (CK+ `_landmarks.txt`, an iBUG `.pts`, AffectNet's CSV).
     File(PathBuf),
     /// A `file,x0,y0,...,x67,y67` CSV sidecar (for example from `tools/landmarks.py`);
     /// `flagged` when the tool found no face and fitted the whole image.
