@@ -46,6 +46,12 @@ pub struct DataArgs {
     /// Landmark template for images without landmarks of their own: fer2013 or ckplus48.
     #[arg(long, default_value = "fer2013")]
     pub landmarks: Template,
+    /// Landmarks for --data's images from a CSV sidecar `file,x0,y0,...,x67,y67[,flagged]` in
+    /// image pixels (tools/landmarks.py writes one); rows match images by path relative to
+    /// --data, or by the end of one image's path (a base name). Replaces the dataset's own
+    /// landmarks where both exist.
+    #[arg(long, value_name = "PATH")]
+    pub landmarks_csv: Option<PathBuf>,
 }
 
 /// The two sides of the data.
@@ -94,6 +100,14 @@ impl Data {
 impl DataArgs {
     pub fn load(&self) -> Result<Data> {
         let Some(root) = &self.data else {
+            if let Some(csv) = &self.landmarks_csv {
+                return Err(Error::Data {
+                    path: csv.display().to_string(),
+                    message:
+                        "--landmarks-csv needs --data: the synthetic faces have exact landmarks"
+                            .into(),
+                });
+            }
             if self.synthetic < 10 {
                 return Err(Error::InvalidConfig {
                     op: "--synthetic".into(),
@@ -119,6 +133,9 @@ impl DataArgs {
         if self.ckplus_apex {
             ds.keep_last_frame_per_sequence();
         }
+        if let Some(csv) = &self.landmarks_csv {
+            fer_cbam::data::landmarks::attach_sidecar(&mut ds, csv)?;
+        }
         let mut note = format!("{}", root.display());
         for s in &ds.skipped {
             note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
@@ -126,6 +143,7 @@ impl DataArgs {
         for n in &ds.notes {
             note += &format!(" ({n})");
         }
+        note += &format!(" ({})", ds.landmark_summary());
         let template = self.landmarks;
         if ds.has_splits {
             let train = DatasetSource::new(&ds, template, |s| s.split == folder::Split::Train);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::data::folder::{self, FolderDataset, Skipped, Split};
 use crate::data::synthetic::Landmarks;
+use crate::data::{formats, landmarks};
 use crate::model::CLASSES;
 use crate::{Error, Result};
 
@@ -77,12 +78,22 @@ pub enum Pixels {
         height: usize,
         data: Arc<[u8]>,
     },
+    /// A box of an image file (AffectNet's face boxes): `width` x `height` pixels from
+    /// (`x`, `y`) of the decoded image. Parts of the box outside the image are black, so the
+    /// box's geometry (and landmarks measured in it) never shifts when it overhangs an edge.
+    Crop {
+        path: PathBuf,
+        x: i64,
+        y: i64,
+        width: usize,
+        height: usize,
+    },
 }
 
 /// Where a sample's landmarks came from; every report says which, per image.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LandmarkOrigin {
-    /// The dataset's own landmark file (CK+ `_landmarks.txt`, an iBUG `.pts`).
+    /// The dataset's own landmark file (CK+ `_landmarks.txt`, an iBUG `.pts`, AffectNet's CSV).
     File(PathBuf),
     /// A `file,x0,y0,...,x67,y67` CSV sidecar (for example from `tools/landmarks.py`);
     /// `flagged` when the tool found no face and fitted the whole image.
@@ -153,6 +164,38 @@ impl Sample {
                 }
                 let img = image::GrayImage::from_raw(*width as u32, *height as u32, data.to_vec())
                     .expect("length checked above");
+                let n = size as u32;
+                let img = if img.dimensions() == (n, n) {
+                    img
+                } else {
+                    image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle)
+                };
+                Ok(img.into_raw().repeat(channels))
+            }
+            Pixels::Crop {
+                path,
+                x,
+                y,
+                width,
+                height,
+            } => {
+                let fail = |message: String| Error::Data {
+                    path: path.display().to_string(),
+                    message,
+                };
+                if size == 0 || channels == 0 || *width == 0 || *height == 0 {
+                    return Err(fail(format!(
+                        "cannot make a {size}x{size}x{channels} image from a {width}x{height} box"
+                    )));
+                }
+                let bytes =
+                    std::fs::read(path).map_err(|e| fail(format!("cannot read image: {e}")))?;
+                let full = image::load_from_memory(&bytes)
+                    .map_err(|e| fail(format!("cannot decode image: {e}")))?
+                    .to_luma8();
+                let mut img = image::GrayImage::new(*width as u32, *height as u32);
+                // Only the overlap of the box and the image is copied; the rest stays black.
+                image::imageops::replace(&mut img, &full, -*x, -*y);
                 let n = size as u32;
                 let img = if img.dimensions() == (n, n) {
                     img
@@ -293,17 +336,28 @@ pub fn open(root: impl AsRef<Path>, format: Option<Format>) -> Result<Dataset> {
         Some(f) => f,
         None => detect(root)?,
     };
-    match format {
-        Format::Folder => Ok(Dataset::from_folder(folder::scan(root)?)),
-        other => Err(Error::Data {
-            path: root.display().to_string(),
-            message: format!("the {} reader is not built yet", other.name()),
-        }),
+    let mut ds = match format {
+        Format::Folder => Dataset::from_folder(folder::scan(root)?),
+        Format::Fer2013Csv => formats::fer2013::read(root)?,
+        Format::Jaffe => formats::jaffe::read(root)?,
+        Format::CkPlus => formats::ckplus::read(root)?,
+        Format::RafDb => formats::rafdb::read(root)?,
+        Format::AffectNetCsv => formats::affectnet::read(root)?,
+    };
+    let found = landmarks::attach_pts(&mut ds)?;
+    if found > 0 {
+        ds.notes.push(format!(
+            "{found} images have an iBUG .pts landmark file beside them"
+        ));
     }
+    Ok(ds)
 }
 
-/// The form of the dataset at `root`, from its files' names.
+/// The form of the dataset at `root`, from what it holds: a `.csv` file (or a folder with one)
+/// whose header names FER2013's or AffectNet's columns; CK+'s `cohn-kanade-images/` and
+/// `Emotion/`; RAF-DB's `EmoLabel/list_patition_label.txt`; image files named like JAFFE's
+/// (`KA.AN1.39.tiff`); otherwise class folders. Anything else is an error that lists what was
+/// looked for.
 pub fn detect(root: &Path) -> Result<Format> {
-    let _ = root;
-    Ok(Format::Folder)
+    formats::detect(root)
 }

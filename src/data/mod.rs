@@ -3,6 +3,8 @@
 pub mod dataset;
 pub mod face;
 pub mod folder;
+pub mod formats;
+pub mod landmarks;
 pub mod occlusion;
 pub mod raster;
 pub mod split;

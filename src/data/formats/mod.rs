@@ -1,0 +1,205 @@
+//! Readers for datasets in the form they are distributed, each into a
+//! [`Dataset`](crate::data::dataset::Dataset), and [`detect`], which tells them apart.
+//!
+//! | format | what is read | split | subject |
+//! |---|---|---|---|
+//! | [`fer2013`] | `emotion,pixels,Usage` CSV, pixels kept in memory | Training / PublicTest+PrivateTest | - |
+//! | [`jaffe`] | `KA.AN1.39.tiff` file names | none | `KA` |
+//! | [`ckplus`] | `cohn-kanade-images/`, `Emotion/`, `Landmarks/` | none | `S005` |
+//! | [`rafdb`] | `EmoLabel/list_patition_label.txt`, `Image/aligned/` | `train_` / `test_` | - |
+//! | [`affectnet`] | `training.csv` / `validation.csv`, face boxes and landmarks | training / validation | - |
+//!
+//! Class-per-folder releases (CK+48, FER2013's image folders, AffectNet's and FED-RO's class
+//! folders) are read by [`crate::data::folder`].
+
+pub mod affectnet;
+pub mod ckplus;
+pub mod fer2013;
+pub mod jaffe;
+pub mod rafdb;
+
+use std::path::{Path, PathBuf};
+
+use crate::data::dataset::Format;
+use crate::data::folder;
+use crate::{Error, Result};
+
+pub(crate) fn data_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// An error in a text file, at a 1-based line.
+pub(crate) fn line_err(path: &Path, line: u64, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: format!("{} line {line}", path.display()),
+        message: message.into(),
+    }
+}
+
+/// A `csv` crate error as the file and line it happened at.
+pub(crate) fn csv_err(path: &Path, e: csv::Error) -> Error {
+    match e.position() {
+        Some(p) => line_err(path, p.line(), format!("malformed CSV: {e}")),
+        None => data_err(path, format!("cannot read CSV: {e}")),
+    }
+}
+
+/// The class index of one of the spec's class names; the readers' label tables are written
+/// with names, not indices, so a table cannot silently point at the wrong class.
+pub(crate) fn class(name: &str) -> usize {
+    folder::class_index(name).unwrap_or_else(|| panic!("{name:?} is not one of the spec's classes"))
+}
+
+/// Sub-folders and files of `dir`, hidden entries left out, each sorted by name (never the
+/// file system's order, so datasets and seeded splits are reproducible).
+pub(crate) fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let rd = std::fs::read_dir(dir).map_err(|e| data_err(dir, format!("cannot list: {e}")))?;
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    for entry in rd {
+        let entry = entry.map_err(|e| data_err(dir, format!("cannot list: {e}")))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => dirs.push(path),
+            Ok(_) => files.push(path),
+            Err(e) => return Err(data_err(&path, format!("cannot read: {e}"))),
+        }
+    }
+    dirs.sort();
+    files.sort();
+    Ok((dirs, files))
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub(crate) fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| folder::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The trimmed, lower-cased column names of a CSV file's first row.
+pub(crate) fn csv_header(path: &Path) -> Result<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| data_err(path, format!("cannot open: {e}")))?;
+    let mut rec = csv::StringRecord::new();
+    match r.read_record(&mut rec) {
+        Ok(true) => Ok(rec.iter().map(|f| f.trim().to_ascii_lowercase()).collect()),
+        Ok(false) => Err(data_err(path, "is empty")),
+        Err(e) => Err(csv_err(path, e)),
+    }
+}
+
+/// What a CSV's header says it is.
+pub(crate) fn csv_kind(header: &[String]) -> Option<Format> {
+    let has = |c: &str| header.iter().any(|h| h == c);
+    if has("subdirectory_filepath") && has("expression") {
+        Some(Format::AffectNetCsv)
+    } else if has("emotion") && has("pixels") {
+        Some(Format::Fer2013Csv)
+    } else if header.len() == 9 && header[0].contains('/') && header[6].parse::<u8>().is_ok() {
+        // AffectNet's validation.csv circulates without its header row.
+        Some(Format::AffectNetCsv)
+    } else {
+        None
+    }
+}
+
+/// The CSV files directly in `dir` whose header says they are `format`.
+pub(crate) fn csvs_of(dir: &Path, format: Format) -> Result<Vec<PathBuf>> {
+    let (_, files) = list(dir)?;
+    let mut out = Vec::new();
+    for f in files {
+        let csv = f.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if csv && csv_header(&f).ok().and_then(|h| csv_kind(&h)) == Some(format) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// CK+ as distributed: the folder holding `cohn-kanade-images/` and `Emotion/`.
+pub(crate) fn is_ckplus(root: &Path) -> bool {
+    root.join(ckplus::IMAGES).is_dir() && root.join(ckplus::EMOTION).is_dir()
+}
+
+/// See [`crate::data::dataset::detect`].
+pub fn detect(root: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(root).map_err(|_| data_err(root, "does not exist"))?;
+    if meta.is_file() {
+        if !root
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            return Err(data_err(
+                root,
+                "a dataset file must be a .csv (FER2013's emotion,pixels,Usage or AffectNet's \
+                 training.csv / validation.csv); otherwise give a folder",
+            ));
+        }
+        let header = csv_header(root)?;
+        return csv_kind(&header).ok_or_else(|| {
+            line_err(
+                root,
+                1,
+                format!(
+                    "header {:?} is neither FER2013's (emotion,pixels,Usage) nor AffectNet's \
+                     (subDirectory_filePath,face_x,...,expression,...); use --format",
+                    header.join(",")
+                ),
+            )
+        });
+    }
+    if is_ckplus(root) {
+        return Ok(Format::CkPlus);
+    }
+    if root.join(rafdb::LIST).is_file() {
+        return Ok(Format::RafDb);
+    }
+    if !csvs_of(root, Format::AffectNetCsv)?.is_empty() {
+        return Ok(Format::AffectNetCsv);
+    }
+    if !csvs_of(root, Format::Fer2013Csv)?.is_empty() {
+        return Ok(Format::Fer2013Csv);
+    }
+    let (dirs, files) = list(root)?;
+    if files
+        .iter()
+        .any(|f| jaffe::parse_name(&file_name(f)).is_some())
+    {
+        return Ok(Format::Jaffe);
+    }
+    let class_like = |d: &PathBuf| {
+        let n = file_name(d);
+        folder::class_index(&n).is_some()
+            || n.eq_ignore_ascii_case("train")
+            || n.eq_ignore_ascii_case("test")
+    };
+    if dirs.iter().any(class_like) {
+        return Ok(Format::Folder);
+    }
+    Err(data_err(
+        root,
+        format!(
+            "cannot tell the dataset's format: looked for a .csv with FER2013's or AffectNet's \
+             header, CK+'s {}/ and {}/, RAF-DB's {}, image files named like JAFFE's \
+             (KA.AN1.39.tiff), and class folders ({} or train/ and test/); found none (use --format)",
+            ckplus::IMAGES,
+            ckplus::EMOTION,
+            rafdb::LIST,
+            crate::model::CLASSES.join(", ")
+        ),
+    ))
+}
