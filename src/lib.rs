@@ -9,6 +9,8 @@
 pub mod data;
 pub mod error;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
