@@ -8,6 +8,8 @@
 
 pub mod data;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod figures;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;

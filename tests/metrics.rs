@@ -57,7 +57,10 @@ fn three_class_by_hand() {
     let (probs, labels) = three_class();
     let m = Metrics::new(&probs, &labels, &names(3));
     assert_eq!(m.n, 8);
-    assert_eq!(m.confusion, vec![vec![3, 1, 0], vec![1, 1, 0], vec![0, 1, 1]]);
+    assert_eq!(
+        m.confusion,
+        vec![vec![3, 1, 0], vec![1, 1, 0], vec![0, 1, 1]]
+    );
     close(m.accuracy, 5.0 / 8.0, "accuracy");
     let want = [
         ("A", 3.0 / 4.0, 3.0 / 4.0, 3.0 / 4.0, 4),
@@ -81,7 +84,11 @@ fn three_class_by_hand() {
     for (c, want) in aucs.iter().enumerate() {
         close(m.per_class[c].auc.unwrap(), *want, &format!("AUC {c}"));
     }
-    close(m.macro_auc.unwrap(), aucs.iter().sum::<f64>() / 3.0, "macro AUC");
+    close(
+        m.macro_auc.unwrap(),
+        aucs.iter().sum::<f64>() / 3.0,
+        "macro AUC",
+    );
 }
 
 /// A fourth class that is predicted once but never a label: precision 0 (predicted, never
@@ -89,7 +96,10 @@ fn three_class_by_hand() {
 #[test]
 fn class_without_support_is_left_out_of_macro_f1() {
     let (probs3, mut labels) = three_class();
-    let mut probs: Vec<f32> = probs3.chunks(3).flat_map(|r| [r[0], r[1], r[2], 0.0]).collect();
+    let mut probs: Vec<f32> = probs3
+        .chunks(3)
+        .flat_map(|r| [r[0], r[1], r[2], 0.0])
+        .collect();
     // Example 8: label A, predicted D.
     probs.extend([0.1, 0.1, 0.1, 0.7]);
     labels.push(0);
@@ -238,7 +248,10 @@ fn agrees_with_evaluation() {
     assert_eq!(m.accuracy, e.accuracy());
     assert_eq!(m.macro_f1, e.macro_f1());
     for (c, (p, r, f1, support)) in m.per_class.iter().zip(e.per_class()) {
-        assert_eq!((c.precision, c.recall, c.f1, c.support), (p, r, f1, support));
+        assert_eq!(
+            (c.precision, c.recall, c.f1, c.support),
+            (p, r, f1, support)
+        );
     }
     assert_eq!(m.per_class[6].precision, 0.0);
     assert_eq!(m.per_class[5].support, 0);
@@ -249,7 +262,10 @@ fn markdown_table() {
     let (probs, labels) = three_class();
     let md = Metrics::new(&probs, &labels, &names(3)).markdown();
     let lines: Vec<&str> = md.lines().collect();
-    assert_eq!(lines[0], "| class | precision | recall | F1 | support | AUC |");
+    assert_eq!(
+        lines[0],
+        "| class | precision | recall | F1 | support | AUC |"
+    );
     // The numbers of `three_class_by_hand`, rounded to three places.
     assert_eq!(lines[3], "| B | 0.333 | 0.500 | 0.400 | 2 | 0.875 |");
     assert!(md.contains("| n | accuracy | macro F1 | weighted F1 | macro AUC |"));
