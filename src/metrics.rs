@@ -51,14 +51,14 @@ pub struct Metrics {
     pub macro_f1: f64,
     pub weighted_f1: f64,
     pub per_class: Vec<ClassMetrics>,
-    /// confusion[true][predicted]
+    /// `confusion[true][predicted]`
     pub confusion: Vec<Vec<usize>>,
     pub roc: Vec<RocCurve>,
     pub macro_auc: Option<f64>,
 }
 
 impl Metrics {
-    /// probs: [n, K] row-major class probabilities; labels: [n]; classes: K names.
+    /// probs: `[n, K]` row-major class probabilities; labels: `[n]`; classes: K names.
     ///
     /// # Panics
     /// When `probs.len() != labels.len() * classes.len()`, when there are no classes, or when a
