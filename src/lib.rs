@@ -8,7 +8,11 @@
 
 pub mod data;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod figures;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
