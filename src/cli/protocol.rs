@@ -44,6 +44,7 @@ pub struct ProtocolArgs {
     /// Epochs per model.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Batch size of training and evaluation.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Adam's learning rate.
@@ -87,7 +88,8 @@ pub struct ProtocolArgs {
 /// `fer-cbam kfold`.
 #[derive(Args, Clone, Debug)]
 pub struct KfoldArgs {
-    /// Fold counts, comma-separated: each k gives k models per attention variant.
+    /// Fold counts, comma-separated: each k gives k models per attention variant. The folds
+    /// are drawn with --split-seed; without --data the pool is --synthetic faces.
     #[arg(long, value_delimiter = ',', default_value = "3,5,10")]
     pub folds: Vec<usize>,
     #[command(flatten)]
@@ -722,7 +724,7 @@ fn write_curve(path: &Path, curve: &[EpochPoint]) -> Result<()> {
 }
 
 fn write_report(out: &Path, report: &Report) -> Result<()> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Data {
+    let json = serde_json::to_string(report).map_err(|e| Error::Data {
         path: out.join("report.json").display().to_string(),
         message: e.to_string(),
     })?;
