@@ -589,9 +589,9 @@ fn run_protocol(
     );
     let started = Instant::now();
     let mut done_steps = 0u64;
+    let labels = train_src.labels();
     for (n, m) in plan.iter().enumerate() {
         let config = args.config(m.attention)?;
-        let labels = train_src.labels();
         let train_labels: Vec<usize> = m.train.iter().map(|&i| labels[i]).collect();
         let weights = args
             .class_weights
