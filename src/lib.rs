@@ -17,6 +17,8 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod protocol;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod sources;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]

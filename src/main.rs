@@ -156,6 +156,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// k-fold cross-validation (the paper's Table 3): stratified, subject-grouped with
+    /// --group-by subject; for every k in --folds and every attention variant, k models each
+    /// tested on its held-out fold, clean and per occlusion; mean and spread over folds.
+    Kfold(cli::protocol::KfoldArgs),
+    /// Hold-out (the paper's Table 5): the dataset's own train/test split or a stratified 80:20
+    /// split, one model per attention variant, tested clean and per occlusion.
+    Holdout(cli::protocol::HoldoutArgs),
+    /// Cross-dataset (the paper's Table 6): train on all images of one or more datasets, test
+    /// on all images of another, clean and per occlusion.
+    Cross(cli::protocol::CrossArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
     Predict {
         #[arg(long)]
@@ -382,6 +392,12 @@ fn main() {
             println!("report written to {}", out.display());
             Ok(())
         })(),
+        Command::Kfold(a) => cli::protocol::kfold(fer_cbam::Gpu::new_blocking, &a)
+            .map(|r| protocol_done(&r, &a.common.out)),
+        Command::Holdout(a) => cli::protocol::holdout(fer_cbam::Gpu::new_blocking, &a)
+            .map(|r| protocol_done(&r, &a.common.out)),
+        Command::Cross(a) => cli::protocol::cross(fer_cbam::Gpu::new_blocking, &a)
+            .map(|r| protocol_done(&r, &a.common.out)),
         Command::Predict {
             checkpoint,
             inputs,
@@ -438,6 +454,14 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Prints a finished protocol's summary table and where its report is.
+fn protocol_done(report: &fer_cbam::protocol::Report, out: &std::path::Path) {
+    let md = report.markdown();
+    let table = md.split("\n## Models").next().unwrap_or(&md);
+    println!("{table}");
+    println!("report written to {}", out.display());
 }
 
 fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result<()> {

@@ -1,3 +1,4 @@
 pub mod demo;
 pub mod occlude;
+pub mod protocol;
 pub mod run;

@@ -226,6 +226,7 @@ pub fn train_command(
     let options = TrainOptions {
         adam,
         seed: seed as u32,
+        class_weights: None,
     };
     let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
     net.write_params(gpu, &packed)?;

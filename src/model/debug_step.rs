@@ -100,7 +100,11 @@ pub async fn debug_step(
         config.image_size,
         config.classes.len(),
     )?;
-    let options = TrainOptions { adam, seed: 0 };
+    let options = TrainOptions {
+        adam,
+        seed: 0,
+        class_weights: None,
+    };
     let mut net = Network::new(gpu, &config, b.n, options).await?;
     net.write_params(gpu, &packed)?;
     net.write_batch(gpu, &b.images, &b.labels)?;

@@ -20,11 +20,14 @@ use crate::ops::Dispatch;
 use crate::tensor::Tensor;
 
 /// Training options that live on the device.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
     pub adam: AdamConfig,
     /// Seed of the dropout masks (each layer derives its own).
     pub seed: u32,
+    /// Per-class weights of the loss (PyTorch's `CrossEntropyLoss(weight=...)`), one per class,
+    /// uploaded once; `None` is the plain batch mean.
+    pub class_weights: Option<Vec<f32>>,
 }
 
 /// The tensors of one stage (conv, ELU, pool, optional gates) and their gradients.
@@ -96,6 +99,8 @@ pub struct Network {
     adam: Adam,
     /// Kept for their uniform buffers, which the recorded dispatches bind.
     _head: (GlobalAvgPool, Linear, Linear, Activation),
+    /// The loss's class weights, bound by the recorded loss dispatches.
+    _class_weights: Option<Tensor>,
     forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
     update: Dispatch,
@@ -316,7 +321,25 @@ impl Network {
             true,
         )
         .await?;
-        let xent = SoftmaxXent::new(gpu, SoftmaxXentShape { n, k }, false).await?;
+        let class_weights = match &options.class_weights {
+            Some(w) => {
+                if w.len() != k || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(Error::InvalidConfig {
+                        op: "network".into(),
+                        message: format!(
+                            "class weights must be {k} finite non-negative numbers, got {w:?}"
+                        ),
+                    });
+                }
+                Some(p.alloc("class_weights", &[k])?)
+            }
+            None => None,
+        };
+        if let (Some(t), Some(w)) = (&class_weights, &options.class_weights) {
+            gpu.write(t, w)?;
+        }
+        let xent =
+            SoftmaxXent::new(gpu, SoftmaxXentShape { n, k }, class_weights.is_some()).await?;
 
         forward.push(gap.forward(gpu, last.output(), &pooled)?);
         forward.push(drop1.forward(gpu, &pooled, &drop1_out)?);
@@ -336,10 +359,19 @@ impl Network {
             Some(&param("head.fc2.bias")?),
             &logits,
         )?);
-        forward.push(xent.forward(gpu, &logits, &labels, None, &probs, &loss, &correct)?);
+        forward.push(xent.forward(
+            gpu,
+            &logits,
+            &labels,
+            class_weights.as_ref(),
+            &probs,
+            &loss,
+            &correct,
+        )?);
 
         // Backward, in reverse. Every op overwrites its gradients, so nothing is zeroed per step.
-        let mut backward = vec![xent.backward(gpu, &probs, &labels, None, &d_logits)?];
+        let mut backward =
+            vec![xent.backward(gpu, &probs, &labels, class_weights.as_ref(), &d_logits)?];
         let fc2_w = param("head.fc2.weight")?;
         backward.push(fc2.backward_input(gpu, &d_logits, &fc2_w, &d_drop2_out)?);
         backward.push(fc2.backward_weight(
@@ -455,6 +487,7 @@ impl Network {
             xent,
             adam,
             _head: (gap, fc1, fc2, head_elu),
+            _class_weights: class_weights,
             forward,
             backward,
             update,

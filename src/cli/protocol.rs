@@ -1,0 +1,740 @@
+//! `kfold`, `holdout` and `cross`: the paper's evaluation protocols (Tables 3, 5 and 6), each
+//! training a set of models and writing one report folder (`report.json`, `report.md`,
+//! `curves/<model>.csv`). The plans, records and aggregation are in `fer_cbam::protocol`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use fer_cbam::data::dataset::{self, Dataset, Format};
+use fer_cbam::data::occlusion::{Occlusion, Template};
+use fer_cbam::data::synthetic::Landmarks;
+use fer_cbam::model::checkpoint::write_atomic;
+use fer_cbam::model::{Attention, ModelConfig, Network, ParamTable, TrainOptions, CLASSES};
+use fer_cbam::ops::adam::AdamConfig;
+use fer_cbam::protocol::{
+    self, DataInfo, EpochPoint, EvalRecord, FoldSet, ModelRecord, PlannedModel, Report, SampleInfo,
+};
+use fer_cbam::sources::{DatasetSource, SyntheticSource};
+use fer_cbam::train::{self, Augment, ImageSource, TrainLoop};
+use fer_cbam::{Error, Gpu, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::occlude;
+use super::run::{Data, DataArgs};
+
+/// Model, training, evaluation and report flags shared by the three protocols.
+#[derive(Args, Clone, Debug)]
+pub struct ProtocolArgs {
+    /// Report folder (created if missing): report.json, report.md and curves/<model>.csv. The
+    /// report is rewritten after every model, marked incomplete until the last one.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Attention variants to train, comma-separated: full, none, channel, spatial.
+    #[arg(long, value_delimiter = ',', default_value = "full,none")]
+    pub attention: Vec<Attention>,
+    /// Test sets, comma-separated: clean, patch8, patch16, patch24, eyes, mouth (each image
+    /// occluded the same way as by `eval --occlusion`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "clean,patch8,patch16,patch24,eyes,mouth"
+    )]
+    pub occlusions: Vec<String>,
+    /// Epochs per model.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Batch size of training and evaluation.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of every model's initialisation, shuffling, dropout and occlusion draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Dropout probability of the head.
+    #[arg(long, default_value_t = 0.2)]
+    pub dropout: f32,
+    /// Fraction of training images that get one of the paper's five occlusions, redrawn every
+    /// epoch.
+    #[arg(long, default_value_t = 0.0)]
+    pub occlusion_mix: f64,
+    /// Weight the loss by inverse class frequency of each model's training side (normalised
+    /// to mean 1), for imbalanced data (the paper's Table 1).
+    #[arg(long)]
+    pub class_weights: bool,
+    /// Also evaluate each model on its clean test side after every epoch (test accuracy in the
+    /// training curves; costs one evaluation per epoch).
+    #[arg(long)]
+    pub test_curve: bool,
+    /// Square input size in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub image_size: usize,
+    /// Input channels: 3 (grayscale replicated) or 1.
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
+    /// Conv widths of the stages, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    pub widths: Vec<usize>,
+    /// No progress bar, only the final table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `fer-cbam kfold`.
+#[derive(Args, Clone, Debug)]
+pub struct KfoldArgs {
+    /// Fold counts, comma-separated: each k gives k models per attention variant. The folds
+    /// are drawn with --split-seed; without --data the pool is --synthetic faces.
+    #[arg(long, value_delimiter = ',', default_value = "3,5,10")]
+    pub folds: Vec<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub common: ProtocolArgs,
+}
+
+/// `fer-cbam holdout`.
+#[derive(Args, Clone, Debug)]
+pub struct HoldoutArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub common: ProtocolArgs,
+}
+
+/// `fer-cbam cross`.
+#[derive(Args, Clone, Debug)]
+pub struct CrossArgs {
+    /// Training datasets, comma-separated: all their images (both sides of any split).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train: Vec<PathBuf>,
+    /// Test dataset: all its images.
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Form of every --train dataset; detected from its files when not given.
+    #[arg(long)]
+    pub train_format: Option<Format>,
+    /// Form of --test; detected from its files when not given.
+    #[arg(long)]
+    pub test_format: Option<Format>,
+    /// Landmark template for training images without landmarks: fer2013 or ckplus48.
+    #[arg(long, default_value = "fer2013")]
+    pub train_landmarks: Template,
+    /// Landmark template for test images without landmarks: fer2013 or ckplus48 (for CK+48).
+    #[arg(long, default_value = "fer2013")]
+    pub test_landmarks: Template,
+    /// CK+: keep only the last (apex) frame of each sequence, on either side.
+    #[arg(long)]
+    pub ckplus_apex: bool,
+    /// Stop at the first unreadable image instead of reporting, counting and going on.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub common: ProtocolArgs,
+}
+
+/// The images of one side of a protocol.
+pub enum Source {
+    Synthetic(SyntheticSource),
+    Dataset(DatasetSource),
+}
+
+impl ImageSource for Source {
+    fn len(&self) -> usize {
+        match self {
+            Source::Synthetic(s) => s.len(),
+            Source::Dataset(s) => s.len(),
+        }
+    }
+    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
+        match self {
+            Source::Synthetic(s) => s.load(i, channels, size),
+            Source::Dataset(s) => s.load(i, channels, size),
+        }
+    }
+    fn describe(&self, i: usize) -> String {
+        match self {
+            Source::Synthetic(s) => s.describe(i),
+            Source::Dataset(s) => s.describe(i),
+        }
+    }
+}
+
+impl Source {
+    fn landmarks(&self, i: usize, size: usize) -> Landmarks {
+        match self {
+            Source::Synthetic(s) => s.landmarks(i, size),
+            Source::Dataset(s) => s.landmarks(i, size),
+        }
+    }
+    fn labels(&self) -> Vec<usize> {
+        match self {
+            Source::Synthetic(s) => s.labels(),
+            Source::Dataset(s) => s.labels(),
+        }
+    }
+    fn groups(&self) -> Vec<Option<String>> {
+        match self {
+            Source::Synthetic(s) => vec![None; s.len],
+            Source::Dataset(s) => s.groups(),
+        }
+    }
+    fn samples(&self) -> Vec<SampleInfo> {
+        let labels = self.labels();
+        let groups = self.groups();
+        (0..self.len())
+            .map(|i| SampleInfo {
+                name: self.describe(i),
+                label: labels[i],
+                group: groups[i].clone(),
+            })
+            .collect()
+    }
+    fn counts(&self, indices: Option<&[usize]>) -> Vec<usize> {
+        let labels = self.labels();
+        let mut c = vec![0; CLASSES.len()];
+        match indices {
+            Some(idx) => idx.iter().for_each(|&i| c[labels[i]] += 1),
+            None => labels.iter().for_each(|&l| c[l] += 1),
+        }
+        c
+    }
+    /// Where the landmarks came from, per kind of source, with counts.
+    fn landmark_origins(&self) -> String {
+        match self {
+            Source::Synthetic(_) => "exact (the generator's own geometry)".into(),
+            Source::Dataset(s) => {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for i in 0..s.samples.len() {
+                    let o = s.landmark_origin(i);
+                    let kind = if o.starts_with("dataset file") {
+                        "the dataset's landmark files".to_string()
+                    } else {
+                        o
+                    };
+                    *counts.entry(kind).or_default() += 1;
+                }
+                counts
+                    .into_iter()
+                    .map(|(k, n)| format!("{n} from {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+    }
+}
+
+/// Opens a dataset (detected form unless `format`), keeps the apex frames when asked, and
+/// describes it in words (skipped folders, loader notes).
+fn open(root: &Path, format: Option<Format>, apex: bool) -> Result<(Dataset, String)> {
+    let mut ds = dataset::open(root, format)?;
+    let mut note = format!("{} ({})", root.display(), ds.format.name());
+    if apex {
+        let dropped = ds.keep_last_frame_per_sequence();
+        note += &format!(" (apex frames only: {dropped} other frames left out)");
+    }
+    for s in &ds.skipped {
+        note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
+    }
+    for n in &ds.notes {
+        note += &format!(" ({n})");
+    }
+    if ds.samples.is_empty() {
+        return Err(Error::Data {
+            path: root.display().to_string(),
+            message: "no images of the seven classes".into(),
+        });
+    }
+    Ok((ds, note))
+}
+
+fn invalid(op: &str, message: impl Into<String>) -> Error {
+    Error::InvalidConfig {
+        op: op.into(),
+        message: message.into(),
+    }
+}
+
+/// The test sets named by --occlusions: `clean` (or `none`) and the occlusion types.
+fn test_sets(names: &[String]) -> Result<Vec<(String, Option<Occlusion>)>> {
+    let mut sets: Vec<(String, Option<Occlusion>)> = Vec::new();
+    for n in names {
+        let set = match n.trim() {
+            "clean" | "none" => ("clean".to_string(), None),
+            o => {
+                let occ: Occlusion = o.parse().map_err(|e: String| invalid("--occlusions", e))?;
+                (occ.to_string(), Some(occ))
+            }
+        };
+        if sets.iter().any(|s| s.0 == set.0) {
+            return Err(invalid("--occlusions", format!("{} is named twice", set.0)));
+        }
+        sets.push(set);
+    }
+    if sets.is_empty() {
+        return Err(invalid("--occlusions", "no test set named"));
+    }
+    Ok(sets)
+}
+
+impl ProtocolArgs {
+    fn config(&self, attention: Attention) -> Result<ModelConfig> {
+        let c = ModelConfig {
+            image_size: self.image_size,
+            in_channels: self.in_channels,
+            attention,
+            widths: self.widths.clone(),
+            dropout: self.dropout,
+            ..ModelConfig::default()
+        };
+        c.validate()?;
+        Ok(c)
+    }
+    fn check(&self) -> Result<()> {
+        if self.attention.is_empty() {
+            return Err(invalid("--attention", "no attention variant named"));
+        }
+        for (i, a) in self.attention.iter().enumerate() {
+            if self.attention[..i].contains(a) {
+                return Err(invalid(
+                    "--attention",
+                    format!("{} is named twice", protocol::attention_name(*a)),
+                ));
+            }
+            self.config(*a)?;
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(invalid(
+                "protocol",
+                "--epochs and --batch-size must be positive",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.occlusion_mix) {
+            return Err(invalid(
+                "--occlusion-mix",
+                format!("{} is not a fraction between 0 and 1", self.occlusion_mix),
+            ));
+        }
+        test_sets(&self.occlusions)?;
+        Ok(())
+    }
+    /// The run's settings for the report (everything but the output folder, so that reruns
+    /// compare equal).
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "attention": self.attention.iter().map(|a| protocol::attention_name(*a)).collect::<Vec<_>>(),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            // Through its shortest decimal form: 0.2, not f32's 0.20000000298023224.
+            "dropout": self.dropout.to_string().parse::<f64>().unwrap_or(0.0),
+            "occlusion_mix": self.occlusion_mix,
+            "class_weights": self.class_weights,
+            "test_curve": self.test_curve,
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "widths": self.widths,
+        })
+    }
+}
+
+fn data_settings(d: &DataArgs) -> serde_json::Value {
+    serde_json::json!({
+        "data": d.data,
+        "format": d.format.map(|f| f.name()),
+        "synthetic": d.data.is_none().then_some(d.synthetic),
+        "synthetic_seed": d.data.is_none().then_some(d.synthetic_seed),
+        "split_seed": d.split_seed,
+        "group_by": d.group_by,
+        "ckplus_apex": d.ckplus_apex,
+        "landmarks": format!("{:?}", d.landmarks),
+    })
+}
+
+fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+/// `fer-cbam kfold`: stratified (optionally subject-grouped) k-fold cross-validation.
+pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<Report> {
+    let c = &args.common;
+    c.check()?;
+    let (pool, note) = match &args.data.data {
+        None => {
+            if args.data.synthetic < 10 {
+                return Err(invalid(
+                    "--synthetic",
+                    format!("{} faces are too few for k-fold", args.data.synthetic),
+                ));
+            }
+            let s = SyntheticSource {
+                seed: args.data.synthetic_seed,
+                first: 0,
+                len: args.data.synthetic,
+            };
+            let note = format!("synthetic faces (seed {}): {}", s.seed, args.data.synthetic);
+            (Source::Synthetic(s), note)
+        }
+        Some(root) => {
+            let (ds, note) = open(root, args.data.format, args.data.ckplus_apex)?;
+            let src = DatasetSource::new(&ds, args.data.landmarks, |_| true);
+            (Source::Dataset(src), note)
+        }
+    };
+    let grouped = args.data.group_by == "subject";
+    let groups = pool.groups();
+    if grouped && groups.iter().all(|g| g.is_none()) {
+        return Err(invalid(
+            "--group-by subject",
+            format!("no image of {note} names its subject"),
+        ));
+    }
+    let (folds, plan) = protocol::kfold_plan(
+        &pool.labels(),
+        grouped.then_some(&groups[..]),
+        &args.folds,
+        &c.attention,
+        args.data.split_seed,
+    )?;
+    let desc = format!(
+        "{note}, {} images; stratified k-fold (seed {}{})",
+        pool.len(),
+        args.data.split_seed,
+        if grouped { ", by subject" } else { "" }
+    );
+    let data = DataInfo {
+        train: desc.clone(),
+        test: desc,
+        train_landmarks: pool.landmark_origins(),
+        test_landmarks: pool.landmark_origins(),
+        train_counts: pool.counts(None),
+        test_counts: pool.counts(None),
+        samples: pool.samples(),
+    };
+    let settings = merge(
+        merge(c.settings(), data_settings(&args.data)),
+        serde_json::json!({ "folds": args.folds }),
+    );
+    run_protocol(
+        &gpu_fn()?,
+        "kfold",
+        c,
+        settings,
+        (&pool, &pool),
+        folds,
+        plan,
+        data,
+        args.data.strict,
+    )
+}
+
+/// `fer-cbam holdout`: the dataset's own train/test split, or a stratified 80:20 split.
+pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Result<Report> {
+    let c = &args.common;
+    c.check()?;
+    let d = args.data.load()?;
+    let desc = d.describe();
+    let (train, test) = match d {
+        Data::Synthetic { train, test } => (Source::Synthetic(train), Source::Synthetic(test)),
+        Data::Folder { train, test, .. } => (Source::Dataset(train), Source::Dataset(test)),
+    };
+    let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
+    let data = DataInfo {
+        train: desc.clone(),
+        test: desc,
+        train_landmarks: train.landmark_origins(),
+        test_landmarks: test.landmark_origins(),
+        train_counts: train.counts(None),
+        test_counts: test.counts(None),
+        samples: test.samples(),
+    };
+    let settings = merge(c.settings(), data_settings(&args.data));
+    run_protocol(
+        &gpu_fn()?,
+        "holdout",
+        c,
+        settings,
+        (&train, &test),
+        Vec::new(),
+        plan,
+        data,
+        args.data.strict,
+    )
+}
+
+/// `fer-cbam cross`: train on the union of datasets, test on all of another.
+pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<Report> {
+    let c = &args.common;
+    c.check()?;
+    let mut samples = Vec::new();
+    let mut notes = Vec::new();
+    for root in &args.train {
+        let (ds, note) = open(root, args.train_format, args.ckplus_apex)?;
+        samples.extend(ds.samples);
+        notes.push(note);
+    }
+    let train = Source::Dataset(DatasetSource {
+        samples,
+        template: args.train_landmarks,
+    });
+    let (ds, test_note) = open(&args.test, args.test_format, args.ckplus_apex)?;
+    let test = Source::Dataset(DatasetSource::new(&ds, args.test_landmarks, |_| true));
+    let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
+    let data = DataInfo {
+        train: format!("{}: {} images", notes.join(" + "), train.len()),
+        test: format!("{test_note}: {} images", test.len()),
+        train_landmarks: train.landmark_origins(),
+        test_landmarks: test.landmark_origins(),
+        train_counts: train.counts(None),
+        test_counts: test.counts(None),
+        samples: test.samples(),
+    };
+    let settings = merge(
+        c.settings(),
+        serde_json::json!({
+            "train": args.train,
+            "test": args.test,
+            "train_format": args.train_format.map(|f| f.name()),
+            "test_format": args.test_format.map(|f| f.name()),
+            "train_landmarks": format!("{:?}", args.train_landmarks),
+            "test_landmarks": format!("{:?}", args.test_landmarks),
+            "ckplus_apex": args.ckplus_apex,
+        }),
+    );
+    run_protocol(
+        &gpu_fn()?,
+        "cross",
+        c,
+        settings,
+        (&train, &test),
+        Vec::new(),
+        plan,
+        data,
+        args.strict,
+    )
+}
+
+/// Trains and evaluates every planned model, rewriting the report after each; returns the
+/// complete report.
+#[allow(clippy::too_many_arguments)]
+fn run_protocol(
+    gpu: &Gpu,
+    name: &str,
+    args: &ProtocolArgs,
+    settings: serde_json::Value,
+    (train_src, test_src): (&Source, &Source),
+    folds: Vec<FoldSet>,
+    plan: Vec<PlannedModel>,
+    data: DataInfo,
+    strict: bool,
+) -> Result<Report> {
+    let sets = test_sets(&args.occlusions)?;
+    let batch = args.batch_size;
+    if let Some(m) = plan.iter().find(|m| m.train.len() < batch) {
+        return Err(invalid(
+            "protocol",
+            format!(
+                "model {} has {} training images, fewer than one batch of {batch}",
+                m.id,
+                m.train.len()
+            ),
+        ));
+    }
+    if let Some(m) = plan.iter().find(|m| m.test.is_empty()) {
+        return Err(invalid(
+            "protocol",
+            format!("model {} has no test image", m.id),
+        ));
+    }
+    let out = &args.out;
+    let curves = out.join("curves");
+    std::fs::create_dir_all(&curves).map_err(|e| Error::Data {
+        path: curves.display().to_string(),
+        message: format!("cannot create the report folder: {e}"),
+    })?;
+    let classes: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
+    let mut report = Report {
+        protocol: name.to_string(),
+        complete: false,
+        settings,
+        classes: classes.clone(),
+        occlusions: sets.iter().map(|s| s.0.clone()).collect(),
+        data,
+        folds,
+        models: Vec::new(),
+        summary: Vec::new(),
+        seconds: 0.0,
+    };
+    let steps_of = |m: &PlannedModel| (m.train.len() / batch * args.epochs) as u64;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(plan.iter().map(steps_of).sum())
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
+    let started = Instant::now();
+    let mut done_steps = 0u64;
+    let labels = train_src.labels();
+    for (n, m) in plan.iter().enumerate() {
+        let config = args.config(m.attention)?;
+        let train_labels: Vec<usize> = m.train.iter().map(|&i| labels[i]).collect();
+        let weights = args
+            .class_weights
+            .then(|| protocol::class_weights(&train_labels, classes.len()));
+        let options = TrainOptions {
+            adam: AdamConfig {
+                lr: args.lr,
+                weight_decay: args.weight_decay,
+                ..Default::default()
+            },
+            seed: args.seed as u32,
+            class_weights: weights.clone(),
+        };
+        let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
+        net.write_params(gpu, &ParamTable::new(&config).init(args.seed))?;
+        let (ch, size) = (config.in_channels, config.image_size);
+        let mix = occlude::mix(args.occlusion_mix, args.seed, ch, size, |i, s| {
+            train_src.landmarks(i, s)
+        });
+        let augment: Option<Augment> = (args.occlusion_mix > 0.0).then_some(&mix as Augment);
+        let model_started = Instant::now();
+        let mut curve = Vec::new();
+        for _ in 0..args.epochs {
+            let mut last = None;
+            let opts = TrainLoop {
+                epochs: 1,
+                seed: args.seed,
+                strict,
+            };
+            // One epoch per call: train() numbers epochs from the network's step count, so
+            // this is the same run as one call with all epochs, with a point to evaluate at.
+            train::train(
+                gpu,
+                &mut net,
+                train_src,
+                &m.train,
+                &opts,
+                augment,
+                &mut |p, failures| {
+                    for f in failures {
+                        bar.suspend(|| eprintln!("warning: skipped {f}"));
+                    }
+                    bar.set_position(done_steps + p.step as u64);
+                    bar.set_message(format!(
+                        "model {}/{} {}  epoch {}  loss {:.4}  acc {:.3}",
+                        n + 1,
+                        plan.len(),
+                        m.id,
+                        p.epoch + 1,
+                        p.loss,
+                        p.accuracy
+                    ));
+                    last = Some(p.clone());
+                },
+            )?;
+            let p = last.expect("an epoch reports at least once");
+            let test_accuracy = if args.test_curve {
+                Some(train::evaluate(gpu, &net, test_src, &m.test, strict, None)?.accuracy())
+            } else {
+                None
+            };
+            curve.push(EpochPoint {
+                epoch: p.epoch + 1,
+                loss: p.loss,
+                accuracy: p.accuracy,
+                test_accuracy,
+            });
+        }
+        done_steps += steps_of(m);
+        let train_seconds = model_started.elapsed().as_secs_f64();
+        let mut evaluations = Vec::new();
+        for (set, occ) in &sets {
+            let f = occ.map(|o| occlude::fixed(o, ch, size, |i, s| test_src.landmarks(i, s)));
+            let augment = f.as_ref().map(|f| f as Augment);
+            let e = train::evaluate(gpu, &net, test_src, &m.test, strict, augment)?;
+            // Unreadable examples are left out of the evaluation: leave them out of the
+            // indices too, so that indices, labels and probability rows stay aligned.
+            let indices: Vec<usize> = if e.failures.is_empty() {
+                m.test.clone()
+            } else {
+                m.test
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let name = test_src.describe(i);
+                        !e.failures.iter().any(|f| f.contains(&name))
+                    })
+                    .collect()
+            };
+            evaluations.push(EvalRecord::new(set, &e, indices, &classes));
+        }
+        report.models.push(ModelRecord {
+            id: m.id.clone(),
+            k: m.k,
+            fold: m.fold,
+            attention: m.attention,
+            train_size: m.train.len(),
+            test_size: m.test.len(),
+            class_weights: weights,
+            train_seconds,
+            curve,
+            evaluations,
+        });
+        report.summary = protocol::summarize(&report.models);
+        report.seconds = started.elapsed().as_secs_f64();
+        report.complete = n + 1 == plan.len();
+        write_curve(
+            &curves.join(format!("{}.csv", m.id)),
+            &report.models[n].curve,
+        )?;
+        write_report(out, &report)?;
+    }
+    bar.finish_and_clear();
+    write_figures(out, &report)?;
+    Ok(report)
+}
+
+fn write_curve(path: &Path, curve: &[EpochPoint]) -> Result<()> {
+    let mut s = String::from("epoch,loss,accuracy,test_accuracy\n");
+    for p in curve {
+        s += &format!(
+            "{},{},{},{}\n",
+            p.epoch,
+            p.loss,
+            p.accuracy,
+            p.test_accuracy.map_or(String::new(), |a| a.to_string())
+        );
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+fn write_report(out: &Path, report: &Report) -> Result<()> {
+    let json = serde_json::to_string(report).map_err(|e| Error::Data {
+        path: out.join("report.json").display().to_string(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&out.join("report.json"), json.as_bytes())?;
+    write_atomic(&out.join("report.md"), report.markdown().as_bytes())
+}
+
+/// Figures of a finished report (confusion heat maps, ROC curves, training curves, bars).
+fn write_figures(dir: &Path, report: &Report) -> Result<()> {
+    // figures: wired in after the metrics branch merges
+    let _ = (dir, report);
+    Ok(())
+}
