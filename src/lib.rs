@@ -8,6 +8,9 @@
 
 pub mod data;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod explain;
+pub mod figure_text;
 pub mod gpu;
 pub mod model;
 pub mod ops;

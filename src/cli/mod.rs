@@ -1,3 +1,4 @@
 pub mod demo;
+pub mod explain;
 pub mod occlude;
 pub mod run;
