@@ -401,15 +401,11 @@ fn gray_map(image: &[u8], size: usize) -> Map {
     }
 }
 
+/// A colour per position `(u, v)` in the panel, and its opacity over the face.
+type Heat<'a> = (&'a dyn Fn(f32, f32) -> Rgb<u8>, f32);
+
 /// Draws `face` (bilinear) into a `side` x `side` panel, optionally overlaying `heat(u, v)`.
-fn panel(
-    img: &mut RgbImage,
-    x: u32,
-    y: u32,
-    side: u32,
-    face: &Map,
-    heat: Option<(&dyn Fn(f32, f32) -> Rgb<u8>, f32)>,
-) {
+fn panel(img: &mut RgbImage, x: u32, y: u32, side: u32, face: &Map, heat: Option<Heat<'_>>) {
     for j in 0..side {
         for i in 0..side {
             let (u, v) = (

@@ -149,9 +149,10 @@ fn explain_writes_one_figure_per_face_and_gate_statistics_shaped_as_the_stages()
         // column is compared with itself. At initialisation stage 0 moves by ~5e-3 on average
         // (the box zeroes ~15% of its input) and the change shrinks ~10x per stage (to ~2e-6 at
         // stage 3), so stage 0 must move by more than 1e-3 and the others at all.
-        for i in 0..4 {
-            let clean = f(&cols[0]["stages"][i]["spatial"]["mean_abs_change_from_clean"]);
-            let moved = f(&cols[1]["stages"][i]["spatial"]["mean_abs_change_from_clean"]);
+        let stages = |c: usize| cols[c]["stages"].as_array().unwrap().clone();
+        for (i, (c, o)) in stages(0).iter().zip(&stages(1)).enumerate() {
+            let clean = f(&c["spatial"]["mean_abs_change_from_clean"]);
+            let moved = f(&o["spatial"]["mean_abs_change_from_clean"]);
             assert_eq!(clean, 0.0);
             let floor = if i == 0 { 1e-3 } else { 0.0 };
             assert!(
@@ -456,4 +457,35 @@ fn the_bitmap_font_draws_every_printable_character_distinctly() {
         fer_cbam::figure_text::glyph('\u{e9}'),
         fer_cbam::figure_text::glyph('?')
     );
+}
+
+#[test]
+fn demo_report_links_its_attention_figures() {
+    let dir = tmp_dir("explain-demo");
+    let out = dir.join("report");
+    let (ok, _, stderr) = fer_cbam(&[
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // 70 faces: 56 train, so the test faces start at index 56.
+    for name in [
+        "synthetic-56-mouth",
+        "synthetic-57-eyes",
+        "synthetic-58-mouth",
+    ] {
+        let png = out.join("explain").join(format!("{name}.png"));
+        assert!(png.exists(), "{} missing", png.display());
+        assert!(md.contains(&format!("(explain/{name}.png)")), "{md}");
+    }
+    let doc = read_json(&out.join("explain/explain.json"));
+    assert_eq!(doc["config"]["attention"], "full");
+    assert!(doc["images"][0]["columns"][1]["sensitivity"].is_object());
 }

@@ -483,3 +483,25 @@ pub fn occlude_command(a: &OccludeArgs) -> Result<(u32, u32)> {
     explain::save_png(&a.out, &img)?;
     Ok((img.width(), img.height()))
 }
+
+/// The demo's figures: the first three test faces under the attention model, each clean beside
+/// one occlusion (mouth, eyes, mouth), with sensitivity maps, into `out`.
+pub fn demo_figures(
+    gpu: &Gpu,
+    ck: &Checkpoint,
+    ck_path: &Path,
+    seed: u64,
+    first: u64,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    let (channels, size) = (ck.config.in_channels, ck.config.image_size);
+    let occ = [Occlusion::Mouth, Occlusion::Eyes, Occlusion::Mouth];
+    let items = occ
+        .iter()
+        .enumerate()
+        .map(|(k, &o)| synthetic_item(seed, first + k as u64, channels, size, Some(o)))
+        .collect();
+    let sens = ((size / 8).max(1), (size / 16).max(1));
+    let origin = "exact (the generator's own geometry)";
+    Ok(explain_items(gpu, ck, ck_path, items, Some(sens), 32, out, origin)?.figures)
+}
