@@ -10,6 +10,8 @@ pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod figures;
+pub mod explain;
+pub mod figure_text;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;

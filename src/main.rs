@@ -166,6 +166,13 @@ enum Command {
     /// Cross-dataset (the paper's Table 6): train on all images of one or more datasets, test
     /// on all images of another, clean and per occlusion.
     Cross(cli::protocol::CrossArgs),
+    /// Draw what the attention gates did to images, clean and occluded side by side: each
+    /// stage's spatial map over the face, each channel gate as a strip, the class
+    /// probabilities, and with --sensitivity where hiding the face lowers the prediction.
+    Explain(cli::explain::ExplainArgs),
+    /// Write a PNG grid of test faces, one row per occlusion type (clean, patch8, patch16,
+    /// patch24, eyes, mouth), like the paper's Figure 5.
+    Occlude(cli::explain::OccludeArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
     Predict {
         #[arg(long)]
@@ -398,6 +405,17 @@ fn main() {
             .map(|r| protocol_done(&r, &a.common.out)),
         Command::Cross(a) => cli::protocol::cross(fer_cbam::Gpu::new_blocking, &a)
             .map(|r| protocol_done(&r, &a.common.out)),
+        Command::Explain(args) => fer_cbam::Gpu::new_blocking().and_then(|gpu| {
+            let w = cli::explain::explain_command(&gpu, &args)?;
+            for f in &w.figures {
+                println!("wrote {}", f.display());
+            }
+            println!("wrote {}", args.out.join("explain.json").display());
+            Ok(())
+        }),
+        Command::Occlude(args) => cli::explain::occlude_command(&args).map(|(w, h)| {
+            println!("wrote {} ({w}x{h})", args.out.display());
+        }),
         Command::Predict {
             checkpoint,
             inputs,

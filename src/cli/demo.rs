@@ -89,6 +89,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         .chain(Occlusion::PAPER.map(Some))
         .collect();
     let mut columns = Vec::new();
+    let mut figures = Vec::new();
     for attention in [Attention::Full, Attention::None] {
         let config = ModelConfig {
             image_size: plan.image_size,
@@ -129,6 +130,12 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
             TrainOptions::default(),
         ))?;
         net.write_params(gpu, &saved.packed)?;
+        if attention == Attention::Full {
+            let dir = out.join("explain");
+            figures =
+                super::explain::demo_figures(gpu, &saved, &ck, 2026, plan.train as u64, &dir)?;
+            say(format!("attention figures in {}", dir.display()));
+        }
         let test_idx: Vec<usize> = (0..data.test().len()).collect();
         let mut cells = Vec::new();
         for occ in &tests {
@@ -158,7 +165,9 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
          widths {:?}, {} epochs at batch {}, Adam lr {}, {}% of training faces occluded (paper's five types, redrawn each epoch). \
          Landmarks for eye/mouth occlusion: exact (the generator's own geometry).\n\n{}\n\
          Training took {:.1} s with attention and {:.1} s without; the whole demo {:.1} s.\n\
-         Checkpoints: full.safetensors, none.safetensors.\n",
+         Checkpoints: full.safetensors, none.safetensors.\n\n\
+         What the attention model's gates did on three test faces, clean beside occluded, with \
+         occlusion sensitivity (`fer-cbam explain`): {}.\n",
         gpu.info.name,
         gpu.info.backend,
         plan.image_size,
@@ -173,12 +182,18 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         table,
         columns[0].1,
         columns[1].1,
-        elapsed
+        elapsed,
+        figures
+            .iter()
+            .map(|f| format!("[{0}]({0})", f.strip_prefix(out).unwrap_or(f).display()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let json = serde_json::json!({
         "device": gpu.info.name,
         "plan": plan,
         "seconds": elapsed,
+        "figures": figures,
         "results": columns.iter().map(|(name, secs, cells)| serde_json::json!({
             "attention": name,
             "train_seconds": secs,

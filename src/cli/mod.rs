@@ -1,4 +1,5 @@
 pub mod demo;
+pub mod explain;
 pub mod occlude;
 pub mod protocol;
 pub mod run;
