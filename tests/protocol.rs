@@ -75,7 +75,23 @@ fn run(args: &[&str], out: &Path) -> Value {
         let csv = std::fs::read_to_string(out.join("curves").join(format!("{id}.csv"))).unwrap();
         assert_eq!(csv.lines().count(), 2, "header and one epoch: {csv}");
         assert_eq!(m["curve"].as_array().unwrap().len(), 1);
+        let png = out.join("figures").join("curves").join(format!("{id}.png"));
+        assert!(image::open(&png).is_ok(), "{} is not a PNG", png.display());
     }
+    // Figures: a confusion heat map and ROC curves per summary row (pooled over folds), one
+    // metrics section per row, and the accuracy bars.
+    let summary = v["summary"].as_array().unwrap();
+    let md = std::fs::read_to_string(out.join("metrics.md")).unwrap();
+    assert_eq!(md.matches("\n## ").count(), summary.len(), "{md}");
+    for kind in ["confusion", "roc"] {
+        let n = std::fs::read_dir(out.join("figures"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(kind))
+            .count();
+        assert_eq!(n, summary.len(), "{kind} figures");
+    }
+    assert!(image::open(out.join("figures").join("accuracy.png")).is_ok());
     v
 }
 

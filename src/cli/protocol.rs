@@ -732,9 +732,78 @@ fn write_report(out: &Path, report: &Report) -> Result<()> {
     write_atomic(&out.join("report.md"), report.markdown().as_bytes())
 }
 
-/// Figures of a finished report (confusion heat maps, ROC curves, training curves, bars).
+/// Figures of a finished report, in `dir/figures/`: per (k, attention, test set) the confusion
+/// heat map and one-vs-rest ROC curves of the predictions pooled over folds (every example
+/// once), each model's training curves, and a bar chart of mean accuracy per test set; plus
+/// `dir/metrics.md` with the pooled metrics (weighted F1 and AUC, which report.md leaves out).
 fn write_figures(dir: &Path, report: &Report) -> Result<()> {
-    // figures: wired in after the metrics branch merges
-    let _ = (dir, report);
-    Ok(())
+    use fer_cbam::figures;
+    use fer_cbam::metrics::Metrics;
+    let fig = dir.join("figures");
+    std::fs::create_dir_all(fig.join("curves")).map_err(|e| Error::Data {
+        path: fig.display().to_string(),
+        message: format!("cannot create the figures folder: {e}"),
+    })?;
+    let label = |k: Option<usize>, a: Attention| match k {
+        Some(k) => format!("k{k}-{}", protocol::attention_name(a)),
+        None => protocol::attention_name(a).to_string(),
+    };
+    let mut md = String::from("# Pooled metrics per model group and test set\n\n");
+    for row in &report.summary {
+        let (mut probs, mut labels) = (Vec::new(), Vec::new());
+        for m in report
+            .models
+            .iter()
+            .filter(|m| m.k == row.k && m.attention == row.attention)
+        {
+            for e in m.evaluations.iter().filter(|e| e.occlusion == row.occlusion) {
+                probs.extend_from_slice(&e.probs);
+                labels.extend_from_slice(&e.labels);
+            }
+        }
+        if labels.is_empty() {
+            continue;
+        }
+        let name = format!("{}-{}", label(row.k, row.attention), row.occlusion);
+        let metrics = Metrics::new(&probs, &labels, &report.classes);
+        let title = format!(
+            "{} {}, test {} ({} images)",
+            report.protocol, name, row.occlusion, metrics.n
+        );
+        figures::confusion_png(&fig.join(format!("confusion-{name}.png")), &metrics, &title)?;
+        figures::roc_png(&fig.join(format!("roc-{name}.png")), &metrics, &title)?;
+        md += &format!("## {name}\n\n{}\n", metrics.markdown());
+    }
+    for m in &report.models {
+        let points: Vec<figures::EpochPoint> = m
+            .curve
+            .iter()
+            .map(|p| figures::EpochPoint {
+                epoch: p.epoch,
+                loss: p.loss,
+                accuracy: p.accuracy,
+                test_accuracy: p.test_accuracy,
+            })
+            .collect();
+        figures::curves_png(
+            &fig.join("curves").join(format!("{}.png", m.id)),
+            &points,
+            &format!("{} {}: training", report.protocol, m.id),
+        )?;
+    }
+    let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for row in &report.summary {
+        let bar = (label(row.k, row.attention), row.accuracy_mean);
+        match groups.iter_mut().find(|g| g.0 == row.occlusion) {
+            Some(g) => g.1.push(bar),
+            None => groups.push((row.occlusion.clone(), vec![bar])),
+        }
+    }
+    figures::bars_png(
+        &fig.join("accuracy.png"),
+        &groups,
+        &format!("{}: mean test accuracy per test set", report.protocol),
+        "accuracy",
+    )?;
+    write_atomic(&dir.join("metrics.md"), md.as_bytes())
 }
