@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sources;
 pub mod tensor;

@@ -1,3 +1,4 @@
 pub mod demo;
 pub mod occlude;
+pub mod profile;
 pub mod run;
