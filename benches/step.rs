@@ -23,16 +23,14 @@ fn bench(c: &mut Criterion) {
             image_size: size,
             ..ModelConfig::default()
         };
-        let mut net = pollster::block_on(Network::new(
-            &gpu,
-            &config,
-            BATCH,
-            TrainOptions::default(),
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut net =
+            pollster::block_on(Network::new(&gpu, &config, BATCH, TrainOptions::default()))
+                .unwrap_or_else(|e| panic!("{e}"));
         net.write_params(&gpu, &net.table().init(0)).unwrap();
         let pixels = BATCH * config.in_channels * size * size;
-        let images: Vec<f32> = (0..pixels).map(|j| ((j * 7919) % 256) as f32 / 255.0).collect();
+        let images: Vec<f32> = (0..pixels)
+            .map(|j| ((j * 7919) % 256) as f32 / 255.0)
+            .collect();
         let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 7).collect();
         net.write_batch(&gpu, &images, &labels).unwrap();
 

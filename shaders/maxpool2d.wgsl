@@ -105,3 +105,23 @@ fn backward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         if (has_right && has_below) { dx[base + p.w + 1u] = 0.0; }
     }
 }
+
+// v2 forward: `forward` with the window's four values named instead of gathered through
+// `window_argmax`'s candidate array (which lavapipe keeps in memory); same order, same `>`.
+@compute @workgroup_size(WG)
+fn forward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n * p.c * p.h_out * p.w_out) { return; }
+    let ox = i % p.w_out;
+    let oy = (i / p.w_out) % p.h_out;
+    let plane = i / (p.w_out * p.h_out);
+    let base = plane * p.h * p.w + (2u * oy) * p.w + 2u * ox;
+    var best_v = x[base];
+    let b = x[base + 1u];
+    let c = x[base + p.w];
+    let d = x[base + p.w + 1u];
+    if (b > best_v) { best_v = b; }
+    if (c > best_v) { best_v = c; }
+    if (d > best_v) { best_v = d; }
+    y[i] = best_v;
+}

@@ -40,13 +40,7 @@ fn profile_with(method: Method) -> Profile {
 
 /// The step's kernels in recording order, from a network built the same way.
 fn expected_kernels() -> Vec<String> {
-    let net = block_on(Network::new(
-        gpu(),
-        &tiny(),
-        BATCH,
-        TrainOptions::default(),
-    ))
-    .unwrap();
+    let net = block_on(Network::new(gpu(), &tiny(), BATCH, TrainOptions::default())).unwrap();
     net.dispatches()
         .map(|d| {
             let (shader, entry) = d.kernel();
@@ -124,7 +118,10 @@ fn check(p: &Profile, method: Method, expected: &[String]) {
     let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
     assert_eq!(events.len(), STEPS * expected.len());
-    for (e, d) in events.iter().zip(p.steps.iter().flat_map(|s| &s.dispatches)) {
+    for (e, d) in events
+        .iter()
+        .zip(p.steps.iter().flat_map(|s| &s.dispatches))
+    {
         assert_eq!(e["ph"], "X");
         assert_eq!(e["name"], d.kernel.as_str());
         let dur = e["dur"].as_f64().unwrap();

@@ -46,15 +46,16 @@ const Y: (u32, Binding) = (2, Binding::ReadWrite);
 const DY: (u32, Binding) = (3, Binding::Read);
 const DX: (u32, Binding) = (4, Binding::ReadWrite);
 
-/// Which backward kernel a [`MaxPool2d`] runs (the forward is the same).
+/// Which kernels a [`MaxPool2d`] runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MaxPool2dVersion {
-    /// `backward`: one invocation per input element, each finding its window's argmax (the
-    /// readable one).
+    /// `forward`, `backward`: the backward has one invocation per input element, each finding
+    /// its window's argmax (the readable one).
     V1,
-    /// `backward_v2`: one invocation per window, its argmax found once and its four gradients
-    /// written together (measured 0.12 GB/s for v1 against several GB/s on lavapipe at the
-    /// network's shapes; see the README's Performance section).
+    /// `forward_v2`, `backward_v2`: the window's values named (no array), and the backward has
+    /// one invocation per window, its argmax found once and its four gradients written
+    /// together: the step's four pool backwards at batch 64 x 48x48 took 1,318 ms with v1 and
+    /// 74 ms with v2 on lavapipe (`fer-cbam profile`, README "Performance").
     #[default]
     V2,
 }
@@ -68,7 +69,7 @@ pub struct MaxPool2d {
 }
 
 impl MaxPool2d {
-    /// The pool with the default (fastest) backward, [`MaxPool2dVersion::V2`].
+    /// The pool with the default (fastest) kernels, [`MaxPool2dVersion::V2`].
     pub async fn new(gpu: &Gpu, shape: MaxPool2dShape) -> Result<MaxPool2d> {
         MaxPool2d::with_version(gpu, shape, MaxPool2dVersion::default()).await
     }
@@ -97,7 +98,10 @@ impl MaxPool2d {
         Ok(MaxPool2d {
             shape,
             version,
-            forward: kernel("forward", &[UNIFORM, X, Y]).await?,
+            forward: match version {
+                MaxPool2dVersion::V1 => kernel("forward", &[UNIFORM, X, Y]).await?,
+                MaxPool2dVersion::V2 => kernel("forward_v2", &[UNIFORM, X, Y]).await?,
+            },
             backward: match version {
                 MaxPool2dVersion::V1 => kernel("backward", &[UNIFORM, X, DY, DX]).await?,
                 MaxPool2dVersion::V2 => kernel("backward_v2", &[UNIFORM, X, DY, DX]).await?,
