@@ -122,19 +122,18 @@ impl Linear {
         weight.expect_shape("linear.forward", &s.weight_shape())?;
         self.check_bias("linear.forward", bias)?;
         y.expect_shape("linear.forward", &s.output_shape())?;
-        self.forward
-            .dispatch(
-                gpu,
-                &[
-                    self.params.as_entire_binding(),
-                    x.binding(),
-                    weight.binding(),
-                    optional(gpu, bias),
-                    y.binding(),
-                ],
-                gpu.grid(y.len(), WG),
-            )
-            .map(|d| d.with_flops(s.flops()))
+        let d = self.forward.dispatch(
+            gpu,
+            &[
+                self.params.as_entire_binding(),
+                x.binding(),
+                weight.binding(),
+                optional(gpu, bias),
+                y.binding(),
+            ],
+            gpu.grid(y.len(), WG),
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dx = dy weight (overwrites).
@@ -149,18 +148,17 @@ impl Linear {
         dy.expect_shape("linear.backward_input", &s.output_shape())?;
         weight.expect_shape("linear.backward_input", &s.weight_shape())?;
         dx.expect_shape("linear.backward_input", &s.input_shape())?;
-        self.backward_input
-            .dispatch(
-                gpu,
-                &[
-                    self.params.as_entire_binding(),
-                    dy.binding(),
-                    weight.binding(),
-                    dx.binding(),
-                ],
-                gpu.grid(dx.len(), WG),
-            )
-            .map(|d| d.with_flops(s.flops()))
+        let d = self.backward_input.dispatch(
+            gpu,
+            &[
+                self.params.as_entire_binding(),
+                dy.binding(),
+                weight.binding(),
+                dx.binding(),
+            ],
+            gpu.grid(dx.len(), WG),
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dweight = dy^T x, summed over the batch in ascending order (overwrites).
@@ -175,18 +173,17 @@ impl Linear {
         dy.expect_shape("linear.backward_weight", &s.output_shape())?;
         x.expect_shape("linear.backward_weight", &s.input_shape())?;
         dweight.expect_shape("linear.backward_weight", &s.weight_shape())?;
-        self.backward_weight
-            .dispatch(
-                gpu,
-                &[
-                    self.params.as_entire_binding(),
-                    dy.binding(),
-                    x.binding(),
-                    dweight.binding(),
-                ],
-                gpu.grid(dweight.len(), WG),
-            )
-            .map(|d| d.with_flops(s.flops()))
+        let d = self.backward_weight.dispatch(
+            gpu,
+            &[
+                self.params.as_entire_binding(),
+                dy.binding(),
+                x.binding(),
+                dweight.binding(),
+            ],
+            gpu.grid(dweight.len(), WG),
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dbias = sum over the batch of dy (overwrites).
@@ -194,17 +191,16 @@ impl Linear {
         let s = &self.shape;
         dy.expect_shape("linear.backward_bias", &s.output_shape())?;
         self.check_bias("linear.backward_bias", Some(dbias))?;
-        self.backward_bias
-            .dispatch(
-                gpu,
-                &[
-                    self.params.as_entire_binding(),
-                    dy.binding(),
-                    dbias.binding(),
-                ],
-                gpu.grid(s.out_features, WG),
-            )
-            .map(|d| d.with_flops((s.n * s.out_features) as u64))
+        let d = self.backward_bias.dispatch(
+            gpu,
+            &[
+                self.params.as_entire_binding(),
+                dy.binding(),
+                dbias.binding(),
+            ],
+            gpu.grid(s.out_features, WG),
+        )?;
+        Ok(d.with_flops((s.n * s.out_features) as u64))
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {
