@@ -1,10 +1,12 @@
 //! 2x2 max pool forward and backward at the four stage shapes, batch 64, 128x128 input.
 //! Throughput in bytes moved (forward: read x, write y; backward: read x, dy, write dx).
 //!
+//! The backward runs in both versions (ids `stage0/backward/v1`, `stage0/backward/v2`).
+//!
 //! Run: `cargo bench --bench maxpool2d`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fer_cbam::ops::maxpool2d::{MaxPool2d, MaxPool2dShape};
+use fer_cbam::ops::maxpool2d::{MaxPool2d, MaxPool2dShape, MaxPool2dVersion};
 use fer_cbam::Gpu;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ fn bench(c: &mut Criterion) {
         let n_in: usize = shape.input_shape().iter().product();
         let n_out: usize = shape.output_shape().iter().product();
         let pool = pollster::block_on(MaxPool2d::new(&gpu, shape)).unwrap();
+        let pool_v1 =
+            pollster::block_on(MaxPool2d::with_version(&gpu, shape, MaxPool2dVersion::V1)).unwrap();
         let data: Vec<f32> = (0..n_in).map(|j| ((j * 7919) % 1000) as f32).collect();
         let x = gpu.tensor("x", &shape.input_shape(), &data).unwrap();
         let y = gpu.zeros("y", &shape.output_shape()).unwrap();
@@ -41,7 +45,12 @@ fn bench(c: &mut Criterion) {
                 4 * (n_in + n_out) as u64,
             ),
             (
-                "backward",
+                "backward/v1",
+                pool_v1.backward(&gpu, &x, &dy, &dx).unwrap(),
+                4 * (2 * n_in + n_out) as u64,
+            ),
+            (
+                "backward/v2",
                 pool.backward(&gpu, &x, &dy, &dx).unwrap(),
                 4 * (2 * n_in + n_out) as u64,
             ),

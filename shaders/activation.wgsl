@@ -79,3 +79,29 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let s = y_saved[i];
     dx[i] = dy[i] * s * (1.0 - s);
 }
+
+// v2 ELU: four consecutive elements per invocation, the same formula (so the same bits as v1).
+// On lavapipe a one-element kernel pays its per-invocation cost for every element.
+@compute @workgroup_size(WG)
+fn elu_forward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i0 = 4u * flat(gid, nwg);
+    for (var j = 0u; j < 4u; j++) {
+        let i = i0 + j;
+        if (i < p.len) {
+            let v = x[i];
+            y[i] = select(p.alpha * expm1(v), v, v > 0.0);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn elu_backward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i0 = 4u * flat(gid, nwg);
+    for (var j = 0u; j < 4u; j++) {
+        let i = i0 + j;
+        if (i < p.len) {
+            let v = x[i];
+            dx[i] = select(dy[i] * p.alpha * exp(v), dy[i], v > 0.0);
+        }
+    }
+}

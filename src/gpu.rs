@@ -28,6 +28,8 @@ pub struct Gpu {
     last_submit: Mutex<String>,
     /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
     pub(crate) dummy: wgpu::Buffer,
+    /// While `fer-cbam profile` runs: records every submission's dispatches with timestamps.
+    pub(crate) recorder: Mutex<Option<crate::profile::Recorder>>,
 }
 
 impl Gpu {
@@ -103,6 +105,7 @@ impl Gpu {
             lost,
             last_submit: Mutex::new(String::new()),
             dummy,
+            recorder: Mutex::new(None),
         })
     }
 
@@ -313,7 +316,9 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("submit"),
             });
-        {
+        if let Some(recorder) = self.recorder.lock().unwrap().as_mut() {
+            recorder.record(self, &mut encoder, dispatches.clone())?;
+        } else {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ops"),
                 timestamp_writes: None,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod protocol;
 #[cfg(not(target_arch = "wasm32"))]

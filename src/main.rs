@@ -24,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time every kernel of training steps (GPU timestamps where the adapter has them) and
+    /// print a table per kernel: calls, time, share of the step, GFLOP/s, GB/s; plus images/s,
+    /// the gap between the step and its kernels, and the time to the first finished step.
+    Profile(cli::profile::ProfileArgs),
     /// Print the adapter, backend, driver and the device limits in use; with --model, the
     /// model's parameter table.
     Info {
@@ -226,8 +230,10 @@ impl ConfigArgs {
 }
 
 fn main() {
+    let start = std::time::Instant::now();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Profile(args) => cli::profile::profile(&args, start),
         Command::Info {
             model,
             batch_size,

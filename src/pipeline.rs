@@ -269,11 +269,27 @@ impl Kernel {
                 message: e.to_string(),
             });
         }
+        let bytes = resources
+            .iter()
+            .zip(&self.bindings)
+            .filter(|(_, (_, b))| *b != Binding::Uniform)
+            .map(|(r, _)| match r {
+                wgpu::BindingResource::Buffer(b) => b
+                    .size
+                    .map(|s| s.get())
+                    .unwrap_or_else(|| b.buffer.size().saturating_sub(b.offset)),
+                _ => 0,
+            })
+            .sum();
         Ok(crate::ops::Dispatch {
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
             label: self.label.clone(),
+            shader: self.shader,
+            entry: self.entry,
+            flops: 0,
+            bytes,
         })
     }
 }

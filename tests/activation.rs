@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use fer_cbam::ops::activation::{Activation, ActivationKind};
+use fer_cbam::ops::activation::{Activation, ActivationKind, ActivationVersion};
 use fer_cbam_reference::activation as reference;
 
 const KINDS: [ActivationKind; 4] = [
@@ -30,10 +30,33 @@ fn ref_backward(kind: ActivationKind, x: &[f64], dy: &[f64]) -> Vec<f64> {
     }
 }
 
-/// Runs forward and backward on the GPU; returns (y, dx).
+/// Runs forward and backward on the GPU with every version; they must agree bit for bit (the
+/// same formula per element); returns (y, dx).
 fn run_gpu(kind: ActivationKind, shape: &[usize], xs: &[f32], dys: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let v1 = run_version(kind, shape, xs, dys, ActivationVersion::V1);
+    let v2 = run_version(kind, shape, xs, dys, ActivationVersion::V2);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(
+        bits(&v1.0) == bits(&v2.0) && bits(&v1.1) == bits(&v2.1),
+        "{kind:?} {shape:?}: v1 and v2 differ"
+    );
+    v1
+}
+
+fn run_version(
+    kind: ActivationKind,
+    shape: &[usize],
+    xs: &[f32],
+    dys: &[f32],
+    version: ActivationVersion,
+) -> (Vec<f32>, Vec<f32>) {
     let gpu = gpu();
-    let act = block_on(Activation::new(gpu, kind, shape)).unwrap();
+    let act = block_on(Activation::with_version(gpu, kind, shape, version)).unwrap();
+    let expected = match kind {
+        ActivationKind::Elu { .. } => version,
+        _ => ActivationVersion::V1,
+    };
+    assert_eq!(act.version(), expected);
     let x = upload("x", shape, xs);
     let y = zeros("y", shape);
     let dy = upload("dy", shape, dys);

@@ -4,16 +4,41 @@
 mod common;
 use common::*;
 
-use fer_cbam::ops::maxpool2d::{MaxPool2d, MaxPool2dShape};
+use fer_cbam::ops::maxpool2d::{MaxPool2d, MaxPool2dShape, MaxPool2dVersion};
 use fer_cbam_reference::maxpool2d as reference;
 
+const VERSIONS: [MaxPool2dVersion; 2] = [MaxPool2dVersion::V1, MaxPool2dVersion::V2];
+
+/// Forward and backward with every version of the backward; all must agree exactly.
 fn run_gpu(s: MaxPool2dShape, xs: &[f32], dys: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let runs: Vec<_> = VERSIONS
+        .iter()
+        .map(|&v| run_version(s, xs, dys, v))
+        .collect();
+    for r in &runs[1..] {
+        assert_eq!(r, &runs[0], "{s:?}: versions disagree");
+    }
+    runs.into_iter().next().unwrap()
+}
+
+fn run_version(
+    s: MaxPool2dShape,
+    xs: &[f32],
+    dys: &[f32],
+    version: MaxPool2dVersion,
+) -> (Vec<f32>, Vec<f32>) {
     let gpu = gpu();
-    let pool = block_on(MaxPool2d::new(gpu, s)).unwrap();
+    let pool = block_on(MaxPool2d::with_version(gpu, s, version)).unwrap();
+    assert_eq!(pool.version(), version);
     let x = upload("x", &s.input_shape(), xs);
     let y = zeros("y", &s.output_shape());
     let dy = upload("dy", &s.output_shape(), dys);
-    let dx = zeros("dx", &s.input_shape());
+    // Garbage, not zeros: every dx element (the dropped row/column's too) must be written.
+    let dx = upload(
+        "dx",
+        &s.input_shape(),
+        &random(99, s.input_shape().iter().product()),
+    );
     let f = pool.forward(gpu, &x, &y).unwrap();
     let b = pool.backward(gpu, &x, &dy, &dx).unwrap();
     run(&[&f, &b]);
@@ -22,7 +47,14 @@ fn run_gpu(s: MaxPool2dShape, xs: &[f32], dys: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 fn check(s: MaxPool2dShape, xs: &[f32], seed: u64) {
     let dys = random(seed, s.output_shape().iter().product());
-    let (y, dx) = run_gpu(s, xs, &dys);
+    for version in VERSIONS {
+        check_version(s, xs, &dys, version);
+    }
+}
+
+fn check_version(s: MaxPool2dShape, xs: &[f32], dys: &[f32], version: MaxPool2dVersion) {
+    let dys = dys.to_vec();
+    let (y, dx) = run_version(s, xs, &dys, version);
     let xr = to_f64(xs);
     // Max and routing are exact selections: the GPU must return the very same numbers.
     let exact = Tol {
@@ -37,7 +69,7 @@ fn check(s: MaxPool2dShape, xs: &[f32], seed: u64) {
         exact,
     );
     assert_close(
-        &format!("backward {s:?}"),
+        &format!("backward {version:?} {s:?}"),
         &dx,
         &reference::backward(&xr, &to_f64(&dys), s.n, s.c, s.h, s.w),
         exact,

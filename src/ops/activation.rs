@@ -44,8 +44,20 @@ const DX: (u32, Binding) = (4, Binding::ReadWrite);
 const Y_SAVED: (u32, Binding) = (5, Binding::Read);
 
 /// One activation over tensors of one shape.
+/// Which kernels an [`Activation`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ActivationVersion {
+    /// One element per invocation (every kind).
+    V1,
+    /// ELU only (`elu_*_x4`): four consecutive elements per invocation, same formula and bits;
+    /// ReLU and sigmoid run v1.
+    #[default]
+    V2,
+}
+
 pub struct Activation {
     kind: ActivationKind,
+    version: ActivationVersion,
     shape: Vec<usize>,
     forward: Arc<Kernel>,
     backward: Arc<Kernel>,
@@ -53,7 +65,18 @@ pub struct Activation {
 }
 
 impl Activation {
+    /// The activation with the default (fastest) kernels, [`ActivationVersion::V2`].
     pub async fn new(gpu: &Gpu, kind: ActivationKind, shape: &[usize]) -> Result<Activation> {
+        Activation::with_version(gpu, kind, shape, ActivationVersion::default()).await
+    }
+
+    /// `version`'s kernels where it has them for `kind` (see [`Activation::version`]).
+    pub async fn with_version(
+        gpu: &Gpu,
+        kind: ActivationKind,
+        shape: &[usize],
+        version: ActivationVersion,
+    ) -> Result<Activation> {
         let len: usize = shape.iter().product();
         if len == 0 {
             return Err(Error::InvalidConfig {
@@ -62,7 +85,14 @@ impl Activation {
             });
         }
         let name = kind.name();
+        let version = match kind {
+            ActivationKind::Elu { .. } => version,
+            _ => ActivationVersion::V1,
+        };
         let (fwd, bwd): (&'static str, &'static str) = match kind {
+            ActivationKind::Elu { .. } if version == ActivationVersion::V2 => {
+                ("elu_forward_x4", "elu_backward_x4")
+            }
             ActivationKind::Elu { .. } => ("elu_forward", "elu_backward"),
             ActivationKind::Relu => ("relu_forward", "relu_backward"),
             ActivationKind::Sigmoid => ("sigmoid_forward", "sigmoid_backward"),
@@ -91,6 +121,7 @@ impl Activation {
         };
         Ok(Activation {
             kind,
+            version,
             shape: shape.to_vec(),
             forward: kernel(fwd, &[UNIFORM, X, Y]).await?,
             backward: kernel(bwd, &[UNIFORM, saved, DY, DX]).await?,
@@ -109,6 +140,19 @@ impl Activation {
         self.kind
     }
 
+    /// The version whose kernels run: v1 for ReLU and sigmoid whatever was asked.
+    pub fn version(&self) -> ActivationVersion {
+        self.version
+    }
+
+    /// Invocations for `len` elements.
+    fn invocations(&self, len: usize) -> usize {
+        match self.version {
+            ActivationVersion::V1 => len,
+            ActivationVersion::V2 => len.div_ceil(4),
+        }
+    }
+
     /// y = f(x).
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
         let op = format!("{}.forward", self.kind.name());
@@ -117,7 +161,7 @@ impl Activation {
         self.forward.dispatch(
             gpu,
             &[self.params.as_entire_binding(), x.binding(), y.binding()],
-            gpu.grid(x.len(), WG),
+            gpu.grid(self.invocations(x.len()), WG),
         )
     }
 
@@ -142,7 +186,7 @@ impl Activation {
                 dy.binding(),
                 dx.binding(),
             ],
-            gpu.grid(dx.len(), WG),
+            gpu.grid(self.invocations(dx.len()), WG),
         )
     }
 }

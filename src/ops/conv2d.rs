@@ -222,7 +222,7 @@ impl Conv2d {
         weight.expect_shape("conv2d.forward", &s.weight_shape())?;
         self.check_bias("conv2d.forward", bias)?;
         y.expect_shape("conv2d.forward", &s.output_shape())?;
-        self.forward.kernel.dispatch(
+        let d = self.forward.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -232,7 +232,8 @@ impl Conv2d {
                 y.binding(),
             ],
             self.forward.grid,
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dx = conv_transpose(dy, weight).
@@ -247,7 +248,7 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_input", &s.output_shape())?;
         weight.expect_shape("conv2d.backward_input", &s.weight_shape())?;
         dx.expect_shape("conv2d.backward_input", &s.input_shape())?;
-        self.backward_input.kernel.dispatch(
+        let d = self.backward_input.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -256,7 +257,8 @@ impl Conv2d {
                 dx.binding(),
             ],
             self.backward_input.grid,
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dweight = sum over the batch and positions of dy x shifted x (overwrites, does not add).
@@ -271,7 +273,7 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_weight", &s.output_shape())?;
         x.expect_shape("conv2d.backward_weight", &s.input_shape())?;
         dweight.expect_shape("conv2d.backward_weight", &s.weight_shape())?;
-        self.backward_weight.kernel.dispatch(
+        let d = self.backward_weight.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -280,7 +282,8 @@ impl Conv2d {
                 dweight.binding(),
             ],
             self.backward_weight.grid,
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dbias = sum of dy over the batch and positions (overwrites).
@@ -288,7 +291,7 @@ impl Conv2d {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_bias", &s.output_shape())?;
         self.check_bias("conv2d.backward_bias", Some(dbias))?;
-        self.backward_bias.kernel.dispatch(
+        let d = self.backward_bias.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -296,7 +299,8 @@ impl Conv2d {
                 dbias.binding(),
             ],
             self.backward_bias.grid,
-        )
+        )?;
+        Ok(d.with_flops(s.output_shape().iter().product::<usize>() as u64))
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {

@@ -122,7 +122,7 @@ impl Linear {
         weight.expect_shape("linear.forward", &s.weight_shape())?;
         self.check_bias("linear.forward", bias)?;
         y.expect_shape("linear.forward", &s.output_shape())?;
-        self.forward.dispatch(
+        let d = self.forward.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -132,7 +132,8 @@ impl Linear {
                 y.binding(),
             ],
             gpu.grid(y.len(), WG),
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dx = dy weight (overwrites).
@@ -147,7 +148,7 @@ impl Linear {
         dy.expect_shape("linear.backward_input", &s.output_shape())?;
         weight.expect_shape("linear.backward_input", &s.weight_shape())?;
         dx.expect_shape("linear.backward_input", &s.input_shape())?;
-        self.backward_input.dispatch(
+        let d = self.backward_input.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -156,7 +157,8 @@ impl Linear {
                 dx.binding(),
             ],
             gpu.grid(dx.len(), WG),
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dweight = dy^T x, summed over the batch in ascending order (overwrites).
@@ -171,7 +173,7 @@ impl Linear {
         dy.expect_shape("linear.backward_weight", &s.output_shape())?;
         x.expect_shape("linear.backward_weight", &s.input_shape())?;
         dweight.expect_shape("linear.backward_weight", &s.weight_shape())?;
-        self.backward_weight.dispatch(
+        let d = self.backward_weight.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -180,7 +182,8 @@ impl Linear {
                 dweight.binding(),
             ],
             gpu.grid(dweight.len(), WG),
-        )
+        )?;
+        Ok(d.with_flops(s.flops()))
     }
 
     /// dbias = sum over the batch of dy (overwrites).
@@ -188,7 +191,7 @@ impl Linear {
         let s = &self.shape;
         dy.expect_shape("linear.backward_bias", &s.output_shape())?;
         self.check_bias("linear.backward_bias", Some(dbias))?;
-        self.backward_bias.dispatch(
+        let d = self.backward_bias.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -196,7 +199,8 @@ impl Linear {
                 dbias.binding(),
             ],
             gpu.grid(s.out_features, WG),
-        )
+        )?;
+        Ok(d.with_flops((s.n * s.out_features) as u64))
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {

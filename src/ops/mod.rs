@@ -25,6 +25,14 @@ pub struct Dispatch {
     pub(crate) bind_group: wgpu::BindGroup,
     pub(crate) workgroups: [u32; 3],
     pub(crate) label: String,
+    pub(crate) shader: &'static str,
+    pub(crate) entry: &'static str,
+    /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
+    /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
+    pub(crate) flops: u64,
+    /// Bytes of every storage buffer bound, each counted once (read or written): the least
+    /// memory traffic the kernel can have. For the profiler's GB/s.
+    pub(crate) bytes: u64,
 }
 
 impl std::fmt::Debug for Dispatch {
@@ -47,6 +55,23 @@ impl Dispatch {
     }
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+    /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
+    pub fn kernel(&self) -> (&'static str, &'static str) {
+        (self.shader, self.entry)
+    }
+    /// Counted FLOPs (0 where the wrapper does not count them).
+    pub fn flops(&self) -> u64 {
+        self.flops
+    }
+    /// Bytes of the storage buffers bound, each once.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Sets the counted FLOPs (op wrappers that know their shapes).
+    pub(crate) fn with_flops(mut self, flops: u64) -> Dispatch {
+        self.flops = flops;
+        self
     }
 }
 

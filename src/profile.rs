@@ -1,0 +1,811 @@
+//! The per-kernel profiler behind `fer-cbam profile`: runs training steps exactly as
+//! [`Network::train_step`] records them, with a timestamp around every dispatch, and turns the
+//! times into a table per kernel (shader and entry point), a JSON document and a Chrome trace.
+//!
+//! While a [`Recorder`] is installed on the [`Gpu`], [`Gpu::submit_with_copies`] hands it the
+//! dispatches instead of recording them itself. It measures with the best method the device
+//! has (see [`Method`]): one compute pass with a timestamp written between dispatches; else
+//! one pass per dispatch with the pass's begin and end timestamps; else each dispatch submitted
+//! on its own and timed on the CPU clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Dispatch;
+
+/// How dispatch times are taken, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// `ComputePass::write_timestamp` between dispatches of the step's one compute pass
+    /// (`TIMESTAMP_QUERY_INSIDE_PASSES`): the step runs as it does unprofiled.
+    InsidePasses,
+    /// One compute pass per dispatch, each with begin/end timestamps (`TIMESTAMP_QUERY`): the
+    /// time between passes is not attributed to any kernel.
+    PerPass,
+    /// Each dispatch submitted alone and waited for, timed on the CPU clock: includes the
+    /// submission and wake-up latency of every dispatch.
+    WallClock,
+}
+
+impl Method {
+    /// Every method the device supports, best first (wall clock always works).
+    pub fn available(gpu: &Gpu) -> Vec<Method> {
+        let mut m = Vec::new();
+        if gpu.features.contains(
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ) {
+            m.push(Method::InsidePasses);
+        }
+        if gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            m.push(Method::PerPass);
+        }
+        m.push(Method::WallClock);
+        m
+    }
+
+    /// What the table says about the method.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Method::InsidePasses => {
+                "GPU timestamps between dispatches in one compute pass (TIMESTAMP_QUERY_INSIDE_PASSES)"
+            }
+            Method::PerPass => {
+                "GPU timestamps at the start and end of one compute pass per dispatch (TIMESTAMP_QUERY)"
+            }
+            Method::WallClock => {
+                "CPU wall clock around each dispatch submitted and waited for alone (no timestamp queries)"
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::InsidePasses => "inside-passes",
+            Method::PerPass => "per-pass",
+            Method::WallClock => "wall-clock",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Method, String> {
+        match s {
+            "inside-passes" => Ok(Method::InsidePasses),
+            "per-pass" => Ok(Method::PerPass),
+            "wall-clock" => Ok(Method::WallClock),
+            _ => Err(format!(
+                "unknown profiling method {s:?} (inside-passes, per-pass, wall-clock)"
+            )),
+        }
+    }
+}
+
+/// One dispatch's measured time.
+#[derive(Clone, Debug, Serialize)]
+pub struct DispatchTime {
+    /// `shader::entry`, what the table groups by.
+    pub kernel: String,
+    /// Start, in nanoseconds from the first measured dispatch of the run (the GPU's clock for
+    /// timestamp methods, the CPU's for wall clock).
+    pub start_ns: f64,
+    pub dur_ns: f64,
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+/// What a submission's dispatches are, kept until their times are read back.
+struct Meta {
+    kernel: String,
+    flops: u64,
+    bytes: u64,
+}
+
+enum Pending {
+    /// Timestamps resolved into `readback` (`count` u64s) by the submission itself.
+    Queries {
+        meta: Vec<Meta>,
+        readback: wgpu::Buffer,
+        count: u32,
+    },
+    /// Already timed (wall clock): (start, duration) in ns from the recorder's origin.
+    Timed {
+        meta: Vec<Meta>,
+        times: Vec<(f64, f64)>,
+    },
+}
+
+/// Installed on a [`Gpu`] while profiling: records every submission's dispatches with
+/// timestamps (see [`Gpu::submit_with_copies`]).
+pub struct Recorder {
+    method: Method,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
+    origin: Instant,
+    /// The first tick read back: GPU times are reported from it.
+    base_tick: Option<u64>,
+    pending: Vec<Pending>,
+    /// Dispatches whose end timestamp came before their start (clamped to 0 and counted).
+    non_monotonic: usize,
+}
+
+impl Recorder {
+    fn new(gpu: &Gpu, method: Method) -> Recorder {
+        Recorder {
+            method,
+            period_ns: gpu.queue.get_timestamp_period() as f64,
+            origin: Instant::now(),
+            base_tick: None,
+            pending: Vec::new(),
+            non_monotonic: 0,
+        }
+    }
+
+    /// Records `dispatches` into `encoder` with this recorder's method (called by
+    /// [`Gpu::submit_with_copies`] in place of its own single compute pass).
+    pub(crate) fn record<'a>(
+        &mut self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: impl Iterator<Item = &'a Dispatch>,
+    ) -> Result<()> {
+        let list: Vec<&Dispatch> = dispatches.collect();
+        let meta: Vec<Meta> = list
+            .iter()
+            .map(|d| Meta {
+                kernel: format!("{}::{}", d.shader, d.entry),
+                flops: d.flops,
+                bytes: d.bytes,
+            })
+            .collect();
+        let n = list.len() as u32;
+        let count = match self.method {
+            Method::InsidePasses => n + 1,
+            Method::PerPass => 2 * n,
+            Method::WallClock => {
+                // Flush the queued buffer writes (the batch, the step's uniforms) first, so
+                // their copies are not charged to the first dispatch.
+                gpu.queue.submit(std::iter::empty());
+                poll_wait(gpu)?;
+                let mut times = Vec::with_capacity(list.len());
+                for d in &list {
+                    let mut enc =
+                        gpu.device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                label: Some("profile"),
+                            });
+                    {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some(d.label()),
+                            timestamp_writes: None,
+                        });
+                        d.record(&mut pass);
+                    }
+                    let buf = enc.finish();
+                    let t0 = Instant::now();
+                    gpu.queue.submit(Some(buf));
+                    poll_wait(gpu)?;
+                    let start = t0.duration_since(self.origin).as_secs_f64() * 1e9;
+                    times.push((start, t0.elapsed().as_secs_f64() * 1e9));
+                }
+                self.pending.push(Pending::Timed { meta, times });
+                return Ok(());
+            }
+        };
+        if count == 0 {
+            self.pending.push(Pending::Timed {
+                meta,
+                times: Vec::new(),
+            });
+            return Ok(());
+        }
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(Error::InvalidConfig {
+                op: "profile".into(),
+                message: format!(
+                    "{n} dispatches in one submission need {count} timestamp queries, more than \
+                     a query set holds ({}); use --method wall-clock",
+                    wgpu::QUERY_SET_MAX_QUERIES
+                ),
+            });
+        }
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        match self.method {
+            Method::InsidePasses => {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("ops"),
+                    timestamp_writes: None,
+                });
+                pass.write_timestamp(&queries, 0);
+                for (i, d) in list.iter().enumerate() {
+                    d.record(&mut pass);
+                    pass.write_timestamp(&queries, i as u32 + 1);
+                }
+            }
+            Method::PerPass => {
+                for (i, d) in list.iter().enumerate() {
+                    let i = i as u32;
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(d.label()),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &queries,
+                            beginning_of_pass_write_index: Some(2 * i),
+                            end_of_pass_write_index: Some(2 * i + 1),
+                        }),
+                    });
+                    d.record(&mut pass);
+                }
+            }
+            Method::WallClock => unreachable!("handled above"),
+        }
+        let size = 8 * count as u64;
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile.resolve"),
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile.readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, &readback, 0, size);
+        self.pending.push(Pending::Queries {
+            meta,
+            readback,
+            count,
+        });
+        Ok(())
+    }
+
+    /// Reads back every submission recorded since the last call (waits for the device), one
+    /// list of dispatch times per submission.
+    fn collect(&mut self, gpu: &Gpu) -> Result<Vec<Vec<DispatchTime>>> {
+        let mut out = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let (meta, times) = match p {
+                Pending::Timed { meta, times } => (meta, times),
+                Pending::Queries {
+                    meta,
+                    readback,
+                    count,
+                } => {
+                    let ticks = read_u64s(gpu, &readback, count as usize)?;
+                    let base = *self.base_tick.get_or_insert(ticks[0]);
+                    let ns = |t: u64| (t as i128 - base as i128) as f64 * self.period_ns;
+                    let pairs: Vec<(u64, u64)> = match self.method {
+                        Method::InsidePasses => ticks.windows(2).map(|w| (w[0], w[1])).collect(),
+                        _ => ticks.chunks(2).map(|c| (c[0], c[1])).collect(),
+                    };
+                    let mut times = Vec::with_capacity(pairs.len());
+                    for (a, b) in pairs {
+                        let dur = if b < a {
+                            self.non_monotonic += 1;
+                            0.0
+                        } else {
+                            (b - a) as f64 * self.period_ns
+                        };
+                        times.push((ns(a), dur));
+                    }
+                    (meta, times)
+                }
+            };
+            out.push(
+                meta.into_iter()
+                    .zip(times)
+                    .map(|(m, (start_ns, dur_ns))| DispatchTime {
+                        kernel: m.kernel,
+                        start_ns,
+                        dur_ns,
+                        flops: m.flops,
+                        bytes: m.bytes,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn poll_wait(gpu: &Gpu) -> Result<()> {
+    gpu.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map(|_| ())
+        .map_err(|e| Error::Gpu {
+            context: "profile: waiting for the device".into(),
+            message: e.to_string(),
+        })
+}
+
+fn read_u64s(gpu: &Gpu, buffer: &wgpu::Buffer, n: usize) -> Result<Vec<u64>> {
+    let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+    {
+        let done = done.clone();
+        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            *done.lock().unwrap() = Some(r)
+        });
+    }
+    poll_wait(gpu)?;
+    let err = |message: String| Error::Readback {
+        name: "profile timestamps".into(),
+        message,
+    };
+    match done.lock().unwrap().take() {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(err(e.to_string())),
+        None => return Err(err("the map callback did not run".into())),
+    }
+    let v = {
+        let view = buffer
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| err(e.to_string()))?;
+        bytemuck::cast_slice::<u8, u64>(&view)[..n].to_vec()
+    };
+    buffer.unmap();
+    Ok(v)
+}
+
+/// What to profile.
+#[derive(Clone, Debug)]
+pub struct ProfileOptions {
+    pub config: crate::model::ModelConfig,
+    pub batch: usize,
+    /// Profiled steps; as many unprofiled steps follow for the images/s figure.
+    pub steps: usize,
+    /// `None`: the best the device has.
+    pub method: Option<Method>,
+    /// Seed of the parameters and the batch.
+    pub seed: u64,
+}
+
+/// Seconds spent before the first step finished.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Startup {
+    /// Opening the adapter and device (filled in by the caller that opened it).
+    pub device_s: Option<f64>,
+    /// Building the network: every pipeline compiled, every buffer and bind group created.
+    pub build_s: f64,
+    /// The first training step, submitted and finished (unprofiled).
+    pub first_step_s: f64,
+}
+
+impl Startup {
+    /// From before the device was opened (if known) to the end of the first step.
+    pub fn total_s(&self) -> f64 {
+        self.device_s.unwrap_or(0.0) + self.build_s + self.first_step_s
+    }
+}
+
+/// One profiled training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepProfile {
+    /// From submission to the device going idle, on the CPU clock.
+    pub wall_ms: f64,
+    /// Every dispatch of the step, in recording order.
+    pub dispatches: Vec<DispatchTime>,
+}
+
+/// One row of the table: a kernel (shader and entry point) over all profiled steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRow {
+    pub kernel: String,
+    pub calls: usize,
+    pub total_ms: f64,
+    /// Share of the profiled steps' wall time.
+    pub percent_of_step: f64,
+    /// `None` where the kernel's FLOPs are not counted (element-wise kernels).
+    pub gflops: Option<f64>,
+    pub gbytes_per_s: f64,
+}
+
+/// Step-level figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Mean over the profiled steps.
+    pub step_wall_ms: f64,
+    /// Mean over the profiled steps of the sum of their kernels' times.
+    pub kernel_sum_ms: f64,
+    /// `step_wall_ms - kernel_sum_ms`: submission, barriers, and time no kernel accounts for.
+    pub gap_ms: f64,
+    /// `step_wall_ms / kernel_sum_ms`.
+    pub wall_over_kernels: f64,
+    /// Mean wall time of the unprofiled steps after the profiled ones.
+    pub plain_step_ms: f64,
+    /// Training images per second of the unprofiled steps.
+    pub images_per_s: f64,
+    /// FLOPs of one training step, as counted by the dispatches.
+    pub step_gflop: f64,
+    /// The conv2d kernels (all passes) together: counted FLOPs over their time.
+    pub conv_gflops: f64,
+    /// The conv2d kernels' share of the kernel time.
+    pub conv_percent: f64,
+}
+
+/// A finished profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub adapter: String,
+    pub driver: String,
+    pub method: Method,
+    pub method_description: &'static str,
+    pub config: crate::model::ModelConfig,
+    pub batch: usize,
+    pub startup: Startup,
+    pub steps: Vec<StepProfile>,
+    pub plain_steps_ms: Vec<f64>,
+    /// Dispatches whose timestamps ran backwards (their time is reported as 0).
+    pub non_monotonic: usize,
+}
+
+/// Profiles `opts.steps` training steps of a freshly initialised network on `gpu`: one
+/// unprofiled first step (timed from the network's construction), the profiled steps, then as
+/// many unprofiled steps for the throughput.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
+    use crate::model::network::{Network, TrainOptions};
+    let method = match opts.method {
+        None => Method::available(gpu)[0],
+        Some(m) if Method::available(gpu).contains(&m) => m,
+        Some(m) => {
+            return Err(Error::InvalidConfig {
+                op: "profile".into(),
+                message: format!(
+                    "the adapter {:?} does not support the {} method (it has: {})",
+                    gpu.info.name,
+                    m.name(),
+                    Method::available(gpu)
+                        .iter()
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        }
+    };
+    if opts.steps == 0 {
+        return Err(Error::InvalidConfig {
+            op: "profile".into(),
+            message: "--steps must be at least 1".into(),
+        });
+    }
+    let t = Instant::now();
+    let mut net = pollster::block_on(Network::new(
+        gpu,
+        &opts.config,
+        opts.batch,
+        TrainOptions {
+            seed: opts.seed as u32,
+            ..Default::default()
+        },
+    ))?;
+    net.write_params(gpu, &net.table().init(opts.seed))?;
+    let (images, labels) = batch(&opts.config, opts.batch, opts.seed);
+    net.write_batch(gpu, &images, &labels)?;
+    gpu.wait()?;
+    let build_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    net.train_step(gpu, true)?;
+    gpu.wait()?;
+    let first_step_s = t.elapsed().as_secs_f64();
+
+    *gpu.recorder.lock().unwrap() = Some(Recorder::new(gpu, method));
+    // Uninstalls the recorder on every path out, errors included.
+    struct Uninstall<'a>(&'a Gpu);
+    impl Drop for Uninstall<'_> {
+        fn drop(&mut self) {
+            *self.0.recorder.lock().unwrap() = None;
+        }
+    }
+    let guard = Uninstall(gpu);
+    let mut steps = Vec::with_capacity(opts.steps);
+    for _ in 0..opts.steps {
+        let t = Instant::now();
+        net.train_step(gpu, true)?;
+        gpu.wait()?;
+        let wall_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut subs = gpu
+            .recorder
+            .lock()
+            .unwrap()
+            .as_mut()
+            .expect("installed above")
+            .collect(gpu)?;
+        if subs.len() != 1 {
+            return Err(Error::InvalidConfig {
+                op: "profile".into(),
+                message: format!(
+                    "a training step made {} submissions, expected 1",
+                    subs.len()
+                ),
+            });
+        }
+        steps.push(StepProfile {
+            wall_ms,
+            dispatches: subs.pop().expect("one"),
+        });
+    }
+    let non_monotonic = gpu
+        .recorder
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map_or(0, |r| r.non_monotonic);
+    drop(guard);
+
+    let mut plain_steps_ms = Vec::with_capacity(opts.steps);
+    for _ in 0..opts.steps {
+        let t = Instant::now();
+        net.train_step(gpu, true)?;
+        gpu.wait()?;
+        plain_steps_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Profile {
+        adapter: gpu.info.name.clone(),
+        driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info),
+        method,
+        method_description: method.describe(),
+        config: opts.config.clone(),
+        batch: opts.batch,
+        startup: Startup {
+            device_s: None,
+            build_s,
+            first_step_s,
+        },
+        steps,
+        plain_steps_ms,
+        non_monotonic,
+    })
+}
+
+/// A deterministic batch: pixels in [0, 1), labels cycling through the classes.
+fn batch(config: &crate::model::ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = crate::model::params::SplitMix64(seed ^ 0x9e37_79b9);
+    let len = n * config.in_channels * config.image_size * config.image_size;
+    let images = (0..len).map(|_| rng.next_unit() as f32).collect();
+    let k = config.classes.len() as u32;
+    let labels = (0..n as u32).map(|i| i % k).collect();
+    (images, labels)
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+impl Profile {
+    /// One row per kernel, the most expensive first.
+    pub fn kernels(&self) -> Vec<KernelRow> {
+        let wall_ms: f64 = self.steps.iter().map(|s| s.wall_ms).sum();
+        let mut rows: Vec<KernelRow> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut sums: Vec<(u64, u64)> = Vec::new();
+        for d in self.steps.iter().flat_map(|s| &s.dispatches) {
+            let i = *index.entry(&d.kernel).or_insert_with(|| {
+                rows.push(KernelRow {
+                    kernel: d.kernel.clone(),
+                    calls: 0,
+                    total_ms: 0.0,
+                    percent_of_step: 0.0,
+                    gflops: None,
+                    gbytes_per_s: 0.0,
+                });
+                sums.push((0, 0));
+                rows.len() - 1
+            });
+            rows[i].calls += 1;
+            rows[i].total_ms += d.dur_ns / 1e6;
+            sums[i].0 += d.flops;
+            sums[i].1 += d.bytes;
+        }
+        for (r, (flops, bytes)) in rows.iter_mut().zip(sums) {
+            let s = r.total_ms / 1e3;
+            r.percent_of_step = if wall_ms > 0.0 {
+                100.0 * r.total_ms / wall_ms
+            } else {
+                0.0
+            };
+            if s > 0.0 {
+                r.gflops = (flops > 0).then(|| flops as f64 / s / 1e9);
+                r.gbytes_per_s = bytes as f64 / s / 1e9;
+            }
+        }
+        rows.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        rows
+    }
+
+    pub fn summary(&self) -> Summary {
+        let step_wall_ms = mean(self.steps.iter().map(|s| s.wall_ms));
+        let sum_of = |s: &StepProfile| s.dispatches.iter().map(|d| d.dur_ns).sum::<f64>() / 1e6;
+        let kernel_sum_ms = mean(self.steps.iter().map(sum_of));
+        let plain_step_ms = mean(self.plain_steps_ms.iter().copied());
+        let conv = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.dispatches)
+            .filter(|d| d.kernel.starts_with("conv2d::"));
+        let (conv_flops, conv_ns) = conv.fold((0u64, 0.0), |(f, t), d| (f + d.flops, t + d.dur_ns));
+        let all_ns: f64 = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.dispatches)
+            .map(|d| d.dur_ns)
+            .sum();
+        Summary {
+            step_wall_ms,
+            kernel_sum_ms,
+            gap_ms: step_wall_ms - kernel_sum_ms,
+            wall_over_kernels: if kernel_sum_ms > 0.0 {
+                step_wall_ms / kernel_sum_ms
+            } else {
+                0.0
+            },
+            plain_step_ms,
+            images_per_s: if plain_step_ms > 0.0 {
+                self.batch as f64 / (plain_step_ms / 1e3)
+            } else {
+                0.0
+            },
+            step_gflop: self.steps.first().map_or(0.0, |s| {
+                s.dispatches.iter().map(|d| d.flops).sum::<u64>() as f64 / 1e9
+            }),
+            conv_gflops: if conv_ns > 0.0 {
+                conv_flops as f64 / conv_ns
+            } else {
+                0.0
+            },
+            conv_percent: if all_ns > 0.0 {
+                100.0 * conv_ns / all_ns
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// The whole profile, the table and the summary as one JSON document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "profile": self,
+            "kernels": self.kernels(),
+            "summary": self.summary(),
+            "startup_total_s": self.startup.total_s(),
+        })
+    }
+
+    /// Chrome trace format (chrome://tracing, Perfetto): one complete event (`ph: "X"`) per
+    /// dispatch, `ts`/`dur` in microseconds, steps as consecutive stretches on one track.
+    pub fn chrome_trace(&self) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .enumerate()
+            .flat_map(|(step, s)| {
+                s.dispatches.iter().enumerate().map(move |(i, d)| {
+                    serde_json::json!({
+                        "name": d.kernel,
+                        "cat": "kernel",
+                        "ph": "X",
+                        "ts": d.start_ns / 1e3,
+                        "dur": d.dur_ns / 1e3,
+                        "pid": 1,
+                        "tid": 1,
+                        "args": {"step": step, "index": i, "flops": d.flops, "bytes": d.bytes},
+                    })
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "traceEvents": events,
+            "displayTimeUnit": "ms",
+            "otherData": {
+                "adapter": self.adapter,
+                "method": self.method.name(),
+                "batch": self.batch,
+                "image_size": self.config.image_size,
+            },
+        })
+    }
+
+    /// The table and summary as text.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let c = &self.config;
+        let widths: Vec<String> = c.widths.iter().map(|w| w.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "profile: batch {} x {}x{}, widths {}, attention {:?}; {} profiled step(s)\n\
+             adapter: {} ({})\nmethod:  {} ({})",
+            self.batch,
+            c.image_size,
+            c.image_size,
+            widths.join("-"),
+            c.attention,
+            self.steps.len(),
+            self.adapter,
+            self.driver,
+            self.method.name(),
+            self.method.describe(),
+        );
+        let _ = writeln!(
+            o,
+            "\n{:<36} {:>6} {:>11} {:>7} {:>8} {:>7}",
+            "kernel (shader::entry)", "calls", "total ms", "% step", "GFLOP/s", "GB/s"
+        );
+        for r in self.kernels() {
+            let _ = writeln!(
+                o,
+                "{:<36} {:>6} {:>11.2} {:>7.1} {:>8} {:>7.2}",
+                r.kernel,
+                r.calls,
+                r.total_ms,
+                r.percent_of_step,
+                r.gflops.map_or("-".to_string(), |g| format!("{g:.2}")),
+                r.gbytes_per_s,
+            );
+        }
+        let s = self.summary();
+        let _ = writeln!(
+            o,
+            "\nstep (profiled, mean): {:.1} ms wall; kernels sum {:.1} ms; gap {:.1} ms \
+             (wall / kernels = {:.2})",
+            s.step_wall_ms, s.kernel_sum_ms, s.gap_ms, s.wall_over_kernels
+        );
+        let _ = writeln!(
+            o,
+            "step (unprofiled, mean of {}): {:.1} ms = {:.2} images/s; {:.2} GFLOP counted per \
+             step = {:.2} GFLOP/s",
+            self.plain_steps_ms.len(),
+            s.plain_step_ms,
+            s.images_per_s,
+            s.step_gflop,
+            if s.plain_step_ms > 0.0 {
+                s.step_gflop / (s.plain_step_ms / 1e3)
+            } else {
+                0.0
+            },
+        );
+        let _ = writeln!(
+            o,
+            "conv2d kernels: {:.2} GFLOP/s, {:.1}% of the kernel time",
+            s.conv_gflops, s.conv_percent
+        );
+        let st = &self.startup;
+        let _ = writeln!(
+            o,
+            "startup: {}build (pipelines, buffers) {:.2} s, first step {:.2} s; first step \
+             finished {:.2} s after start",
+            st.device_s
+                .map_or(String::new(), |d| format!("device {d:.2} s, ")),
+            st.build_s,
+            st.first_step_s,
+            st.total_s()
+        );
+        if self.non_monotonic > 0 {
+            let _ = writeln!(
+                o,
+                "warning: {} dispatch(es) had timestamps running backwards; counted as 0 ms",
+                self.non_monotonic
+            );
+        }
+        o
+    }
+}
