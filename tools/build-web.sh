@@ -15,7 +15,8 @@ profile=release
 
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 if ! command -v wasm-bindgen >/dev/null; then
-  echo "build-web: wasm-bindgen not found; install it with: cargo install wasm-bindgen-cli --version $want" >&2
+  echo "build-web: wasm-bindgen not found; install it with tools/install-web-test.sh" \
+       "(or: cargo install wasm-bindgen-cli --version $want)" >&2
   exit 1
 fi
 have=$(wasm-bindgen --version | awk '{ print $2 }')
