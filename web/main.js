@@ -111,25 +111,28 @@ function showResult(r) {
   maps.innerHTML = '';
   r.maps.forEach((m, stage) => {
     if (!m) return;
+    // Each map is stretched to its own range: the gates sit in a narrow band around 0.5
+    // (sigmoid of small numbers), and where they differ is what the map is for.
+    let lo = Infinity, hi = -Infinity;
+    for (const v of m.data) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    const span = hi - lo || 1;
     const small = document.createElement('canvas');
     small.width = small.height = m.side;
     const d = small.getContext('2d').createImageData(m.side, m.side);
-    m.data.forEach((v, i) => d.data.set([...ramp(v), 255], 4 * i));
+    m.data.forEach((v, i) => d.data.set([...ramp((v - lo) / span), 255], 4 * i));
     small.getContext('2d').putImageData(d, 0, 0);
     const out = document.createElement('canvas');
-    out.width = out.height = 128;
+    out.width = out.height = 96;
     const g = out.getContext('2d');
     g.imageSmoothingEnabled = false;
-    g.drawImage(bg, 0, 0, 128, 128);
+    g.drawImage(bg, 0, 0, 96, 96);
     g.globalAlpha = 0.55;
     g.imageSmoothingEnabled = true;
-    g.drawImage(small, 0, 0, 128, 128);
-    let lo = Infinity, hi = -Infinity;
-    for (const v of m.data) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    g.drawImage(small, 0, 0, 96, 96);
     const fig = document.createElement('figure');
     fig.append(out);
     const cap = document.createElement('figcaption');
-    cap.textContent = `stage ${stage + 1}: ${m.side}x${m.side}, ${lo.toFixed(2)}..${hi.toFixed(2)}`;
+    cap.innerText = `stage ${stage + 1}, ${m.side}x${m.side}\n${lo.toFixed(3)}..${hi.toFixed(3)}`;
     fig.append(cap);
     maps.append(fig);
   });
@@ -147,6 +150,7 @@ async function run() {
       const r = await model.infer(new Uint8Array(p.data.buffer), p.width, p.height);
       status(`inference ${(performance.now() - t0).toFixed(0)} ms on ${model.adapter}`);
       showResult(r);
+      window.__runs = (window.__runs || 0) + 1; // for tools/screenshot-web.py
       if (testMode) {
         report(JSON.stringify({
           logits: Array.from(r.logits), probs: Array.from(r.probs),

@@ -84,7 +84,9 @@ impl Model {
     #[wasm_bindgen(getter)]
     pub fn adapter(&self) -> String {
         let i = &self.inner.gpu.info;
-        format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+        // Browsers may hide the adapter's name (Chromium does for SwiftShader).
+        let name = if i.name.is_empty() { "WebGPU" } else { &i.name };
+        format!("{name} ({:?})", i.device_type)
     }
 
     /// Runs RGBA pixels (a canvas's `getImageData().data`, any size) through the network:
