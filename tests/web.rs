@@ -3,8 +3,9 @@
 //! Google's SwiftShader WebGPU adapter, and holds its logits against the native run of the same
 //! checkpoint and image through the library (lavapipe here).
 //!
-//! Needs `chromium` and the `wasm-bindgen` CLI (tools/install-web-test.sh). Without them the
-//! test prints why and passes, except under `CI` (set by CI services), where it fails.
+//! Needs `chromium` (or the browser named by `CHROMIUM`) and the `wasm-bindgen` CLI
+//! (tools/install-web-test.sh). Without them the test prints why and passes, except under `CI`
+//! (set by CI services and by .ci/run), where it fails.
 
 mod common;
 
@@ -305,7 +306,10 @@ fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
 #[test]
 fn browser_logits_equal_native_logits() {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    let chromium = find("chromium");
+    // CHROMIUM names another Chromium-based browser (google-chrome, chromium-browser).
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| find("chromium"));
     let wasm_bindgen = find("wasm-bindgen");
     if chromium.is_none() || wasm_bindgen.is_none() {
         let missing: Vec<&str> = [("chromium", &chromium), ("wasm-bindgen", &wasm_bindgen)]
