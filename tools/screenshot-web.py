@@ -35,6 +35,7 @@ def call(method, path, body=None):
 
 driver = subprocess.Popen(["chromedriver", f"--port={PORT}"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
+s = None
 try:
     for _ in range(100):
         try:
@@ -90,7 +91,12 @@ try:
     with open(out, "wb") as f:
         f.write(png)
     print(f"{out}: {len(png)} bytes")
-    call("DELETE", s)
 finally:
+    # Ending the session is what closes the browser: stopping chromedriver leaves it running.
+    if s:
+        try:
+            call("DELETE", s)
+        except (OSError, SystemExit):
+            pass
     driver.terminate()
     driver.wait()
