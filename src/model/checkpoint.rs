@@ -115,9 +115,16 @@ pub struct Checkpoint {
 /// must be present with its exact shape and dtype f32, with nothing else beside them.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes)
+    from_bytes(&bytes, path)
+}
+
+/// [`load`] from bytes already in memory (a browser has no files); `origin` names them in
+/// errors.
+pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Checkpoint> {
+    let path = origin;
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
     let json = meta
         .metadata()

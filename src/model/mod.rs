@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod debug_step;
+pub mod infer;
 pub mod network;
 pub mod params;
 
