@@ -28,7 +28,9 @@ pub struct Gpu {
     last_submit: Mutex<String>,
     /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
     pub(crate) dummy: wgpu::Buffer,
-    /// While `fer-cbam profile` runs: records every submission's dispatches with timestamps.
+    /// While `fer-cbam profile` runs: records every submission's dispatches with timestamps
+    /// (native only: the profiler blocks on its readbacks).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) recorder: Mutex<Option<crate::profile::Recorder>>,
 }
 
@@ -105,6 +107,7 @@ impl Gpu {
             lost,
             last_submit: Mutex::new(String::new()),
             dummy,
+            #[cfg(not(target_arch = "wasm32"))]
             recorder: Mutex::new(None),
         })
     }
@@ -316,9 +319,17 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("submit"),
             });
-        if let Some(recorder) = self.recorder.lock().unwrap().as_mut() {
-            recorder.record(self, &mut encoder, dispatches.clone())?;
-        } else {
+        #[cfg(not(target_arch = "wasm32"))]
+        let recorded = match self.recorder.lock().unwrap().as_mut() {
+            Some(recorder) => {
+                recorder.record(self, &mut encoder, dispatches.clone())?;
+                true
+            }
+            None => false,
+        };
+        #[cfg(target_arch = "wasm32")]
+        let recorded = false;
+        if !recorded {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ops"),
                 timestamp_writes: None,

@@ -3,21 +3,25 @@
 //!
 //! - [`gpu::Gpu`]: adapter, device limits, checked allocations, submission, async readback;
 //! - [`pipeline`]: WGSL files embedded from `shaders/`, pipelines cached by
-//!   (shader, entry point, override constants);
+//!   (shader, entry point, binding list, override constants);
 //! - [`ops`]: one wrapper per op (`shaders/<op>.wgsl`, `reference/src/<op>.rs`, `tests/<op>.rs`).
 
+// Modules marked native-only block on the GPU (pollster), spawn threads or write files; the
+// browser build (web/) uses the rest.
 pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod figures;
 pub mod explain;
 pub mod figure_text;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod figures;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod protocol;
