@@ -289,11 +289,33 @@ fn kfold_by_subject_never_splits_a_subject_across_folds() {
     let dir = tmp_dir("protocol-kfold-groups");
     let data = dir.join("ck");
     let n = write_subjects(&data, 12, 2);
+    // A landmark sidecar for the angry images only: the report must say that those came from
+    // it and the rest from the template.
+    let mut angry: Vec<String> = std::fs::read_dir(data.join("angry"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("angry/{}", e.file_name().to_string_lossy()))
+        .collect();
+    angry.sort();
+    let mut csv = String::from("file");
+    for k in 0..68 {
+        csv += &format!(",x{k},y{k}");
+    }
+    for f in &angry {
+        csv += &format!("\n{f}");
+        for k in 0..68 {
+            csv += &format!(",{},{}", 2 + k % 12, 3 + k % 10);
+        }
+    }
+    let sidecar = dir.join("lm.csv");
+    std::fs::write(&sidecar, csv + "\n").unwrap();
     let v = run(
         &[
             "kfold",
             "--data",
             data.to_str().unwrap(),
+            "--landmarks-csv",
+            sidecar.to_str().unwrap(),
             "--group-by",
             "subject",
             "--landmarks",
@@ -325,10 +347,17 @@ fn kfold_by_subject_never_splits_a_subject_across_folds() {
             assert_eq!(folds.len(), 1, "subject {g} in folds {folds:?}");
         }
     }
-    assert!(v["data"]["test_landmarks"]
-        .as_str()
-        .unwrap()
-        .contains("template (CkPlus48)"));
+    let lm = v["data"]["test_landmarks"].as_str().unwrap();
+    assert!(lm.contains("template (CkPlus48)"), "{lm}");
+    assert!(lm.contains("sidecar"), "{lm}");
+    assert!(
+        v["data"]["train"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} from a sidecar CSV", angry.len())),
+        "{}",
+        v["data"]["train"]
+    );
     // Class weights come from each model's own training side: mean 1 over its classes.
     for m in v["models"].as_array().unwrap() {
         let w: Vec<f64> = m["class_weights"]

@@ -128,6 +128,13 @@ pub struct CrossArgs {
     /// Landmark template for test images without landmarks: fer2013 or ckplus48 (for CK+48).
     #[arg(long, default_value = "fer2013")]
     pub test_landmarks: Template,
+    /// Landmark sidecar CSV (`file,x0,y0,...,x67,y67`, e.g. from tools/landmarks.py) for the
+    /// --train datasets; rows match images by path or path ending.
+    #[arg(long, value_name = "PATH")]
+    pub train_landmarks_csv: Option<PathBuf>,
+    /// Landmark sidecar CSV for --test.
+    #[arg(long, value_name = "PATH")]
+    pub test_landmarks_csv: Option<PathBuf>,
     /// CK+: keep only the last (apex) frame of each sequence, on either side.
     #[arg(long)]
     pub ckplus_apex: bool,
@@ -229,15 +236,25 @@ impl Source {
     }
 }
 
-/// Opens a dataset (detected form unless `format`), keeps the apex frames when asked, and
-/// describes it in words (skipped folders, loader notes).
-fn open(root: &Path, format: Option<Format>, apex: bool) -> Result<(Dataset, String)> {
+/// Opens a dataset (detected form unless `format`), keeps the apex frames when asked, attaches
+/// a landmark sidecar when given, and describes it in words (skipped folders, loader notes,
+/// where the landmarks came from).
+fn open(
+    root: &Path,
+    format: Option<Format>,
+    apex: bool,
+    landmarks_csv: Option<&Path>,
+) -> Result<(Dataset, String)> {
     let mut ds = dataset::open(root, format)?;
     let mut note = format!("{} ({})", root.display(), ds.format.name());
     if apex {
         let dropped = ds.keep_last_frame_per_sequence();
         note += &format!(" (apex frames only: {dropped} other frames left out)");
     }
+    if let Some(csv) = landmarks_csv {
+        fer_cbam::data::landmarks::attach_sidecar(&mut ds, csv)?;
+    }
+    note += &format!(" ({})", ds.landmark_summary());
     for s in &ds.skipped {
         note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
     }
@@ -355,6 +372,7 @@ fn data_settings(d: &DataArgs) -> serde_json::Value {
         "group_by": d.group_by,
         "ckplus_apex": d.ckplus_apex,
         "landmarks": format!("{:?}", d.landmarks),
+        "landmarks_csv": d.landmarks_csv,
     })
 }
 
@@ -371,6 +389,14 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
     c.check()?;
     let (pool, note) = match &args.data.data {
         None => {
+            if let Some(csv) = &args.data.landmarks_csv {
+                return Err(Error::Data {
+                    path: csv.display().to_string(),
+                    message:
+                        "--landmarks-csv needs --data: the synthetic faces have exact landmarks"
+                            .into(),
+                });
+            }
             if args.data.synthetic < 10 {
                 return Err(invalid(
                     "--synthetic",
@@ -386,7 +412,12 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
             (Source::Synthetic(s), note)
         }
         Some(root) => {
-            let (ds, note) = open(root, args.data.format, args.data.ckplus_apex)?;
+            let (ds, note) = open(
+                root,
+                args.data.format,
+                args.data.ckplus_apex,
+                args.data.landmarks_csv.as_deref(),
+            )?;
             let src = DatasetSource::new(&ds, args.data.landmarks, |_| true);
             (Source::Dataset(src), note)
         }
@@ -479,7 +510,12 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
     let mut samples = Vec::new();
     let mut notes = Vec::new();
     for root in &args.train {
-        let (ds, note) = open(root, args.train_format, args.ckplus_apex)?;
+        let (ds, note) = open(
+            root,
+            args.train_format,
+            args.ckplus_apex,
+            args.train_landmarks_csv.as_deref(),
+        )?;
         samples.extend(ds.samples);
         notes.push(note);
     }
@@ -487,7 +523,12 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
         samples,
         template: args.train_landmarks,
     });
-    let (ds, test_note) = open(&args.test, args.test_format, args.ckplus_apex)?;
+    let (ds, test_note) = open(
+        &args.test,
+        args.test_format,
+        args.ckplus_apex,
+        args.test_landmarks_csv.as_deref(),
+    )?;
     let test = Source::Dataset(DatasetSource::new(&ds, args.test_landmarks, |_| true));
     let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
     let data = DataInfo {
@@ -508,6 +549,8 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
             "test_format": args.test_format.map(|f| f.name()),
             "train_landmarks": format!("{:?}", args.train_landmarks),
             "test_landmarks": format!("{:?}", args.test_landmarks),
+            "train_landmarks_csv": args.train_landmarks_csv,
+            "test_landmarks_csv": args.test_landmarks_csv,
             "ckplus_apex": args.ckplus_apex,
         }),
     );
@@ -756,7 +799,11 @@ fn write_figures(dir: &Path, report: &Report) -> Result<()> {
             .iter()
             .filter(|m| m.k == row.k && m.attention == row.attention)
         {
-            for e in m.evaluations.iter().filter(|e| e.occlusion == row.occlusion) {
+            for e in m
+                .evaluations
+                .iter()
+                .filter(|e| e.occlusion == row.occlusion)
+            {
                 probs.extend_from_slice(&e.probs);
                 labels.extend_from_slice(&e.labels);
             }
