@@ -459,8 +459,7 @@ fn main() {
                     }
                     println!("{v}");
                 } else {
-                    let t: Vec<String> =
-                        r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
+                    let t: Vec<String> = r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
                     let face = match &r.face {
                         None => String::new(),
                         Some(Some(b)) => {

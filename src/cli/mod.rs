@@ -1,6 +1,6 @@
 pub mod demo;
 pub mod explain;
 pub mod occlude;
-pub mod protocol;
 pub mod profile;
+pub mod protocol;
 pub mod run;
