@@ -1,6 +1,9 @@
 //! Class-per-folder datasets: the two shared datasets (CK+48, FER2013), the naming schemes,
 //! decoding (PNG, JPEG, palette TIFF), and the errors a user can run into.
 
+mod common;
+use common::palette_tiff;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -282,63 +285,6 @@ fn decode_converts_to_gray_and_resizes() {
     let px = decode(&c, 4, 3).unwrap();
     assert_eq!(px.len(), 3 * 16);
     assert!(px.iter().all(|&v| (v as i32 - 182).abs() <= 1), "{px:?}");
-}
-
-/// A minimal uncompressed 8-bit palette TIFF (PhotometricInterpretation = 3), written by hand:
-/// the `image` crate reads palette TIFFs but cannot write them, and JAFFE ships as such files.
-fn palette_tiff(
-    w: u16,
-    h: u16,
-    index: impl Fn(u16, u16) -> u8,
-    palette: &[(u16, u16, u16)],
-) -> Vec<u8> {
-    let entries: [(u16, u16, u32, u32); 10] = {
-        let ifd_len = 2 + 10 * 12 + 4;
-        let cmap_at = 8 + ifd_len;
-        let data_at = cmap_at + 3 * 256 * 2;
-        [
-            (256, 3, 1, w as u32),            // ImageWidth
-            (257, 3, 1, h as u32),            // ImageLength
-            (258, 3, 1, 8),                   // BitsPerSample
-            (259, 3, 1, 1),                   // Compression: none
-            (262, 3, 1, 3),                   // Photometric: palette
-            (273, 4, 1, data_at),             // StripOffsets
-            (277, 3, 1, 1),                   // SamplesPerPixel
-            (278, 3, 1, h as u32),            // RowsPerStrip
-            (279, 4, 1, w as u32 * h as u32), // StripByteCounts
-            (320, 3, 3 * 256, cmap_at),       // ColorMap
-        ]
-    };
-    let mut b = Vec::new();
-    b.extend_from_slice(b"II");
-    b.extend_from_slice(&42u16.to_le_bytes());
-    b.extend_from_slice(&8u32.to_le_bytes());
-    b.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    for (tag, ty, count, value) in entries {
-        b.extend_from_slice(&tag.to_le_bytes());
-        b.extend_from_slice(&ty.to_le_bytes());
-        b.extend_from_slice(&count.to_le_bytes());
-        if ty == 3 && count == 1 {
-            b.extend_from_slice(&(value as u16).to_le_bytes());
-            b.extend_from_slice(&[0, 0]);
-        } else {
-            b.extend_from_slice(&value.to_le_bytes());
-        }
-    }
-    b.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    for channel in 0..3 {
-        for i in 0..256 {
-            let c = palette.get(i).copied().unwrap_or((0, 0, 0));
-            let v = [c.0, c.1, c.2][channel];
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            b.push(index(x, y));
-        }
-    }
-    b
 }
 
 #[test]

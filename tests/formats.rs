@@ -4,6 +4,9 @@
 //! subjects and landmarks, and each kind of bad input must be an error naming the file (and the
 //! line, for text formats).
 
+mod common;
+use common::TempDir;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -13,33 +16,6 @@ use fer_cbam::model::CLASSES;
 use fer_cbam::Error;
 
 const CKPLUS48: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
-
-/// A fresh empty folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("fer-cbam-fmt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn file(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -80,7 +56,7 @@ fn pixels(n: usize, base: u8) -> String {
 
 #[test]
 fn fer2013_csv_labels_splits_and_pixels() {
-    let t = TempDir::new("fer");
+    let t = TempDir::new("fmt-fer");
     let csv = t.file(
         "fer2013.csv",
         &format!(
@@ -123,7 +99,7 @@ fn fer2013_csv_labels_splits_and_pixels() {
 
 #[test]
 fn fer2013_columns_are_found_by_name_and_usage_is_optional() {
-    let t = TempDir::new("fer-order");
+    let t = TempDir::new("fmt-fer-order");
     let csv = t.file(
         "icml_face_data.csv",
         &format!(
@@ -154,7 +130,7 @@ fn fer2013_columns_are_found_by_name_and_usage_is_optional() {
 
 #[test]
 fn fer2013_malformed_rows_name_file_and_line() {
-    let t = TempDir::new("fer-bad");
+    let t = TempDir::new("fmt-fer-bad");
     let ok = format!("0,{},Training\n", pixels(4, 0));
     let cases = [
         (format!("3,{}\n", pixels(4, 0)), "2 columns"),
@@ -199,7 +175,7 @@ fn fer2013_malformed_rows_name_file_and_line() {
 
 #[test]
 fn jaffe_names_give_labels_and_subjects() {
-    let t = TempDir::new("jaffe");
+    let t = TempDir::new("fmt-jaffe");
     let names = [
         ("KA.AN1.39.png", "angry", "KA"),
         ("KA.DI2.43.png", "disgust", "KA"),
@@ -237,7 +213,7 @@ fn jaffe_names_give_labels_and_subjects() {
 
 #[test]
 fn jaffe_unknown_expression_code_names_the_file() {
-    let t = TempDir::new("jaffe-bad");
+    let t = TempDir::new("fmt-jaffe-bad");
     write_png(&t.path().join("KA.AN1.39.png"), 4, 4, |_, _| 0);
     write_png(&t.path().join("KA.XX1.40.png"), 4, 4, |_, _| 0);
     let (path, message) = data_err(open(t.path(), None));
@@ -315,7 +291,7 @@ fn ckplus_fixture(t: &TempDir) {
 
 #[test]
 fn ckplus_apex_frames_labels_subjects_and_normalised_landmarks() {
-    let t = TempDir::new("ck");
+    let t = TempDir::new("fmt-ck");
     ckplus_fixture(&t);
     assert_eq!(detect(t.path()).unwrap(), Format::CkPlus);
     let ds = open(t.path(), None).unwrap();
@@ -386,13 +362,13 @@ fn ckplus_bad_files_name_file_and_line() {
         ),
     ];
     for (rel, text, line, words) in cases {
-        let t = TempDir::new("ck-bad");
+        let t = TempDir::new("fmt-ck-bad");
         ckplus_fixture(&t);
         let f = t.file(rel, text);
         assert_err_at(open(t.path(), None), &f, line, words);
     }
     // Too few points: the file is named with the count.
-    let t = TempDir::new("ck-short");
+    let t = TempDir::new("fmt-ck-short");
     ckplus_fixture(&t);
     let short: String = ck_landmarks(1.0)
         .lines()
@@ -404,7 +380,7 @@ fn ckplus_bad_files_name_file_and_line() {
     assert_eq!(path, f.display().to_string());
     assert!(message.contains("67 points"), "{message}");
     // An emotion file naming a frame that is not there.
-    let t = TempDir::new("ck-missing");
+    let t = TempDir::new("fmt-ck-missing");
     ckplus_fixture(&t);
     let f = t.file("Emotion/S005/001/S005_001_00000009_emotion.txt", "1\n");
     let (path, message) = data_err(open(t.path(), None));
@@ -419,7 +395,7 @@ fn ckplus_bad_files_name_file_and_line() {
 
 #[test]
 fn rafdb_labels_splits_and_original_fallback() {
-    let t = TempDir::new("raf");
+    let t = TempDir::new("fmt-raf");
     t.file(
         "EmoLabel/list_patition_label.txt",
         "train_00001.jpg 5\ntrain_00002.jpg 1\ntest_0001.jpg 7\ntest_0002.jpg 6\n",
@@ -468,7 +444,7 @@ fn rafdb_bad_lines_name_file_and_line() {
         ("train_00099.jpg 3", "image \"train_00099.jpg\" is missing"),
     ];
     for (bad, words) in cases {
-        let t = TempDir::new("raf-bad");
+        let t = TempDir::new("fmt-raf-bad");
         let list = t.file(
             "EmoLabel/list_patition_label.txt",
             &format!("train_00001.jpg 5\n{bad}\n"),
@@ -531,7 +507,7 @@ fn affectnet_fixture(t: &TempDir) -> (PathBuf, PathBuf) {
 
 #[test]
 fn affectnet_csv_crops_face_boxes_and_makes_landmarks_relative() {
-    let t = TempDir::new("affect");
+    let t = TempDir::new("fmt-affect");
     let (train, _) = affectnet_fixture(&t);
     assert_eq!(detect(t.path()).unwrap(), Format::AffectNetCsv);
     assert_eq!(detect(&train).unwrap(), Format::AffectNetCsv);
@@ -594,7 +570,7 @@ fn affectnet_bad_rows_name_file_and_line() {
         (format!("9/z.png,2,4,8,8,\"{lm}\",1,0,0"), "is missing"),
     ];
     for (bad, words) in cases {
-        let t = TempDir::new("affect-bad");
+        let t = TempDir::new("fmt-affect-bad");
         affectnet_fixture(&t);
         let csv = t.file("training.csv", &format!("{AFFECTNET_HEADER}\n{bad}\n"));
         assert_err_at(open(t.path(), None), &csv, 2, words);
@@ -605,7 +581,7 @@ fn affectnet_bad_rows_name_file_and_line() {
 
 #[test]
 fn detection_and_override() {
-    let t = TempDir::new("detect");
+    let t = TempDir::new("fmt-detect");
     // Class folders.
     write_png(&t.path().join("folder/happy/x.png"), 4, 4, |_, _| 0);
     assert_eq!(detect(&t.path().join("folder")).unwrap(), Format::Folder);

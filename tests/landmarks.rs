@@ -2,7 +2,10 @@
 //! `file,x0,y0,...,x67,y67[,flagged]` sidecar that `tools/landmarks.py` writes, attached to a
 //! dataset's samples, normalised by each image's size, with the source reported per image.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::TempDir;
+
+use std::path::Path;
 
 use fer_cbam::data::dataset::{open, Dataset, LandmarkOrigin, Pixels, SampleLandmarks};
 use fer_cbam::data::landmarks::{attach_sidecar, read_ckplus, read_pts, read_sidecar};
@@ -13,33 +16,6 @@ use fer_cbam::Error;
 const CKPLUS48: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
 /// Where the run of tools/landmarks.py on CK+48 wrote its sidecar (outside the repository).
 const CKPLUS48_SIDECAR: &str = "/work/landmarks/ckplus.csv";
-
-/// A fresh empty folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("fer-cbam-lm-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn file(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_png(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -94,7 +70,7 @@ fn assert_points(lm: &SampleLandmarks, w: f32, h: f32, scale: f32) {
 
 #[test]
 fn ckplus_landmark_files_read_scientific_notation() {
-    let t = TempDir::new("ck");
+    let t = TempDir::new("lm-ck");
     let text: String = (0..68)
         .map(|k| format!("   {:.7e}   {:.7e}\n", point(k)[0], point(k)[1]))
         .collect();
@@ -124,7 +100,7 @@ fn ckplus_landmark_files_read_scientific_notation() {
 
 #[test]
 fn pts_files_read_and_malformed_ones_name_the_line() {
-    let t = TempDir::new("pts");
+    let t = TempDir::new("lm-pts");
     let f = t.file("a.pts", &pts_text(68));
     let pts = read_pts(&f).unwrap();
     assert_eq!(pts[0], point(0));
@@ -166,7 +142,7 @@ fn folder_fixture(t: &TempDir) {
 
 #[test]
 fn pts_beside_an_image_is_attached_and_others_fall_back_to_the_template() {
-    let t = TempDir::new("pts-attach");
+    let t = TempDir::new("lm-pts-attach");
     folder_fixture(&t);
     let ds = open(t.path(), None).unwrap();
     let a = ds
@@ -215,7 +191,7 @@ fn pts_beside_an_image_is_attached_and_others_fall_back_to_the_template() {
 
 #[test]
 fn sidecar_attaches_by_relative_path_or_base_name_and_reports_flags() {
-    let t = TempDir::new("sidecar");
+    let t = TempDir::new("lm-sidecar");
     folder_fixture(&t);
     let csv = t.file(
         "lm.csv",
@@ -275,7 +251,7 @@ fn sidecar_attaches_by_relative_path_or_base_name_and_reports_flags() {
 
 #[test]
 fn sidecar_malformed_rows_name_file_and_line() {
-    let t = TempDir::new("sidecar-bad");
+    let t = TempDir::new("lm-sidecar-bad");
     let good = sidecar_row("a.png", 1.0, 0);
     let cases = [
         (good.replace(",0\n", ",2\n"), "flagged is \"2\""),
@@ -297,7 +273,7 @@ fn sidecar_malformed_rows_name_file_and_line() {
 #[test]
 fn sidecar_replaces_dataset_landmarks_and_maps_into_crops() {
     // CK+ as distributed with its own landmarks: the sidecar wins and says so.
-    let t = TempDir::new("sidecar-ck");
+    let t = TempDir::new("lm-sidecar-ck");
     write_png(
         &t.path()
             .join("cohn-kanade-images/S005/001/S005_001_00000003.png"),
@@ -321,7 +297,7 @@ fn sidecar_replaces_dataset_landmarks_and_maps_into_crops() {
     assert_points(ds.samples[0].landmarks.as_ref().unwrap(), 64.0, 32.0, 0.25);
 
     // AffectNet: sidecar points are in the original image, the sample is the face box.
-    let t = TempDir::new("sidecar-crop");
+    let t = TempDir::new("lm-sidecar-crop");
     write_png(
         &t.path().join("Manually_Annotated_Images/1/a.png"),
         300,
@@ -377,51 +353,15 @@ fn ckplus48_sidecar_from_the_tool_attaches_to_every_image() {
     }
 }
 
-/// A minimal uncompressed 8-bit palette TIFF (PhotometricInterpretation = 3) of index 1 under
-/// a gray palette, as JAFFE ships (the `image` crate cannot write palette TIFFs).
+/// A palette TIFF of index 1 under a gray palette, as JAFFE ships.
 fn palette_tiff(w: u16, h: u16) -> Vec<u8> {
-    let cmap_at = 8 + 2 + 10 * 12 + 4;
-    let data_at = cmap_at + 3 * 256 * 2;
-    let entries: [(u16, u16, u32, u32); 10] = [
-        (256, 3, 1, w as u32),            // ImageWidth
-        (257, 3, 1, h as u32),            // ImageLength
-        (258, 3, 1, 8),                   // BitsPerSample
-        (259, 3, 1, 1),                   // Compression: none
-        (262, 3, 1, 3),                   // Photometric: palette
-        (273, 4, 1, data_at),             // StripOffsets
-        (277, 3, 1, 1),                   // SamplesPerPixel
-        (278, 3, 1, h as u32),            // RowsPerStrip
-        (279, 4, 1, w as u32 * h as u32), // StripByteCounts
-        (320, 3, 3 * 256, cmap_at),       // ColorMap
-    ];
-    let mut b = b"II".to_vec();
-    b.extend_from_slice(&42u16.to_le_bytes());
-    b.extend_from_slice(&8u32.to_le_bytes());
-    b.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    for (tag, ty, count, value) in entries {
-        b.extend_from_slice(&tag.to_le_bytes());
-        b.extend_from_slice(&ty.to_le_bytes());
-        b.extend_from_slice(&count.to_le_bytes());
-        if ty == 3 && count == 1 {
-            b.extend_from_slice(&(value as u16).to_le_bytes());
-            b.extend_from_slice(&[0, 0]);
-        } else {
-            b.extend_from_slice(&value.to_le_bytes());
-        }
-    }
-    b.extend_from_slice(&0u32.to_le_bytes());
-    for _ in 0..3 {
-        for i in 0..256u16 {
-            b.extend_from_slice(&(i * 257).to_le_bytes());
-        }
-    }
-    b.extend(std::iter::repeat_n(1u8, w as usize * h as usize));
-    b
+    let gray: Vec<(u16, u16, u16)> = (0..256u16).map(|i| (i * 257, i * 257, i * 257)).collect();
+    common::palette_tiff(w, h, |_, _| 1, &gray)
 }
 
 #[test]
 fn pts_beside_a_jaffe_palette_tiff_is_normalised_by_its_size() {
-    let t = TempDir::new("jaffe-pts");
+    let t = TempDir::new("lm-jaffe-pts");
     std::fs::write(t.path().join("KA.AN1.39.tiff"), palette_tiff(60, 30)).unwrap();
     t.file("KA.AN1.39.pts", &pts_text(68));
     let ds = open(t.path(), None).unwrap();
