@@ -421,6 +421,46 @@ fn epoch_ticks(lo: usize, hi: usize) -> Vec<f64> {
     (lo..=hi).step_by(step).map(|e| e as f64).collect()
 }
 
+/// One panel of the training curves: epochs across, `y_desc` from 0 to `y_top` up, with the
+/// shared grid and label styles.
+fn epoch_panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    x: Ticked,
+    y_top: f64,
+    y_desc: &str,
+    y_decimals: usize,
+) -> std::result::Result<
+    ChartContext<
+        'a,
+        BitMapBackend<'b>,
+        Cartesian2d<Ticked, plotters::coord::types::RangedCoordf64>,
+    >,
+    String,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, font(18.0))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x, 0f64..y_top)
+        .map_err(msg)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(GRID.mix(0.5))
+        .bold_line_style(GRID)
+        .label_style(font(14.0))
+        .axis_desc_style(font(16.0))
+        .x_desc("Epoch")
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
+        .draw()
+        .map_err(msg)?;
+    Ok(chart)
+}
+
 /// Training curves: the loss per epoch (left panel) and the training and, where present, test
 /// accuracy per epoch (right panel). Non-finite values are left out of the lines.
 pub fn curves_png(path: &Path, epochs: &[EpochPoint], title: &str) -> Result<()> {
@@ -444,26 +484,7 @@ pub fn curves_png(path: &Path, epochs: &[EpochPoint], title: &str) -> Result<()>
             .collect();
         let loss_max = losses.iter().map(|p| p.1).fold(0.0f64, f64::max);
         let loss_top = if loss_max > 0.0 { loss_max * 1.1 } else { 1.0 };
-        let mut chart = ChartBuilder::on(&left)
-            .caption("Training loss", font(18.0))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(65)
-            .build_cartesian_2d(x_range(), 0f64..loss_top)
-            .map_err(msg)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .light_line_style(GRID.mix(0.5))
-            .bold_line_style(GRID)
-            .label_style(font(14.0))
-            .axis_desc_style(font(16.0))
-            .x_desc("Epoch")
-            .y_desc("Loss")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.2}"))
-            .draw()
-            .map_err(msg)?;
+        let mut chart = epoch_panel(&left, "Training loss", x_range(), loss_top, "Loss", 2)?;
         chart
             .draw_series(LineSeries::new(losses, color(0).stroke_width(2)).point_size(3))
             .map_err(msg)?;
@@ -484,26 +505,7 @@ pub fn curves_png(path: &Path, epochs: &[EpochPoint], title: &str) -> Result<()>
             .chain(&test)
             .map(|p| p.1)
             .fold(1.0f64, f64::max);
-        let mut chart = ChartBuilder::on(&right)
-            .caption("Accuracy", font(18.0))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(65)
-            .build_cartesian_2d(x_range(), 0f64..acc_top)
-            .map_err(msg)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .light_line_style(GRID.mix(0.5))
-            .bold_line_style(GRID)
-            .label_style(font(14.0))
-            .axis_desc_style(font(16.0))
-            .x_desc("Epoch")
-            .y_desc("Accuracy")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .draw()
-            .map_err(msg)?;
+        let mut chart = epoch_panel(&right, "Accuracy", x_range(), acc_top, "Accuracy", 1)?;
         let (c0, c1) = (color(0), color(1));
         chart
             .draw_series(LineSeries::new(train, c0.stroke_width(2)).point_size(3))
