@@ -81,6 +81,26 @@ impl DatasetSource {
             None => self.template.landmarks(size),
         }
     }
+    /// Where the landmarks came from, per kind of source with counts ("309 from sidecar
+    /// x.csv, 12 from canonical template (Fer2013)"), for reports.
+    pub fn landmark_summary(&self) -> String {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for i in 0..self.samples.len() {
+            let o = self.landmark_origin(i);
+            // Per kind of source, not per landmark file.
+            let kind = if o.starts_with("dataset file") {
+                "the dataset's landmark files".to_string()
+            } else {
+                o
+            };
+            *counts.entry(kind).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| format!("{n} from {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
     /// Where sample `i`'s landmarks came from, in words.
     pub fn landmark_origin(&self, i: usize) -> String {
         match &self.samples[i].landmarks {

@@ -32,23 +32,11 @@ pub fn landmark_source(data: &Data, test: bool) -> String {
     match data {
         Data::Synthetic { .. } => "exact (the generator's own geometry)".into(),
         Data::Folder { train, test: t, .. } => {
-            let s = if test { t } else { train };
-            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-            for i in 0..s.samples.len() {
-                let o = s.landmark_origin(i);
-                // Group per kind of source, not per file.
-                let kind = if o.starts_with("dataset file") {
-                    "the dataset's landmark files".to_string()
-                } else {
-                    o
-                };
-                *counts.entry(kind).or_default() += 1;
+            if test {
+                t.landmark_summary()
+            } else {
+                train.landmark_summary()
             }
-            counts
-                .into_iter()
-                .map(|(k, n)| format!("{n} from {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
         }
     }
 }

@@ -215,23 +215,7 @@ impl Source {
     fn landmark_origins(&self) -> String {
         match self {
             Source::Synthetic(_) => "exact (the generator's own geometry)".into(),
-            Source::Dataset(s) => {
-                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-                for i in 0..s.samples.len() {
-                    let o = s.landmark_origin(i);
-                    let kind = if o.starts_with("dataset file") {
-                        "the dataset's landmark files".to_string()
-                    } else {
-                        o
-                    };
-                    *counts.entry(kind).or_default() += 1;
-                }
-                counts
-                    .into_iter()
-                    .map(|(k, n)| format!("{n} from {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            Source::Dataset(s) => s.landmark_summary(),
         }
     }
 }
