@@ -1,21 +1,7 @@
 //! The binary's commands: happy paths and one-line errors on bad input.
 
 mod common;
-use common::tmp_dir;
-
-use std::process::Command;
-
-fn fer_cbam(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{run_bin, tmp_dir};
 
 #[test]
 fn every_command_has_help() {
@@ -24,14 +10,14 @@ fn every_command_has_help() {
         vec!["info", "--help"],
         vec!["init", "--help"],
     ] {
-        let (ok, stdout, _) = fer_cbam(&cmd);
+        let (ok, stdout, _) = run_bin(&cmd);
         assert!(ok && stdout.contains("Usage"), "{cmd:?}: {stdout}");
     }
 }
 
 #[test]
 fn info_model_prints_the_parameter_table() {
-    let (ok, stdout, stderr) = fer_cbam(&["info", "--model"]);
+    let (ok, stdout, stderr) = run_bin(&["info", "--model"]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("stages.0.conv.weight") && stdout.contains("[32, 3, 3, 3]"),
@@ -41,7 +27,7 @@ fn info_model_prints_the_parameter_table() {
         stdout.contains("head.fc2.bias") && stdout.contains("434001"),
         "{stdout}"
     );
-    let (ok, stdout, _) = fer_cbam(&["info", "--model", "--attention", "none"]);
+    let (ok, stdout, _) = run_bin(&["info", "--model", "--attention", "none"]);
     assert!(
         ok && !stdout.contains("cbam") && stdout.contains(&format!("{}", 434_001 - 11_786)),
         "{stdout}"
@@ -54,7 +40,7 @@ fn init_writes_a_loadable_checkpoint_and_the_same_seed_gives_the_same_file() {
     let a = dir.join("a.safetensors");
     let b = dir.join("b.safetensors");
     for p in [&a, &b] {
-        let (ok, stdout, stderr) = fer_cbam(&[
+        let (ok, stdout, stderr) = run_bin(&[
             "init",
             "--seed",
             "5",
@@ -80,7 +66,7 @@ fn init_writes_a_loadable_checkpoint_and_the_same_seed_gives_the_same_file() {
 fn bad_arguments_are_one_line_errors() {
     let dir = tmp_dir("cli-bad");
     let out = dir.join("x.safetensors");
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "init",
         "--out",
         out.to_str().unwrap(),
@@ -94,13 +80,13 @@ fn bad_arguments_are_one_line_errors() {
         "{stderr}"
     );
     assert!(!out.exists());
-    let (ok, _, stderr) = fer_cbam(&["init", "--out", "/nonexistent-dir/x.safetensors"]);
+    let (ok, _, stderr) = run_bin(&["init", "--out", "/nonexistent-dir/x.safetensors"]);
     assert!(
         !ok && stderr.trim().lines().count() == 1
             && stderr.contains("/nonexistent-dir/x.safetensors"),
         "{stderr}"
     );
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "init",
         "--out",
         out.to_str().unwrap(),
@@ -138,7 +124,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         "0.5",
     ];
     args.extend_from_slice(&TINY);
-    let (ok, stdout, stderr) = fer_cbam(&args);
+    let (ok, stdout, stderr) = run_bin(&args);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
     assert_eq!(v["images"], 14);
@@ -166,7 +152,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         "0.5",
     ];
     args2.extend_from_slice(&TINY);
-    assert!(fer_cbam(&args2).0);
+    assert!(run_bin(&args2).0);
     assert!(
         std::fs::read(&ck).unwrap() == std::fs::read(&again).unwrap(),
         "retraining changed the checkpoint"
@@ -174,7 +160,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
 
     // Resume continues the step count from the optimizer state.
     let ck2 = dir.join("m2.safetensors");
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "train",
         "--resume",
         ck_s,
@@ -194,7 +180,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
     assert_eq!(step_of(&dir.join("m2.optim.safetensors")), 14);
     // ... exactly: one epoch plus a resumed epoch equals two epochs in one run.
     let two = dir.join("two.safetensors");
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "train",
         "--out",
         two.to_str().unwrap(),
@@ -219,7 +205,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
     );
 
     for occ in ["none", "eyes", "patch16"] {
-        let (ok, stdout, stderr) = fer_cbam(&[
+        let (ok, stdout, stderr) = run_bin(&[
             "eval",
             "--checkpoint",
             ck_s,
@@ -235,7 +221,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         assert_eq!(v["occlusion"], occ);
         assert!(v["landmarks"].as_str().unwrap().contains("exact"));
     }
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "eval",
         "--checkpoint",
         ck_s,
@@ -250,7 +236,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/ckplus/happy");
     if img.exists() {
         let (ok, stdout, stderr) =
-            fer_cbam(&["predict", "--checkpoint", ck_s, img.to_str().unwrap()]);
+            run_bin(&["predict", "--checkpoint", ck_s, img.to_str().unwrap()]);
         assert!(ok, "{stderr}");
         let first = stdout.lines().next().unwrap();
         assert_eq!(first.matches(", ").count(), 2, "top-3 per image: {first}");
@@ -291,7 +277,7 @@ fn folder_training_counts_unreadable_files_or_stops_when_strict() {
         ck.to_str().unwrap(),
     ];
     args.extend_from_slice(&TINY);
-    let (ok, stdout, stderr) = fer_cbam(&args);
+    let (ok, stdout, stderr) = run_bin(&args);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("skipped contempt") || stdout.contains("contempt"),
@@ -304,7 +290,7 @@ fn folder_training_counts_unreadable_files_or_stops_when_strict() {
         "{stdout}{stderr}"
     );
     args.push("--strict");
-    let (ok, _, stderr) = fer_cbam(&args);
+    let (ok, _, stderr) = run_bin(&args);
     assert!(
         !ok && stderr.trim().lines().count() == 1 && stderr.contains("broken.png"),
         "{stderr}"
@@ -327,7 +313,7 @@ fn bad_data_folders_are_one_line_errors() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(&TINY);
-        let (ok, _, stderr) = fer_cbam(&args);
+        let (ok, _, stderr) = run_bin(&args);
         let lines: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
@@ -340,7 +326,7 @@ fn bad_data_folders_are_one_line_errors() {
         );
     }
     assert!(!out.exists());
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "predict",
         "--checkpoint",
         "/nonexistent.safetensors",
@@ -356,7 +342,7 @@ fn bad_data_folders_are_one_line_errors() {
 fn demo_writes_its_report() {
     let dir = tmp_dir("cli-demo");
     let out = dir.join("report");
-    let (ok, stdout, stderr) = fer_cbam(&[
+    let (ok, stdout, stderr) = run_bin(&[
         "demo",
         "--out",
         out.to_str().unwrap(),
@@ -383,6 +369,22 @@ fn demo_writes_its_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["results"].as_array().unwrap().len(), 2);
     assert!(out.join("full.safetensors").exists() && out.join("none.safetensors").exists());
+    // The attention model's explain figures, linked from the report. 70 faces: 56 train, so the
+    // test faces start at index 56.
+    for name in [
+        "synthetic-56-mouth",
+        "synthetic-57-eyes",
+        "synthetic-58-mouth",
+    ] {
+        let png = out.join("explain").join(format!("{name}.png"));
+        assert!(png.exists(), "{} missing", png.display());
+        assert!(md.contains(&format!("(explain/{name}.png)")), "{md}");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain/explain.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["config"]["attention"], "full");
+    assert!(doc["images"][0]["columns"][1]["sensitivity"].is_object());
 }
 
 #[test]
@@ -397,7 +399,7 @@ fn a_checkpoint_with_other_classes_is_refused_in_one_line() {
     let ck = dir.join("other.safetensors");
     let packed = fer_cbam::model::ParamTable::new(&config).init(0);
     fer_cbam::model::checkpoint::save(&ck, &config, &packed).unwrap();
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "eval",
         "--checkpoint",
         ck.to_str().unwrap(),

@@ -3,32 +3,19 @@
 //! every run to a second or two.
 
 mod common;
-use common::{gpu, tmp_dir};
+use common::{gpu, run_bin, tmp_dir};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fer_cbam::explain::{self, Explainer, Map};
 use serde_json::Value;
-
-fn fer_cbam(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `fer-cbam init` with `flags` into `dir/name`.
 fn init(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let ck = dir.join(name);
     let mut args = vec!["init", "--seed", "3", "--out", ck.to_str().unwrap()];
     args.extend_from_slice(flags);
-    let (ok, _, stderr) = fer_cbam(&args);
+    let (ok, _, stderr) = run_bin(&args);
     assert!(ok, "{stderr}");
     ck
 }
@@ -58,7 +45,7 @@ fn f(v: &Value) -> f64 {
 
 /// Asserts the one-line error contract: failure, one line on stderr, containing `needle`.
 fn one_line_error(args: &[&str], needle: &str) {
-    let (ok, _, stderr) = fer_cbam(args);
+    let (ok, _, stderr) = run_bin(args);
     assert!(!ok, "{args:?} should fail");
     assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     assert!(
@@ -72,7 +59,7 @@ fn explain_writes_one_figure_per_face_and_gate_statistics_shaped_as_the_stages()
     let dir = tmp_dir("explain-synthetic");
     let ck = init(&dir, "m.safetensors", &SMALL);
     let out = dir.join("out");
-    let (ok, stdout, stderr) = fer_cbam(&[
+    let (ok, stdout, stderr) = run_bin(&[
         "explain",
         "--checkpoint",
         ck.to_str().unwrap(),
@@ -184,7 +171,7 @@ fn explain_files_of_any_size_on_a_checkpoint_of_other_channels_and_size() {
     write_png(&happy, 48);
     write_png(&loose, 20);
     let out = dir.join("out");
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "explain",
         "--checkpoint",
         ck.to_str().unwrap(),
@@ -223,7 +210,7 @@ fn explain_without_attention_says_there_are_no_gates_and_still_gives_probabiliti
     flags.extend(["--attention", "none"]);
     let ck = init(&dir, "n.safetensors", &flags);
     let out = dir.join("out");
-    let (ok, _, stderr) = fer_cbam(&[
+    let (ok, _, stderr) = run_bin(&[
         "explain",
         "--checkpoint",
         ck.to_str().unwrap(),
@@ -309,7 +296,7 @@ fn explain_bad_inputs_are_one_line_errors_and_write_nothing() {
 fn occlude_draws_one_row_per_occlusion_type() {
     let dir = tmp_dir("explain-occlude");
     let out = dir.join("grid.png");
-    let (ok, stdout, stderr) = fer_cbam(&[
+    let (ok, stdout, stderr) = run_bin(&[
         "occlude",
         "--synthetic",
         "70",
@@ -457,35 +444,4 @@ fn the_bitmap_font_draws_every_printable_character_distinctly() {
         fer_cbam::figure_text::glyph('\u{e9}'),
         fer_cbam::figure_text::glyph('?')
     );
-}
-
-#[test]
-fn demo_report_links_its_attention_figures() {
-    let dir = tmp_dir("explain-demo");
-    let out = dir.join("report");
-    let (ok, _, stderr) = fer_cbam(&[
-        "demo",
-        "--out",
-        out.to_str().unwrap(),
-        "--synthetic",
-        "70",
-        "--epochs",
-        "1",
-        "--quiet",
-    ]);
-    assert!(ok, "{stderr}");
-    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    // 70 faces: 56 train, so the test faces start at index 56.
-    for name in [
-        "synthetic-56-mouth",
-        "synthetic-57-eyes",
-        "synthetic-58-mouth",
-    ] {
-        let png = out.join("explain").join(format!("{name}.png"));
-        assert!(png.exists(), "{} missing", png.display());
-        assert!(md.contains(&format!("(explain/{name}.png)")), "{md}");
-    }
-    let doc = read_json(&out.join("explain/explain.json"));
-    assert_eq!(doc["config"]["attention"], "full");
-    assert!(doc["images"][0]["columns"][1]["sensitivity"].is_object());
 }

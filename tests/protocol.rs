@@ -6,23 +6,10 @@ use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use fer_cbam::model::{ModelConfig, Network, ParamTable, TrainOptions};
 use fer_cbam_reference::softmax_xent as ref_xent;
 use serde_json::Value;
-
-fn fer_cbam(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Tiny model flags: each model trains in well under a second on lavapipe.
 const TINY: [&str; 11] = [
@@ -44,7 +31,7 @@ fn run(args: &[&str], out: &Path) -> Value {
     let mut a: Vec<&str> = args.to_vec();
     a.extend_from_slice(&TINY);
     a.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    let (ok, stdout, stderr) = fer_cbam(&a);
+    let (ok, stdout, stderr) = run_bin(&a);
     assert!(ok, "{a:?}: {stderr}");
     assert!(stdout.contains("report written to"), "{stdout}");
     for f in ["report.json", "report.md"] {
@@ -472,7 +459,7 @@ fn bad_protocol_inputs_are_one_line_errors() {
     for (args, want) in cases {
         let mut a = args.clone();
         a.extend_from_slice(&["--out", o, "--image-size", "16", "--widths", "4,8"]);
-        let (ok, _, stderr) = fer_cbam(&a);
+        let (ok, _, stderr) = run_bin(&a);
         assert!(
             !ok && stderr.trim().lines().count() == 1
                 && stderr.starts_with("error:")
@@ -482,7 +469,7 @@ fn bad_protocol_inputs_are_one_line_errors() {
         assert!(!out.exists(), "{args:?}: nothing written on a bad input");
     }
     // Clap's own errors for a bad value: the first line says what and names it.
-    let (ok, _, stderr) = fer_cbam(&["kfold", "--attention", "bogus", "--out", o]);
+    let (ok, _, stderr) = run_bin(&["kfold", "--attention", "bogus", "--out", o]);
     let first = stderr.lines().next().unwrap_or("");
     assert!(
         !ok && first.starts_with("error:") && first.contains("bogus"),
