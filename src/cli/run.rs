@@ -455,10 +455,14 @@ pub fn predict_command(
     net.write_params(gpu, &ck.packed)?;
     let mut samples = Vec::with_capacity(files.len());
     let mut faces = Vec::with_capacity(files.len());
+    // One detector for all the images: the 1.2 MB model is parsed once, not per image.
+    let mut detector = detect_face
+        .map(|margin| face::FaceDetector::new().map(|d| (d, margin)))
+        .transpose()?;
     for f in &files {
-        match detect_face {
-            Some(margin) => {
-                let (sample, crop) = face::face_sample(f, margin)?;
+        match detector.as_mut() {
+            Some((d, margin)) => {
+                let (sample, crop) = face::face_sample(d, f, *margin)?;
                 samples.push(sample);
                 faces.push(Some(crop));
             }

@@ -23,51 +23,68 @@ pub struct FaceBox {
     pub height: u32,
 }
 
-/// The largest face in an 8-bit grayscale image `width` x `height`, or `None`.
-///
-/// The smallest face searched for is 20 px (the model's window) or a tenth of the image's
-/// shorter side, whichever is larger: smaller detections in a photo are background noise for
-/// our purpose (one face per image).
-pub fn detect_largest(gray: &[u8], width: u32, height: u32) -> Result<Option<FaceBox>> {
-    if gray.len() != (width as usize) * (height as usize) {
-        return Err(Error::InvalidConfig {
+/// The SeetaFace cascade, parsed once from the embedded 1.2 MB model, so that a folder of
+/// photos shares one instead of parsing the model per image.
+pub struct FaceDetector(Box<dyn rustface::Detector>);
+
+impl FaceDetector {
+    pub fn new() -> Result<FaceDetector> {
+        let model = rustface::read_model(MODEL).map_err(|e| Error::InvalidConfig {
             op: "face detection".into(),
-            message: format!(
-                "{} bytes is not a {width}x{height} grayscale image",
-                gray.len()
-            ),
-        });
+            message: format!("the embedded SeetaFace model does not load: {e}"),
+        })?;
+        let mut detector = rustface::create_detector_with_model(model);
+        // The crate's example settings: a 0.8 pyramid and a 4 px window step find frontal
+        // faces reliably without the cost of a denser search.
+        detector.set_score_thresh(2.0);
+        detector.set_pyramid_scale_factor(0.8);
+        detector.set_slide_window_step(4, 4);
+        Ok(FaceDetector(detector))
     }
-    let model = rustface::read_model(MODEL).map_err(|e| Error::InvalidConfig {
-        op: "face detection".into(),
-        message: format!("the embedded SeetaFace model does not load: {e}"),
-    })?;
-    let mut detector = rustface::create_detector_with_model(model);
-    detector.set_min_face_size((width.min(height) / 10).max(20));
-    // The crate's example settings: a 0.8 pyramid and a 4 px window step find frontal faces
-    // reliably without the cost of a denser search.
-    detector.set_score_thresh(2.0);
-    detector.set_pyramid_scale_factor(0.8);
-    detector.set_slide_window_step(4, 4);
-    let faces = detector.detect(&rustface::ImageData::new(gray, width, height));
-    Ok(faces
-        .iter()
-        .map(|f| f.bbox())
-        .max_by_key(|b| b.width() as u64 * b.height() as u64)
-        .map(|b| {
-            // The cascade's boxes can reach past the image edges: clip them.
-            let x0 = b.x().clamp(0, width as i32) as u32;
-            let y0 = b.y().clamp(0, height as i32) as u32;
-            let x1 = (b.x() + b.width() as i32).clamp(0, width as i32) as u32;
-            let y1 = (b.y() + b.height() as i32).clamp(0, height as i32) as u32;
-            FaceBox {
-                x: x0,
-                y: y0,
-                width: x1 - x0,
-                height: y1 - y0,
-            }
-        })
-        .filter(|b| b.width > 0 && b.height > 0))
+
+    /// The largest face in an 8-bit grayscale image `width` x `height`, or `None`.
+    ///
+    /// The smallest face searched for is 20 px (the model's window) or a tenth of the image's
+    /// shorter side, whichever is larger: smaller detections in a photo are background noise
+    /// for our purpose (one face per image).
+    pub fn largest(&mut self, gray: &[u8], width: u32, height: u32) -> Result<Option<FaceBox>> {
+        if gray.len() != (width as usize) * (height as usize) {
+            return Err(Error::InvalidConfig {
+                op: "face detection".into(),
+                message: format!(
+                    "{} bytes is not a {width}x{height} grayscale image",
+                    gray.len()
+                ),
+            });
+        }
+        self.0.set_min_face_size((width.min(height) / 10).max(20));
+        let faces = self
+            .0
+            .detect(&rustface::ImageData::new(gray, width, height));
+        Ok(faces
+            .iter()
+            .map(|f| f.bbox())
+            .max_by_key(|b| b.width() as u64 * b.height() as u64)
+            .map(|b| {
+                // The cascade's boxes can reach past the image edges: clip them.
+                let x0 = b.x().clamp(0, width as i32) as u32;
+                let y0 = b.y().clamp(0, height as i32) as u32;
+                let x1 = (b.x() + b.width() as i32).clamp(0, width as i32) as u32;
+                let y1 = (b.y() + b.height() as i32).clamp(0, height as i32) as u32;
+                FaceBox {
+                    x: x0,
+                    y: y0,
+                    width: x1 - x0,
+                    height: y1 - y0,
+                }
+            })
+            .filter(|b| b.width > 0 && b.height > 0))
+    }
+}
+
+/// [`FaceDetector::largest`] with a detector of its own, for a single image.
+pub fn detect_largest(gray: &[u8], width: u32, height: u32) -> Result<Option<FaceBox>> {
+    FaceDetector::new()?.largest(gray, width, height)
 }
 
 /// The square crop around `face`, grown by `margin` of the face's size on every side (the
@@ -92,10 +109,14 @@ pub fn square_crop(face: FaceBox, margin: f32, width: u32, height: u32) -> FaceB
 
 /// The image at `path` as a sample cropped to its largest face (with `margin`), and the crop;
 /// the whole image and `None` when no face is found.
-pub fn face_sample(path: &Path, margin: f32) -> Result<(Sample, Option<FaceBox>)> {
+pub fn face_sample(
+    detector: &mut FaceDetector,
+    path: &Path,
+    margin: f32,
+) -> Result<(Sample, Option<FaceBox>)> {
     let gray = folder::decode_original(path)?;
     let (w, h) = gray.dimensions();
-    let found = detect_largest(gray.as_raw(), w, h)?;
+    let found = detector.largest(gray.as_raw(), w, h)?;
     let (pixels, crop) = match found {
         Some(face) => {
             let c = square_crop(face, margin, w, h);
