@@ -146,31 +146,44 @@ pub struct Sample {
 impl Sample {
     /// Pixels `[channels, size, size]` (grayscale replicated), resized like [`folder::decode`].
     pub fn load(&self, size: usize, channels: usize) -> Result<Vec<u8>> {
+        if size == 0 || channels == 0 {
+            return Err(Error::Data {
+                path: self.name.clone(),
+                message: format!("cannot make a {size}x{size}x{channels} image"),
+            });
+        }
+        let img = self.load_original()?;
+        let n = size as u32;
+        let img = if img.dimensions() == (n, n) {
+            img
+        } else {
+            image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle)
+        };
+        Ok(img.into_raw().repeat(channels))
+    }
+
+    /// The sample's 8-bit gray pixels at their own size (a box is cut out of its image).
+    pub fn load_original(&self) -> Result<image::GrayImage> {
         match &self.pixels {
-            Pixels::File(path) => folder::decode(path, size, channels),
+            Pixels::File(path) => folder::decode_original(path),
             Pixels::Gray {
                 width,
                 height,
                 data,
             } => {
-                if size == 0 || channels == 0 || width * height != data.len() || data.is_empty() {
+                if width * height != data.len() || data.is_empty() {
                     return Err(Error::Data {
                         path: self.name.clone(),
                         message: format!(
-                            "cannot make a {size}x{size}x{channels} image from {} bytes said to be {width}x{height}",
+                            "cannot make an image from {} bytes said to be {width}x{height}",
                             data.len()
                         ),
                     });
                 }
-                let img = image::GrayImage::from_raw(*width as u32, *height as u32, data.to_vec())
-                    .expect("length checked above");
-                let n = size as u32;
-                let img = if img.dimensions() == (n, n) {
-                    img
-                } else {
-                    image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle)
-                };
-                Ok(img.into_raw().repeat(channels))
+                Ok(
+                    image::GrayImage::from_raw(*width as u32, *height as u32, data.to_vec())
+                        .expect("length checked above"),
+                )
             }
             Pixels::Crop {
                 path,
@@ -179,30 +192,30 @@ impl Sample {
                 width,
                 height,
             } => {
-                let fail = |message: String| Error::Data {
-                    path: path.display().to_string(),
-                    message,
-                };
-                if size == 0 || channels == 0 || *width == 0 || *height == 0 {
-                    return Err(fail(format!(
-                        "cannot make a {size}x{size}x{channels} image from a {width}x{height} box"
-                    )));
+                if *width == 0 || *height == 0 {
+                    return Err(Error::Data {
+                        path: path.display().to_string(),
+                        message: format!("cannot cut an image from a {width}x{height} box"),
+                    });
                 }
-                let bytes =
-                    std::fs::read(path).map_err(|e| fail(format!("cannot read image: {e}")))?;
-                let full = image::load_from_memory(&bytes)
-                    .map_err(|e| fail(format!("cannot decode image: {e}")))?
-                    .to_luma8();
+                // Through the folder decoder, which also reads JAFFE's palette TIFFs (a face
+                // crop of a JAFFE image is a box of one).
+                let full = folder::decode_original(path)?;
                 let mut img = image::GrayImage::new(*width as u32, *height as u32);
                 // Only the overlap of the box and the image is copied; the rest stays black.
                 image::imageops::replace(&mut img, &full, -*x, -*y);
-                let n = size as u32;
-                let img = if img.dimensions() == (n, n) {
-                    img
-                } else {
-                    image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle)
-                };
-                Ok(img.into_raw().repeat(channels))
+                Ok(img)
+            }
+        }
+    }
+
+    /// Width and height of [`Sample::load_original`]'s image, from the file's header where the
+    /// pixels are a file (no decoding).
+    pub fn original_size(&self) -> Result<(usize, usize)> {
+        match &self.pixels {
+            Pixels::File(path) => landmarks::image_size(path),
+            Pixels::Gray { width, height, .. } | Pixels::Crop { width, height, .. } => {
+                Ok((*width, *height))
             }
         }
     }

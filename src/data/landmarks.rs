@@ -195,21 +195,28 @@ pub fn attach_pts(ds: &mut Dataset) -> Result<usize> {
         if s.landmarks.is_some() {
             continue;
         }
-        let pts = img.with_extension("pts");
-        if !pts.is_file() {
-            continue;
+        if let Some(l) = pts_beside(img)? {
+            s.landmarks = Some(l);
+            n += 1;
         }
-        let points = read_pts(&pts)?;
-        let (w, h) = image_size(img)?;
-        s.landmarks = Some(SampleLandmarks::from_pixels(
-            &points,
-            w,
-            h,
-            LandmarkOrigin::File(pts),
-        ));
-        n += 1;
     }
     Ok(n)
+}
+
+/// The iBUG `.pts` beside image `img` (`face.png` + `face.pts`), if there is one.
+pub fn pts_beside(img: &Path) -> Result<Option<SampleLandmarks>> {
+    let pts = img.with_extension("pts");
+    if !pts.is_file() {
+        return Ok(None);
+    }
+    let points = read_pts(&pts)?;
+    let (w, h) = image_size(img)?;
+    Ok(Some(SampleLandmarks::from_pixels(
+        &points,
+        w,
+        h,
+        LandmarkOrigin::File(pts),
+    )))
 }
 
 /// One row of a sidecar CSV.

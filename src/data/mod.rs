@@ -1,5 +1,7 @@
 //! Data: the embedded synthetic face set, class-per-folder datasets, splits and occlusions.
 
+pub mod augment;
+pub mod crop;
 pub mod dataset;
 pub mod face;
 pub mod folder;

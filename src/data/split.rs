@@ -142,6 +142,45 @@ pub fn stratified(
     Ok(p)
 }
 
+/// Holds out `fraction` of `indices` for validation, stratified by `labels[i]` and, with
+/// `groups`, keeping every group on one side (indices and the returned sides index the same
+/// `labels` and `groups`): `test` is the validation part. Both sides are subsets of
+/// `indices`, disjoint, and sorted.
+pub fn hold_out(
+    indices: &[usize],
+    labels: &[usize],
+    groups: Option<&[Option<String>]>,
+    fraction: f64,
+    seed: u64,
+) -> Result<Partition> {
+    if let Some(&i) = indices.iter().find(|&&i| i >= labels.len()) {
+        return Err(invalid(format!(
+            "index {i} is past the {} labels",
+            labels.len()
+        )));
+    }
+    if let Some(g) = groups.filter(|g| g.len() != labels.len()) {
+        return Err(invalid(format!(
+            "{} labels but {} group ids",
+            labels.len(),
+            g.len()
+        )));
+    }
+    let sub_labels: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
+    let sub_groups: Option<Vec<Option<String>>> =
+        groups.map(|g| indices.iter().map(|&i| g[i].clone()).collect());
+    let p = stratified(&sub_labels, sub_groups.as_deref(), fraction, seed)?;
+    let back = |v: Vec<usize>| -> Vec<usize> {
+        let mut v: Vec<usize> = v.into_iter().map(|k| indices[k]).collect();
+        v.sort_unstable();
+        v
+    };
+    Ok(Partition {
+        train: back(p.train),
+        test: back(p.test),
+    })
+}
+
 /// Improves a grouped two-way split after the greedy pass: repeatedly applies the best single
 /// move of a unit to the other side, or swap of a test unit with a train unit, that lowers the
 /// total per-class distance to the targets. Each step lowers an integer distance, so it ends.
