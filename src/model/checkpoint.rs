@@ -7,13 +7,46 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
 
+use crate::data::crop::FaceCrop;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::params::ParamTable;
 
 /// `__metadata__` key holding the config JSON.
 pub const CONFIG_KEY: &str = "fer_cbam.config";
+
+/// `__metadata__` key holding [`TrainingMeta`] JSON, in checkpoints written by training.
+pub const TRAINING_KEY: &str = "fer_cbam.training";
+
+/// How a checkpoint was trained, as far as using it depends on it: the face crop its training
+/// images had (which `eval`, `predict` and `explain` then apply by default), the recipe for the
+/// record, and the validation score of the state it holds (which a resumed run must beat).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingMeta {
+    /// `None`: images were used whole.
+    #[serde(default)]
+    pub crop: Option<FaceCrop>,
+    /// The training flags (augmentation, schedule, validation), as the command reported them.
+    #[serde(default)]
+    pub recipe: serde_json::Value,
+    #[serde(default)]
+    pub validation: Option<ValidationMeta>,
+}
+
+/// The validation split a checkpoint was selected on, and the score of its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationMeta {
+    pub fraction: f64,
+    pub seed: u64,
+    pub grouped: bool,
+    /// The epoch (1-based) whose state the checkpoint holds...
+    pub epoch: usize,
+    /// ... and its validation accuracy and mean cross-entropy.
+    pub accuracy: f64,
+    pub loss: f64,
+}
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -65,14 +98,63 @@ pub fn to_bytes(
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidConfig {
-        op: "safetensors".into(),
-        message: e.to_string(),
-    })
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidConfig {
+            op: "safetensors".into(),
+            message: e.to_string(),
+        })?;
+    Ok(canonical_header(bytes))
+}
+
+/// The same file with its header's JSON keys sorted. safetensors writes the metadata map in
+/// hash order, which changes from run to run; sorted, the same tensors and metadata always
+/// give the same bytes (the same seed, the same checkpoint). Sorting keeps the header's
+/// length, so the padding and every data offset stay as they were.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            other => other,
+        }
+    }
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return bytes;
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let text = serde_json::to_string(&sorted(json)).expect("a parsed value serialises");
+    if text.len() <= n {
+        // The padding safetensors added (spaces to an 8-byte boundary) stays.
+        bytes[8..8 + text.len()].copy_from_slice(text.as_bytes());
+        bytes[8 + text.len()..8 + n].fill(b' ');
+    }
+    bytes
 }
 
 /// Saves the parameters of `packed` (laid out by the config's [`ParamTable`]).
 pub fn save(path: &Path, config: &ModelConfig, packed: &[f32]) -> Result<()> {
+    save_with(path, config, packed, None)
+}
+
+fn save_with(
+    path: &Path,
+    config: &ModelConfig,
+    packed: &[f32],
+    training: Option<&TrainingMeta>,
+) -> Result<()> {
     let table = ParamTable::new(config);
     if packed.len() != table.packed_len() {
         return Err(err(
@@ -100,9 +182,34 @@ pub fn save(path: &Path, config: &ModelConfig, packed: &[f32]) -> Result<()> {
         CONFIG_KEY.to_string(),
         serde_json::to_string(config).unwrap(),
     );
-    // One metadata key only: safetensors serialises the metadata map in hash order, and the
-    // same seed must give the same bytes.
+    if let Some(t) = training {
+        metadata.insert(TRAINING_KEY.to_string(), serde_json::to_string(t).unwrap());
+    }
     write_atomic(path, &to_bytes(&tensors, metadata)?)
+}
+
+/// [`save`] with the training metadata beside the config.
+pub fn save_trained(
+    path: &Path,
+    config: &ModelConfig,
+    packed: &[f32],
+    training: &TrainingMeta,
+) -> Result<()> {
+    save_with(path, config, packed, Some(training))
+}
+
+/// The training metadata of a checkpoint; `None` for one written without it (`init`, or a
+/// version before it existed).
+pub fn load_training(path: &Path) -> Result<Option<TrainingMeta>> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    match meta.metadata().as_ref().and_then(|m| m.get(TRAINING_KEY)) {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| err(path, format!("bad training metadata in the header: {e}"))),
+    }
 }
 
 /// A loaded checkpoint: its config and its parameters packed by the config's table.
