@@ -109,6 +109,8 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         occlusion_mix: f64,
         #[command(flatten)]
+        recipe: cli::recipe::RecipeArgs,
+        #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
         config: ConfigArgs,
@@ -156,6 +158,8 @@ enum Command {
         /// Seed of the initialisation, shuffling, dropout and occlusion draws.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        recipe: cli::recipe::RecipeArgs,
         /// No progress output, only the final table.
         #[arg(long)]
         quiet: bool,
@@ -184,14 +188,19 @@ enum Command {
         /// Image files or folders.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Crop each image to its largest face first (SeetaFace detector, embedded): for photos
-        /// that are not already aligned face crops. Images without a face are used whole, and
-        /// the output says so.
-        #[arg(long)]
+        /// Crop each image to a square around its face first: the box of the `.pts` landmarks
+        /// beside the image if there is one, else the largest face the embedded SeetaFace
+        /// detector finds; an image without a face is used whole, and the output says so.
+        /// `none` uses images whole [default: what the checkpoint was trained with].
+        #[arg(long, value_name = "none|face")]
+        crop: Option<fer_cbam::data::crop::CropMode>,
+        /// The same as --crop face: for photos that are not already aligned face crops.
+        #[arg(long, conflicts_with = "crop")]
         detect_face: bool,
-        /// Margin added around the detected face on every side, as a fraction of its size.
-        #[arg(long, default_value_t = 0.25)]
-        face_margin: f32,
+        /// Margin added around the face box on every side, as a fraction of its size
+        /// [default: 0.25, or the checkpoint's].
+        #[arg(long, value_name = "M")]
+        face_margin: Option<f32>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -278,23 +287,36 @@ fn main() {
             seed,
             dropout,
             occlusion_mix,
+            recipe,
             data,
             config,
             quiet,
             json,
         } => (|| {
-            // A resumed run takes its config from the checkpoint it continues.
-            let c = match &resume {
-                Some(path) => fer_cbam::model::checkpoint::load(path)?.config,
+            // A resumed run takes its config from the checkpoint it continues, and its face
+            // crop unless --crop says otherwise.
+            let (c, trained_crop) = match &resume {
+                Some(path) => (
+                    fer_cbam::model::checkpoint::load(path)?.config,
+                    fer_cbam::model::checkpoint::load_training(path)?.and_then(|t| t.crop),
+                ),
                 None => {
                     let mut c = config.config()?;
                     c.dropout = dropout;
                     c.validate()?;
-                    c
+                    (c, None)
                 }
             };
+            if !(0.0..=1.0).contains(&occlusion_mix) {
+                return Err(fer_cbam::Error::InvalidConfig {
+                    op: "--occlusion-mix".into(),
+                    message: format!("{occlusion_mix} is not a fraction between 0 and 1"),
+                });
+            }
+            recipe.check(c.image_size)?;
+            let crop = data.crop_for(trained_crop)?;
             let gpu = fer_cbam::Gpu::new_blocking()?;
-            let d = data.load()?;
+            let d = data.load_with(crop, quiet || json)?;
             let adam = fer_cbam::ops::adam::AdamConfig {
                 lr,
                 weight_decay,
@@ -302,31 +324,37 @@ fn main() {
             };
             let o = Output { quiet, json };
             let classes = c.classes.clone();
-            let lm = cli::occlude::landmarks_of(&d, false);
-            let mix = cli::occlude::mix(occlusion_mix, seed, c.in_channels, c.image_size, lm);
-            let augment: Option<fer_cbam::train::Augment> =
-                (occlusion_mix > 0.0).then_some(&mix as fer_cbam::train::Augment);
-            let (e, seconds) = run::train_command(
-                &gpu,
-                c,
-                &d,
-                &out,
-                resume.as_deref(),
+            let job = run::TrainJob {
+                out_path: &out,
+                resume: resume.as_deref(),
                 epochs,
-                batch_size,
+                batch: batch_size,
                 adam,
                 seed,
-                data.strict,
-                augment,
-                &o,
-            )?;
+                strict: data.strict,
+                occlusion_mix,
+                recipe: &recipe,
+                split_seed: data.split_seed,
+                grouped: data.group_by == "subject",
+                crop,
+            };
+            let t = run::train_command(&gpu, c, &d, &job, &o)?;
             if json {
-                let mut v = run::report_json(&e, &classes);
-                v["train_seconds"] = serde_json::json!(seconds);
+                let mut v = run::report_json(&t.eval, &classes);
+                v["train_seconds"] = serde_json::json!(t.seconds);
                 v["checkpoint"] = serde_json::json!(out);
+                v["lr_schedule"] = serde_json::json!(t.schedule);
+                v["augmentation"] = serde_json::json!(recipe.augmentation());
+                v["epochs"] = serde_json::json!(t.epochs);
+                v["validation"] = serde_json::json!({
+                    "images": t.val_images,
+                    "best": t.best,
+                    "kept_epoch": t.kept,
+                });
+                v["crop"] = serde_json::json!(d.crop());
                 println!("{v}");
             } else {
-                println!("test: {}", run::report(&e, &classes));
+                println!("test: {}", run::report(&t.eval, &classes));
             }
             Ok(())
         })(),
@@ -348,9 +376,12 @@ fn main() {
                         })?,
                 ),
             };
-            let gpu = fer_cbam::Gpu::new_blocking()?;
-            let d = data.load()?;
             let config = fer_cbam::model::checkpoint::load(&checkpoint)?.config;
+            // The checkpoint's face crop unless --crop says otherwise.
+            let trained = fer_cbam::model::checkpoint::load_training(&checkpoint)?;
+            let crop = data.crop_for(trained.and_then(|t| t.crop))?;
+            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let d = data.load_with(crop, json)?;
             let lm = cli::occlude::landmarks_of(&d, split == "test");
             let f = occ.map(|o| cli::occlude::fixed(o, config.in_channels, config.image_size, lm));
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
@@ -369,6 +400,7 @@ fn main() {
                 let mut v = run::report_json(&e, &classes);
                 v["occlusion"] = serde_json::json!(occlusion);
                 v["landmarks"] = serde_json::json!(source);
+                v["crop"] = serde_json::json!(d.crop());
                 println!("{v}");
             } else {
                 println!(
@@ -385,6 +417,7 @@ fn main() {
             epochs,
             synthetic,
             seed,
+            recipe,
             quiet,
         } => (|| {
             let mut plan = if full {
@@ -400,7 +433,7 @@ fn main() {
                 plan.train = n - plan.test;
             }
             let gpu = fer_cbam::Gpu::new_blocking()?;
-            let md = cli::demo::demo(&gpu, &plan, &out, seed, quiet)?;
+            let md = cli::demo::demo(&gpu, &plan, &recipe, &out, seed, quiet)?;
             println!("{md}");
             println!("report written to {}", out.display());
             Ok(())
@@ -425,26 +458,23 @@ fn main() {
         Command::Predict {
             checkpoint,
             inputs,
+            crop,
             detect_face,
             face_margin,
             json,
         } => (|| {
-            if !(0.0..=2.0).contains(&face_margin) {
-                return Err(fer_cbam::Error::InvalidConfig {
-                    op: "--face-margin".into(),
-                    message: format!("{face_margin} is outside 0..2"),
-                });
-            }
+            let crop = if detect_face {
+                Some(fer_cbam::data::crop::CropMode::Face)
+            } else {
+                crop
+            };
+            let trained = fer_cbam::model::checkpoint::load_training(&checkpoint)?;
+            let crop = run::resolve_crop(crop, face_margin, trained.and_then(|t| t.crop))?;
             let gpu = fer_cbam::Gpu::new_blocking()?;
-            let rows = run::predict_command(
-                &gpu,
-                &checkpoint,
-                &inputs,
-                detect_face.then_some(face_margin),
-            )?;
+            let rows = run::predict_command(&gpu, &checkpoint, &inputs, crop)?;
             for r in rows {
-                let face_json = |f: &Option<fer_cbam::data::face::FaceBox>| match f {
-                    Some(b) => serde_json::json!([b.x, b.y, b.width, b.height]),
+                let face_json = |f: &Option<fer_cbam::data::crop::FoundFace>| match f {
+                    Some(f) => serde_json::json!([f.crop.x, f.crop.y, f.crop.width, f.crop.height]),
                     None => serde_json::Value::Null,
                 };
                 if json {
@@ -456,14 +486,23 @@ fn main() {
                     let mut v = serde_json::json!({"image": r.path, "top3": t});
                     if let Some(f) = &r.face {
                         v["face"] = face_json(f);
+                        v["face_from"] = serde_json::json!(f.map(|f| f.from));
                     }
                     println!("{v}");
                 } else {
                     let t: Vec<String> = r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
                     let face = match &r.face {
                         None => String::new(),
-                        Some(Some(b)) => {
-                            format!(" (face {}x{} at {},{})", b.width, b.height, b.x, b.y)
+                        Some(Some(f)) => {
+                            let from = match f.from {
+                                fer_cbam::data::crop::FaceSource::Landmarks => "landmarks",
+                                fer_cbam::data::crop::FaceSource::Detector => "detector",
+                            };
+                            let b = f.crop;
+                            format!(
+                                " (face {}x{} at {},{}, from the {from})",
+                                b.width, b.height, b.x, b.y
+                            )
                         }
                         Some(None) => " (no face found: whole image)".into(),
                     };

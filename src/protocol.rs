@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::crop::CropReport;
 use crate::data::split;
 use crate::model::Attention;
 use crate::train::Evaluation;
@@ -144,14 +145,20 @@ pub fn single_plan(
         .collect()
 }
 
-/// Mean loss and accuracy of one training epoch (and the clean test accuracy after it, when
-/// asked for).
+/// Mean loss and accuracy of one training epoch (and the clean test and validation accuracy
+/// after it, when asked for).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochPoint {
     pub epoch: usize,
     pub loss: f64,
     pub accuracy: f64,
     pub test_accuracy: Option<f64>,
+    /// Accuracy on the model's validation part after the epoch (with `--val-fraction`).
+    #[serde(default)]
+    pub val_accuracy: Option<f64>,
+    /// Learning rate of the epoch's last step.
+    #[serde(default)]
+    pub lr: Option<f64>,
 }
 
 /// Precision, recall, F1 and support of one class.
@@ -219,8 +226,16 @@ pub struct ModelRecord {
     pub k: Option<usize>,
     pub fold: Option<usize>,
     pub attention: Attention,
+    /// Images trained on (the training side less its validation part).
     pub train_size: usize,
     pub test_size: usize,
+    /// The validation part of the training side (`--val-fraction`): indices into the training
+    /// source (k-fold: the pool), never in the test side.
+    #[serde(default)]
+    pub val_indices: Vec<usize>,
+    /// With the best validation epoch kept: the epoch whose weights were tested.
+    #[serde(default)]
+    pub kept_epoch: Option<usize>,
     /// The loss's class weights, when `--class-weights` was given (from this model's training
     /// side).
     pub class_weights: Option<Vec<f32>>,
@@ -328,6 +343,11 @@ pub struct DataInfo {
     pub test_counts: Vec<usize>,
     /// The test side's examples, which `indices` refer to (k-fold: the whole pool).
     pub samples: Vec<SampleInfo>,
+    /// With `--crop face`: what the face crop found on each side (k-fold: the pool on both).
+    #[serde(default)]
+    pub train_crop: Option<CropReport>,
+    #[serde(default)]
+    pub test_crop: Option<CropReport>,
 }
 
 /// Everything a protocol run measured: `report.json`.
@@ -384,6 +404,14 @@ impl Report {
             counts(&self.data.train_counts),
             counts(&self.data.test_counts)
         );
+        for (side, c) in [
+            ("train", &self.data.train_crop),
+            ("test", &self.data.test_crop),
+        ] {
+            if let Some(c) = c {
+                s += &format!("- {side}: {}\n", c.summary(10));
+            }
+        }
         s += &format!(
             "- settings: `{}`\n- time: {:.1} s for {} models\n\n",
             self.settings,
@@ -438,7 +466,13 @@ impl Report {
             }
             s += "\n";
         }
-        s += "\n## Models\n\n| model | train | test | seconds | last epoch loss | last epoch train accuracy | clean accuracy |\n|---|---|---|---|---|---|---|\n";
+        let validated = self.models.iter().any(|m| !m.val_indices.is_empty());
+        s += "\n## Models\n\n| model | train | test | seconds | last epoch loss | last epoch train accuracy | clean accuracy |";
+        s += if validated {
+            " validation | kept epoch (its validation accuracy) |\n|---|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "\n|---|---|---|---|---|---|---|\n"
+        };
         for m in &self.models {
             let last = m.curve.last();
             let clean = m
@@ -446,7 +480,7 @@ impl Report {
                 .first()
                 .map_or(String::new(), |e| format!("{:.3}", e.accuracy));
             s += &format!(
-                "| {} | {} | {} | {:.1} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.1} | {} | {} | {} |",
                 m.id,
                 m.train_size,
                 m.test_size,
@@ -455,6 +489,19 @@ impl Report {
                 last.map_or(String::new(), |p| format!("{:.3}", p.accuracy)),
                 clean
             );
+            if validated {
+                let kept = m.kept_epoch.map_or("last".to_string(), |k| {
+                    let acc = m
+                        .curve
+                        .iter()
+                        .find(|p| p.epoch == k)
+                        .and_then(|p| p.val_accuracy)
+                        .map_or(String::new(), |a| format!(" ({a:.3})"));
+                    format!("{k}{acc}")
+                });
+                s += &format!(" {} | {kept} |", m.val_indices.len());
+            }
+            s += "\n";
         }
         s += "\n## Confusion matrices (rows true, columns predicted";
         s += if kfold {

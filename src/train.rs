@@ -1,12 +1,18 @@
 //! Training and evaluation loops (native only: a CPU thread decodes and occludes the next batch
-//! while the GPU trains on this one).
+//! while the GPU trains on this one), the learning-rate schedule they follow, and model
+//! selection on a validation split.
 
 use std::sync::mpsc::sync_channel;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::network::{Network, HISTORY};
 use crate::model::params::SplitMix64;
+
+pub mod schedule;
+pub use schedule::{Decay, LrSchedule};
 
 /// Anything that yields labelled images: the synthetic faces, a folder, a CSV.
 pub trait ImageSource: Sync {
@@ -42,6 +48,8 @@ pub struct Progress {
     pub images_per_second: f64,
     /// Examples that could not be loaded so far (reported, replaced, counted).
     pub failures: usize,
+    /// Learning rate of the last step.
+    pub lr: f64,
 }
 
 /// Training options of the loop (the optimizer's live in the network).
@@ -51,6 +59,8 @@ pub struct TrainLoop {
     pub seed: u64,
     /// Stop at the first unreadable example instead of counting it and going on.
     pub strict: bool,
+    /// The learning rate of every step; `None` keeps the rate the network has.
+    pub schedule: Option<LrSchedule>,
 }
 
 /// A per-example transform applied on the CPU thread before the /255 mapping (occlusion as
@@ -131,8 +141,22 @@ pub fn train(
     // depend only on (seed, epoch): a run resumed from a checkpoint continues exactly as the
     // uninterrupted run would have.
     let first_epoch = net.step() as usize / steps_per_epoch;
+    if let Some(s) = &opts.schedule {
+        s.validate()?;
+        if s.decay == Decay::Cosine && first_epoch + opts.epochs > s.total_epochs {
+            return Err(Error::InvalidConfig {
+                op: "train".into(),
+                message: format!(
+                    "the run would end at epoch {}, past the end of its cosine schedule at epoch {}",
+                    first_epoch + opts.epochs,
+                    s.total_epochs
+                ),
+            });
+        }
+    }
     let mut progress = Progress {
         steps_per_epoch,
+        lr: net.lr(),
         ..Progress::default()
     };
     for epoch in first_epoch..first_epoch + opts.epochs {
@@ -185,6 +209,15 @@ pub fn train(
             for (k, prepared) in rx.iter().enumerate() {
                 let p = prepared?;
                 progress.failures += p.failures.len();
+                if let Some(s) = &opts.schedule {
+                    // A queued uniform write, applied before this step's submission; skipped
+                    // while the rate stays the same.
+                    let lr = s.lr(net.step() + 1, steps_per_epoch);
+                    if lr != net.lr() {
+                        net.set_lr(gpu, lr)?;
+                    }
+                    progress.lr = lr;
+                }
                 net.write_batch(gpu, &p.images, &p.labels)?;
                 net.train_step(gpu, true)?;
                 let done = k + 1 == steps_per_epoch;
@@ -209,6 +242,158 @@ pub fn train(
         })?;
     }
     Ok(progress)
+}
+
+/// A validation score: accuracy, with the mean cross-entropy breaking ties (small validation
+/// sets tie often).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// The epoch (1-based, counted over the whole run and its resumptions) it was measured after.
+    pub epoch: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+}
+
+impl Score {
+    pub fn of(epoch: usize, e: &Evaluation) -> Score {
+        Score {
+            epoch,
+            accuracy: e.accuracy(),
+            loss: e.loss(),
+        }
+    }
+    /// Strictly better: higher accuracy, or equal accuracy and lower loss.
+    pub fn beats(&self, other: &Score) -> bool {
+        self.accuracy > other.accuracy
+            || (self.accuracy == other.accuracy && self.loss < other.loss)
+    }
+}
+
+/// Held-out training examples evaluated (clean) after every epoch, for model selection.
+pub struct Validation<'a> {
+    pub source: &'a dyn ImageSource,
+    pub indices: &'a [usize],
+    /// Put back, at the end, the state of the epoch with the best score.
+    pub keep_best: bool,
+    /// The best score of the run this one resumes: the starting state counts as an epoch with
+    /// that score, so a resumed run keeps it unless an epoch beats it, as the uninterrupted run
+    /// would have.
+    pub previous_best: Option<Score>,
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochEnd {
+    /// 1-based, counted over the whole run and its resumptions.
+    pub epoch: usize,
+    pub step: u32,
+    /// Mean training loss and accuracy over the epoch's steps.
+    pub loss: f64,
+    pub accuracy: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    pub val: Option<Score>,
+    /// Whether this epoch's score is the best so far.
+    pub best: bool,
+}
+
+/// What [`fit`] did.
+#[derive(Clone, Debug)]
+pub struct Fitted {
+    pub last: Progress,
+    pub epochs: Vec<EpochEnd>,
+    /// The best validation score, from this run or the one it resumed.
+    pub best: Option<Score>,
+    /// With `keep_best`: the epoch whose state the network holds at the end.
+    pub kept: Option<usize>,
+}
+
+/// [`train`] for `opts.epochs` epochs, one at a time, with a validation evaluation after each
+/// when `validation` is given (one readback per evaluation, between steps) and, with
+/// `keep_best`, the best epoch's state kept in a device-side [`Snapshot`](crate::model::Snapshot)
+/// and restored at the end. `on_epoch` sees the network after every epoch (before any restore).
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    gpu: &Gpu,
+    net: &mut Network,
+    source: &dyn ImageSource,
+    indices: &[usize],
+    opts: &TrainLoop,
+    augment: Option<Augment<'_>>,
+    validation: Option<&Validation<'_>>,
+    report: &mut dyn FnMut(&Progress, &[String]),
+    on_epoch: &mut dyn FnMut(&Network, &EpochEnd) -> Result<()>,
+) -> Result<Fitted> {
+    if let Some(v) = validation {
+        if v.indices.is_empty() {
+            return Err(Error::InvalidConfig {
+                op: "validation".into(),
+                message: "the validation split is empty".into(),
+            });
+        }
+    }
+    let keep = validation.filter(|v| v.keep_best);
+    let mut best = validation.and_then(|v| v.previous_best);
+    // Allocated once, before the first step; overwritten by copies on the device.
+    let mut snapshot = match keep {
+        Some(_) => Some(net.snapshot(gpu)?),
+        None => None,
+    };
+    let mut kept = keep.and(best).map(|b| b.epoch);
+    let mut epochs = Vec::with_capacity(opts.epochs);
+    let mut last = Progress::default();
+    let one = TrainLoop {
+        epochs: 1,
+        ..opts.clone()
+    };
+    for _ in 0..opts.epochs {
+        // One epoch per call: train() numbers epochs from the network's step count, so this is
+        // the same run as one call with all epochs, with a point to evaluate at.
+        let mut seen = None;
+        train(gpu, net, source, indices, &one, augment, &mut |p, f| {
+            seen = Some(p.clone());
+            report(p, f)
+        })?;
+        last = seen.expect("an epoch reports at least once");
+        let epoch = last.epoch + 1;
+        let val = match validation {
+            Some(v) => Some(Score::of(
+                epoch,
+                &evaluate(gpu, net, v.source, v.indices, opts.strict, None)?,
+            )),
+            None => None,
+        };
+        let improved = val.is_some_and(|s| best.is_none_or(|b| s.beats(&b)));
+        if improved {
+            best = val;
+            if let Some(snap) = snapshot.as_mut() {
+                net.save_snapshot(gpu, snap)?;
+                kept = Some(epoch);
+            }
+        }
+        let end = EpochEnd {
+            epoch,
+            step: net.step(),
+            loss: last.loss,
+            accuracy: last.accuracy,
+            lr: last.lr,
+            val,
+            best: improved,
+        };
+        on_epoch(net, &end)?;
+        epochs.push(end);
+    }
+    if let (Some(snap), Some(k)) = (&snapshot, kept) {
+        if epochs.last().is_none_or(|e| e.epoch != k) {
+            net.restore_snapshot(gpu, snap)?;
+        }
+    }
+    Ok(Fitted {
+        last,
+        epochs,
+        best,
+        kept,
+    })
 }
 
 /// Classification results over a set.
@@ -280,6 +465,18 @@ impl Evaluation {
                 (precision, recall, f1, support)
             })
             .collect()
+    }
+    /// Mean cross-entropy `-ln p(label)` (a probability that rounded to 0 counts as the
+    /// smallest positive f32).
+    pub fn loss(&self) -> f64 {
+        let n = self.labels.len();
+        let total: f64 = self
+            .probs
+            .chunks_exact(self.classes)
+            .zip(&self.labels)
+            .map(|(row, &y)| -(row[y as usize].max(f32::MIN_POSITIVE) as f64).ln())
+            .sum();
+        total / n.max(1) as f64
     }
     /// Unweighted mean of the per-class F1 over classes present in the labels.
     pub fn macro_f1(&self) -> f64 {

@@ -247,6 +247,119 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
     }
 }
 
+#[test]
+fn the_recipe_resumes_exactly_and_keeps_the_best_validation_epoch() {
+    let dir = tmp_dir("cli-recipe");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let recipe = [
+        "--synthetic",
+        "70",
+        "--image-size",
+        "16",
+        "--widths",
+        "4,8",
+        "--batch-size",
+        "8",
+        "--occlusion-mix",
+        "0.5",
+        "--flip",
+        "--shift",
+        "2",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-epochs",
+        "1",
+        "--val-fraction",
+        "0.2",
+    ];
+    let train = |out: &str, extra: &[&str]| -> serde_json::Value {
+        let mut a = vec!["train", "--out", out, "--json"];
+        a.extend_from_slice(&recipe);
+        a.extend_from_slice(extra);
+        let (ok, stdout, stderr) = run_bin(&a);
+        assert!(ok, "{a:?}: {stderr}");
+        serde_json::from_str(stdout.trim()).expect(&stdout)
+    };
+    // Two epochs in one run.
+    let (two, one, resumed) = (
+        p("two.safetensors"),
+        p("one.safetensors"),
+        p("resumed.safetensors"),
+    );
+    let v = train(&two, &["--epochs", "2"]);
+    let epochs = v["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    // 56 training faces, 8 of each class: 2 of each held out (a fifth, rounded), 42 left, 5
+    // steps of 8.
+    assert_eq!(v["validation"]["images"], 14);
+    assert_eq!(epochs[1]["step"], 10);
+    for e in epochs {
+        assert!(e["val"]["accuracy"].is_number(), "{e}");
+    }
+    let kept = v["validation"]["kept_epoch"].as_u64().unwrap();
+    assert!(kept == 1 || kept == 2);
+    // Warm-up over the first epoch: its last step at the base rate; then the cosine.
+    assert_eq!(epochs[0]["lr"], 1e-3);
+    let lr2 = epochs[1]["lr"].as_f64().unwrap();
+    assert!(lr2 > 0.0 && lr2 < 1e-4, "{lr2}");
+    assert_eq!(v["lr_schedule"]["total_epochs"], 2);
+
+    // The same run stopped after one epoch of its two, then resumed for the other: the same
+    // checkpoint and optimizer state to the bit, augmentation, schedule and selection included.
+    train(&one, &["--epochs", "1", "--schedule-epochs", "2"]);
+    let r = train(&resumed, &["--epochs", "1", "--resume", &one]);
+    assert_eq!(r["validation"]["kept_epoch"], kept);
+    let optim = |ck: &str| ck.replace(".safetensors", ".optim.safetensors");
+    assert!(
+        std::fs::read(&two).unwrap() == std::fs::read(&resumed).unwrap(),
+        "a resumed run must continue exactly"
+    );
+    assert!(std::fs::read(optim(&two)).unwrap() == std::fs::read(optim(&resumed)).unwrap());
+
+    // The flags reach the loop: without the flip, another model.
+    let noflip = p("noflip.safetensors");
+    let mut a = vec!["train", "--out", &noflip, "--quiet", "--epochs", "1"];
+    a.extend(recipe.iter().filter(|f| **f != "--flip"));
+    a.extend(["--schedule-epochs", "2"]);
+    let (ok, _, stderr) = run_bin(&a);
+    assert!(ok, "{stderr}");
+    assert!(std::fs::read(&noflip).unwrap() != std::fs::read(&one).unwrap());
+
+    // Contradictions are one-line errors.
+    for (extra, want) in [
+        (
+            vec!["--select", "best-val", "--val-fraction", "0"],
+            "--val-fraction",
+        ),
+        (vec!["--shift", "16"], "--shift"),
+        (vec!["--val-fraction", "1.5"], "--val-fraction"),
+        (
+            vec![
+                "--lr-schedule",
+                "cosine",
+                "--epochs",
+                "3",
+                "--schedule-epochs",
+                "2",
+            ],
+            "cosine schedule",
+        ),
+    ] {
+        let mut a = vec!["train", "--out", &noflip];
+        a.extend_from_slice(&recipe[..8]);
+        a.extend_from_slice(&extra);
+        let (ok, _, stderr) = run_bin(&a);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        assert!(
+            !ok && lines.len() == 1 && lines[0].contains(want),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
+
 /// Writes a small class-per-folder dataset of 16x16 PNGs (brightness by class), one corrupt.
 fn write_folder(root: &std::path::Path, per_class: usize) {
     for (c, class) in ["angry", "happy", "sad"].iter().enumerate() {

@@ -361,6 +361,74 @@ fn kfold_by_subject_never_splits_a_subject_across_folds() {
 }
 
 #[test]
+fn validation_parts_come_from_each_folds_training_side_by_subject() {
+    let dir = tmp_dir("protocol-kfold-val");
+    let data = dir.join("ck");
+    let n = write_subjects(&data, 12, 2);
+    let v = run(
+        &[
+            "kfold",
+            "--data",
+            data.to_str().unwrap(),
+            "--group-by",
+            "subject",
+            "--folds",
+            "3",
+            "--attention",
+            "none",
+            "--occlusions",
+            "clean",
+            "--val-fraction",
+            "0.3",
+            "--flip",
+            "--lr-schedule",
+            "step",
+        ],
+        &dir.join("out"),
+    );
+    let samples = v["data"]["samples"].as_array().unwrap();
+    let subject = |i: usize| samples[i]["group"].as_str().unwrap().to_string();
+    let test_folds: Vec<Vec<usize>> = v["folds"][0]["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(usizes)
+        .collect();
+    for m in v["models"].as_array().unwrap() {
+        let fold = m["fold"].as_u64().unwrap() as usize;
+        let test: BTreeSet<usize> = test_folds[fold].iter().copied().collect();
+        let val: BTreeSet<usize> = usizes(&m["val_indices"]).into_iter().collect();
+        assert!(!val.is_empty());
+        assert!(val.is_disjoint(&test), "validation from the test side: {m}");
+        let train: BTreeSet<usize> = (0..n)
+            .filter(|i| !test.contains(i) && !val.contains(i))
+            .collect();
+        assert_eq!(m["train_size"].as_u64().unwrap() as usize, train.len());
+        let (vs, ts): (BTreeSet<String>, BTreeSet<String>) = (
+            val.iter().map(|&i| subject(i)).collect(),
+            train.iter().map(|&i| subject(i)).collect(),
+        );
+        assert!(
+            vs.is_disjoint(&ts),
+            "a subject on both sides: {vs:?} {ts:?}"
+        );
+        // About 0.3 of the 8 training subjects.
+        assert!((2..=3).contains(&vs.len()), "{vs:?}");
+        assert_eq!(m["kept_epoch"], 1, "one epoch: the best is the only one");
+        assert!(m["curve"][0]["val_accuracy"].is_number(), "{m}");
+    }
+    assert_eq!(v["settings"]["val_fraction"], 0.3);
+    assert_eq!(v["settings"]["lr_schedule"]["decay"]["kind"], "step");
+    let md = std::fs::read_to_string(dir.join("out").join("report.md")).unwrap();
+    assert!(md.contains("kept epoch"), "{md}");
+    let csv = std::fs::read_to_string(dir.join("out/curves/k3-none-fold0.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,loss,accuracy,test_accuracy,val_accuracy,lr\n"),
+        "{csv}"
+    );
+}
+
+#[test]
 fn holdout_and_cross_dataset_reports() {
     let dir = tmp_dir("protocol-holdout-cross");
     let a = dir.join("a");

@@ -5,13 +5,33 @@ mod common;
 use common::*;
 
 use fer_cbam::model::{ModelConfig, Network, ParamTable, TrainOptions};
-use fer_cbam::train::{evaluate, train, Evaluation, ImageSource, TrainLoop};
+use fer_cbam::train::{
+    evaluate, fit, train, Evaluation, ImageSource, LrSchedule, Score, TrainLoop, Validation,
+};
 use fer_cbam::{Error, Result};
 
 /// Class c is a bright square at one of 7 positions on a dark background, with noise.
 struct Squares {
     n: usize,
     broken: Vec<usize>,
+}
+
+/// The squares with every label moved on by one: the better a model learns the squares, the
+/// worse it scores here, so the best epoch on it is an early one, not the last.
+struct Misnamed(Squares);
+
+impl ImageSource for Misnamed {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
+        self.0
+            .load(i, channels, size)
+            .map(|(px, y)| (px, (y + 1) % 7))
+    }
+    fn describe(&self, i: usize) -> String {
+        self.0.describe(i)
+    }
 }
 
 impl ImageSource for Squares {
@@ -79,6 +99,7 @@ fn a_learnable_task_is_learned_and_reproducibly() {
             epochs: 15,
             seed: 3,
             strict: true,
+            schedule: None,
         };
         let mut seen = Vec::new();
         let last = train(gpu(), &mut net, &data, &idx, &opts, None, &mut |p, _| {
@@ -144,6 +165,7 @@ fn unreadable_examples_are_counted_or_stop_a_strict_run() {
         epochs: 1,
         seed: 0,
         strict: false,
+        schedule: None,
     };
     let p = train(gpu(), &mut net, &data, &idx, &opts, None, &mut |_, f| {
         reported.extend_from_slice(f)
@@ -192,4 +214,150 @@ fn metrics_follow_their_definitions() {
     assert!((pc[2].0 - 1.0).abs() < 1e-12 && (pc[2].1 - 1.0 / 3.0).abs() < 1e-12);
     assert!((pc[2].2 - 0.5).abs() < 1e-12);
     assert_eq!(pc[1].3, 2);
+}
+
+#[test]
+fn the_best_validation_epoch_is_the_one_kept() {
+    let data = Squares {
+        n: 140,
+        broken: vec![],
+    };
+    let val = Misnamed(Squares {
+        n: 28,
+        broken: vec![],
+    });
+    let idx: Vec<usize> = (0..140).collect();
+    let val_idx: Vec<usize> = (0..28).collect();
+    // Long enough to leave the plateau at chance (loss ln 7) that the first epochs sit on.
+    let epochs = 12;
+    let mut net = setup(4);
+    let opts = TrainLoop {
+        epochs,
+        seed: 5,
+        strict: true,
+        schedule: Some(LrSchedule::constant(0.01)),
+    };
+    let validation = Validation {
+        source: &val,
+        indices: &val_idx,
+        keep_best: true,
+        previous_best: None,
+    };
+    // The parameters after every epoch, read back here only to check what fit() kept.
+    let mut after = Vec::new();
+    let fitted = fit(
+        gpu(),
+        &mut net,
+        &data,
+        &idx,
+        &opts,
+        None,
+        Some(&validation),
+        &mut |_, _| {},
+        &mut |net, e| {
+            after.push((e.clone(), read(net.params())));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(after.len(), epochs);
+    let scores: Vec<Score> = after.iter().map(|(e, _)| e.val.unwrap()).collect();
+    let mut best = 0;
+    for (k, s) in scores.iter().enumerate() {
+        if s.beats(&scores[best]) {
+            best = k;
+        }
+    }
+    assert!(
+        best < epochs - 1,
+        "the misnamed set should peak before the last epoch: {scores:?}"
+    );
+    assert_eq!(fitted.kept, Some(best + 1));
+    assert_eq!(fitted.best, Some(scores[best]));
+    let flags: Vec<bool> = after.iter().map(|(e, _)| e.best).collect();
+    assert!(flags[0] && flags[best], "{flags:?}");
+    assert_eq!(
+        read(net.params()),
+        after[best].1,
+        "the network holds the best epoch's parameters"
+    );
+    assert_ne!(after[best].1, after[epochs - 1].1);
+    assert_eq!(net.step(), after[best].0.step, "and its step count");
+    // The kept state scores on the validation set what it scored when it was kept.
+    let again = Score::of(
+        best + 1,
+        &evaluate(gpu(), &net, &val, &val_idx, true, None).unwrap(),
+    );
+    assert_eq!(again, scores[best]);
+
+    // Resumed from the kept state with its score to beat, a run whose epochs all score worse
+    // keeps the state it started from.
+    let start = read(net.params());
+    let step = net.step();
+    let resumed = Validation {
+        previous_best: Some(Score {
+            epoch: best + 1,
+            accuracy: 1.0,
+            loss: 0.0,
+        }),
+        ..validation
+    };
+    let opts = TrainLoop { epochs: 1, ..opts };
+    let f = fit(
+        gpu(),
+        &mut net,
+        &data,
+        &idx,
+        &opts,
+        None,
+        Some(&resumed),
+        &mut |_, _| {},
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(f.kept, Some(best + 1));
+    assert_eq!((read(net.params()), net.step()), (start, step));
+}
+
+#[test]
+fn the_schedule_sets_every_steps_rate() {
+    let data = Squares {
+        n: 28,
+        broken: vec![],
+    };
+    let idx: Vec<usize> = (0..28).collect();
+    // Warm-up over the first of 3 epochs (2 steps each), then a cosine to 0 at the end.
+    let s = LrSchedule {
+        base: 0.004,
+        decay: fer_cbam::train::Decay::Cosine,
+        warmup_epochs: 1,
+        total_epochs: 3,
+    };
+    let mut net = setup(6);
+    let mut rates = Vec::new();
+    let opts = TrainLoop {
+        epochs: 3,
+        seed: 1,
+        strict: true,
+        schedule: Some(s),
+    };
+    train(gpu(), &mut net, &data, &idx, &opts, None, &mut |p, _| {
+        rates.push((p.step, p.lr))
+    })
+    .unwrap();
+    assert_eq!(net.step(), 6);
+    for (t, lr) in &rates {
+        assert_eq!(*lr, s.lr(*t, 2), "step {t}");
+    }
+    assert_eq!(
+        net.lr(),
+        s.lr(6, 2),
+        "the network runs at the last step's rate"
+    );
+    // Going past the end of a cosine schedule is refused before any step.
+    let err = train(gpu(), &mut net, &data, &idx, &opts, None, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("past the end of its cosine schedule"), "{err}");
+    assert_eq!(net.step(), 6);
 }

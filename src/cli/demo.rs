@@ -12,7 +12,8 @@ use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
 
 use super::occlude;
-use super::run::{self, Data, Output};
+use super::recipe::RecipeArgs;
+use super::run::{self, Data, Output, TrainJob};
 
 /// The demo's sizes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -57,7 +58,15 @@ impl Plan {
 }
 
 /// Runs the demo, writing `out/{report.md, report.json, full.safetensors, none.safetensors}`.
-pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Result<String> {
+pub fn demo(
+    gpu: &Gpu,
+    plan: &Plan,
+    recipe: &RecipeArgs,
+    out: &Path,
+    seed: u64,
+    quiet: bool,
+) -> Result<String> {
+    recipe.check(plan.image_size)?;
     let started = Instant::now();
     std::fs::create_dir_all(out).map_err(|e| Error::Data {
         path: out.display().to_string(),
@@ -90,6 +99,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         .collect();
     let mut columns = Vec::new();
     let mut figures = Vec::new();
+    let mut recipe_line = String::new();
     for attention in [Attention::Full, Attention::None] {
         let config = ModelConfig {
             image_size: plan.image_size,
@@ -100,27 +110,41 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         let name = format!("{attention:?}").to_lowercase();
         let ck: PathBuf = out.join(format!("{name}.safetensors"));
         say(format!("training attention={name} ..."));
-        let lm = occlude::landmarks_of(&data, false);
-        let mix = occlude::mix(plan.occlusion_mix, seed, 3, plan.image_size, lm);
         let adam = AdamConfig {
             lr: plan.lr,
             ..AdamConfig::default()
         };
         let o = Output { quiet, json: false };
-        let (_, seconds) = run::train_command(
-            gpu,
-            config.clone(),
-            &data,
-            &ck,
-            None,
-            plan.epochs,
-            plan.batch,
+        let job = TrainJob {
+            out_path: &ck,
+            resume: None,
+            epochs: plan.epochs,
+            batch: plan.batch,
             adam,
             seed,
-            false,
-            Some(&mix),
-            &o,
-        )?;
+            strict: false,
+            occlusion_mix: plan.occlusion_mix,
+            recipe,
+            split_seed: 0,
+            grouped: false,
+            crop: None,
+        };
+        let trained = run::train_command(gpu, config.clone(), &data, &job, &o)?;
+        let seconds = trained.seconds;
+        recipe_line = format!(
+            "learning rate {}; augmentation {}{}",
+            trained.schedule.describe(),
+            recipe.augmentation().describe(),
+            if trained.val_images > 0 {
+                format!(
+                    "; {} training faces held out for validation, {} epoch kept",
+                    trained.val_images,
+                    if recipe.keep_best() { "best" } else { "last" }
+                )
+            } else {
+                String::new()
+            }
+        );
         // One network serves all six test sets: built and loaded once, not per test set.
         let saved = fer_cbam::model::checkpoint::load(&ck)?;
         let net = pollster::block_on(Network::new(
@@ -163,7 +187,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
     let md = format!(
         "# fer-cbam demo\n\nDevice: {} ({:?}). Synthetic faces {}x{} (seed 2026), {} train / {} test, \
          widths {:?}, {} epochs at batch {}, Adam lr {}, {}% of training faces occluded (paper's five types, redrawn each epoch). \
-         Landmarks for eye/mouth occlusion: exact (the generator's own geometry).\n\n{}\n\
+         Landmarks for eye/mouth occlusion: exact (the generator's own geometry). Recipe: {}.\n\n{}\n\
          Training took {:.1} s with attention and {:.1} s without; the whole demo {:.1} s.\n\
          Checkpoints: full.safetensors, none.safetensors.\n\n\
          What the attention model's gates did on three test faces, clean beside occluded, with \
@@ -179,6 +203,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
         plan.batch,
         plan.lr,
         (plan.occlusion_mix * 100.0).round(),
+        recipe_line,
         table,
         columns[0].1,
         columns[1].1,
@@ -192,6 +217,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
     let json = serde_json::json!({
         "device": gpu.info.name,
         "plan": plan,
+        "recipe": recipe_line,
         "seconds": elapsed,
         "figures": figures,
         "results": columns.iter().map(|(name, secs, cells)| serde_json::json!({

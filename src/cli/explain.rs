@@ -56,6 +56,15 @@ pub struct ExplainArgs {
     /// Images per submission (patched copies for the sensitivity map go through in batches).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Crop each image file to a square around its face first, as training does: the box of
+    /// the `.pts` landmarks beside it, else the built-in detector's; `none` uses it whole
+    /// [default: what the checkpoint was trained with].
+    #[arg(long, value_name = "none|face")]
+    pub crop: Option<fer_cbam::data::crop::CropMode>,
+    /// With --crop face: the margin on every side of the face box, as a fraction of its side
+    /// [default: 0.25, or the checkpoint's].
+    #[arg(long, value_name = "M")]
+    pub face_margin: Option<f32>,
     /// Output folder: one PNG per image and explain.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -138,9 +147,23 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
     }
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
+    let trained = checkpoint::load_training(&a.checkpoint)?;
+    let crop = super::run::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
+    let (samples, faces) = super::run::file_samples(&a.images, crop)?;
     let mut items = Vec::new();
-    for path in &a.images {
-        let pixels = folder::decode(path, size, channels)?;
+    let mut lm_origin = Vec::new();
+    for ((path, sample), face) in a.images.iter().zip(&samples).zip(&faces) {
+        let pixels = sample.load(size, channels)?;
+        // The image's own landmarks (a .pts beside it, mapped into the crop) place the eye and
+        // mouth boxes where they are; the template only where there are none.
+        let landmarks = match &sample.landmarks {
+            Some(l) => l.at(size),
+            None => a.landmarks.landmarks(size),
+        };
+        lm_origin.push(sample.landmarks.is_some());
+        if let Some(None) = face {
+            eprintln!("note: no face found in {}: explained whole", path.display());
+        }
         let label = path
             .parent()
             .and_then(|p| p.file_name())
@@ -153,7 +176,7 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             stem,
             pixels,
             label,
-            landmarks: a.landmarks.landmarks(size),
+            landmarks,
             occlusion: occ,
         });
     }
@@ -164,14 +187,24 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
     let patch = a.patch.unwrap_or((size / 8).max(1));
     let stride = a.stride.unwrap_or((size / 16).max(1));
     let sens = a.sensitivity.then_some((patch, stride));
-    let origin = if a.images.is_empty() {
+    let own = lm_origin.iter().filter(|&&o| o).count();
+    let mut origin = if a.images.is_empty() {
         "exact (the generator's own geometry)".to_string()
     } else {
         format!(
-            "{:?} template for files; exact for synthetic faces",
+            "{own} files from their .pts, {} from the {:?} template; exact for synthetic faces",
+            lm_origin.len() - own,
             a.landmarks
         )
     };
+    if let Some(c) = crop {
+        let found = faces.iter().filter(|f| matches!(f, Some(Some(_)))).count();
+        origin += &format!(
+            "; files cropped to their faces (margin {}): {found} of {} found",
+            c.margin,
+            faces.len()
+        );
+    }
     explain_items(
         gpu,
         &ck,

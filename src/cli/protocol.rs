@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use fer_cbam::data::crop::{CropMode, CropReport, FaceCrop};
 use fer_cbam::data::dataset::{self, Dataset, Format};
 use fer_cbam::data::occlusion::{Occlusion, Template};
+use fer_cbam::data::split;
 use fer_cbam::data::synthetic::Landmarks;
 use fer_cbam::model::checkpoint::write_atomic;
 use fer_cbam::model::{Attention, ModelConfig, Network, ParamTable, TrainOptions, CLASSES};
@@ -16,11 +18,12 @@ use fer_cbam::protocol::{
     self, DataInfo, EpochPoint, EvalRecord, FoldSet, ModelRecord, PlannedModel, Report, SampleInfo,
 };
 use fer_cbam::sources::{DatasetSource, SyntheticSource};
-use fer_cbam::train::{self, Augment, ImageSource, TrainLoop};
+use fer_cbam::train::{self, ImageSource, TrainLoop};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::occlude;
+use super::recipe::{self, RecipeArgs};
 use super::run::{Data, DataArgs};
 
 /// Model, training, evaluation and report flags shared by the three protocols.
@@ -80,6 +83,8 @@ pub struct ProtocolArgs {
     /// Conv widths of the stages, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
     pub widths: Vec<usize>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// No progress bar, only the final table.
     #[arg(long)]
     pub quiet: bool,
@@ -141,6 +146,21 @@ pub struct CrossArgs {
     /// Stop at the first unreadable image instead of reporting, counting and going on.
     #[arg(long)]
     pub strict: bool,
+    /// Keep every subject's images on one side of the validation split (--val-fraction).
+    #[arg(long, value_parser = ["subject", "none"], default_value = "none")]
+    pub group_by: String,
+    /// Seed of the validation split.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Crop every image of both sides to a square around its face before resizing (its own
+    /// landmarks' box, else the built-in detector's, grown by --face-margin); `none` uses
+    /// images whole.
+    #[arg(long, value_name = "none|face", default_value = "none")]
+    pub crop: CropMode,
+    /// With --crop face: the margin on every side of the face box, as a fraction of its side
+    /// [default: 0.25].
+    #[arg(long, value_name = "M")]
+    pub face_margin: Option<f32>,
     #[command(flatten)]
     pub common: ProtocolArgs,
 }
@@ -228,7 +248,9 @@ fn open(
     format: Option<Format>,
     apex: bool,
     landmarks_csv: Option<&Path>,
-) -> Result<(Dataset, String)> {
+    crop: Option<FaceCrop>,
+    quiet: bool,
+) -> Result<(Dataset, String, Option<CropReport>)> {
     let mut ds = dataset::open(root, format)?;
     let mut note = format!("{} ({})", root.display(), ds.format.name());
     if apex {
@@ -238,7 +260,15 @@ fn open(
     if let Some(csv) = landmarks_csv {
         fer_cbam::data::landmarks::attach_sidecar(&mut ds, csv)?;
     }
+    // After the landmarks are attached: they place the crop.
+    let crop = match crop {
+        Some(c) => Some(super::run::crop_dataset(&mut ds, c, quiet)?),
+        None => None,
+    };
     note += &format!(" ({})", ds.landmark_summary());
+    if let Some(c) = &crop {
+        note += &format!(" ({})", c.summary(10));
+    }
     for s in &ds.skipped {
         note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
     }
@@ -251,7 +281,7 @@ fn open(
             message: "no images of the seven classes".into(),
         });
     }
-    Ok((ds, note))
+    Ok((ds, note, crop))
 }
 
 fn invalid(op: &str, message: impl Into<String>) -> Error {
@@ -322,6 +352,8 @@ impl ProtocolArgs {
             ));
         }
         test_sets(&self.occlusions)?;
+        self.recipe.check(self.image_size)?;
+        self.recipe.schedule(self.lr, self.epochs)?;
         Ok(())
     }
     /// The run's settings for the report (everything but the output folder, so that reruns
@@ -342,6 +374,11 @@ impl ProtocolArgs {
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "widths": self.widths,
+            "flip": self.recipe.flip,
+            "shift": self.recipe.shift,
+            "lr_schedule": self.recipe.schedule(self.lr, self.epochs).ok(),
+            "val_fraction": self.recipe.val_fraction,
+            "select": if self.recipe.keep_best() { "best-val" } else { "last" },
         })
     }
 }
@@ -357,6 +394,7 @@ fn data_settings(d: &DataArgs) -> serde_json::Value {
         "ckplus_apex": d.ckplus_apex,
         "landmarks": format!("{:?}", d.landmarks),
         "landmarks_csv": d.landmarks_csv,
+        "crop": d.crop_for(None).ok().flatten(),
     })
 }
 
@@ -371,8 +409,14 @@ fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
 pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<Report> {
     let c = &args.common;
     c.check()?;
-    let (pool, note) = match &args.data.data {
+    let (pool, note, crop) = match &args.data.data {
         None => {
+            if args.data.crop_for(None)?.is_some() {
+                return Err(invalid(
+                    "--crop face",
+                    "needs --data: the synthetic faces are drawn as face crops",
+                ));
+            }
             if let Some(csv) = &args.data.landmarks_csv {
                 return Err(Error::Data {
                     path: csv.display().to_string(),
@@ -393,17 +437,19 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
                 len: args.data.synthetic,
             };
             let note = format!("synthetic faces (seed {}): {}", s.seed, args.data.synthetic);
-            (Source::Synthetic(s), note)
+            (Source::Synthetic(s), note, None)
         }
         Some(root) => {
-            let (ds, note) = open(
+            let (ds, note, crop) = open(
                 root,
                 args.data.format,
                 args.data.ckplus_apex,
                 args.data.landmarks_csv.as_deref(),
+                args.data.crop_for(None)?,
+                c.quiet,
             )?;
             let src = DatasetSource::new(&ds, args.data.landmarks, |_| true);
-            (Source::Dataset(src), note)
+            (Source::Dataset(src), note, crop)
         }
     };
     let grouped = args.data.group_by == "subject";
@@ -435,6 +481,8 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
         train_counts: pool.counts(None),
         test_counts: pool.counts(None),
         samples: pool.samples(),
+        train_crop: crop.clone(),
+        test_crop: crop,
     };
     let settings = merge(
         merge(c.settings(), data_settings(&args.data)),
@@ -449,7 +497,11 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
         folds,
         plan,
         data,
-        args.data.strict,
+        Selection {
+            strict: args.data.strict,
+            split_seed: args.data.split_seed,
+            grouped,
+        },
     )
 }
 
@@ -457,8 +509,9 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
 pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Result<Report> {
     let c = &args.common;
     c.check()?;
-    let d = args.data.load()?;
+    let d = args.data.load_with(args.data.crop_for(None)?, c.quiet)?;
     let desc = d.describe();
+    let crop = d.crop().cloned();
     let (train, test) = match d {
         Data::Synthetic { train, test } => (Source::Synthetic(train), Source::Synthetic(test)),
         Data::Folder { train, test, .. } => (Source::Dataset(train), Source::Dataset(test)),
@@ -472,6 +525,8 @@ pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Resu
         train_counts: train.counts(None),
         test_counts: test.counts(None),
         samples: test.samples(),
+        train_crop: crop.clone(),
+        test_crop: crop,
     };
     let settings = merge(c.settings(), data_settings(&args.data));
     run_protocol(
@@ -483,7 +538,11 @@ pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Resu
         Vec::new(),
         plan,
         data,
-        args.data.strict,
+        Selection {
+            strict: args.data.strict,
+            split_seed: args.data.split_seed,
+            grouped: args.data.group_by == "subject",
+        },
     )
 }
 
@@ -491,27 +550,43 @@ pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Resu
 pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<Report> {
     let c = &args.common;
     c.check()?;
+    let crop = super::run::resolve_crop(Some(args.crop), args.face_margin, None)?;
     let mut samples = Vec::new();
     let mut notes = Vec::new();
+    let mut train_crop: Option<CropReport> = None;
     for root in &args.train {
-        let (ds, note) = open(
+        let (ds, note, found) = open(
             root,
             args.train_format,
             args.ckplus_apex,
             args.train_landmarks_csv.as_deref(),
+            crop,
+            c.quiet,
         )?;
         samples.extend(ds.samples);
         notes.push(note);
+        if let Some(f) = found {
+            let t = train_crop.get_or_insert(CropReport {
+                margin: f.margin,
+                ..CropReport::default()
+            });
+            t.from_landmarks += f.from_landmarks;
+            t.from_detector += f.from_detector;
+            t.no_face.extend(f.no_face);
+            t.unreadable.extend(f.unreadable);
+        }
     }
     let train = Source::Dataset(DatasetSource {
         samples,
         template: args.train_landmarks,
     });
-    let (ds, test_note) = open(
+    let (ds, test_note, test_crop) = open(
         &args.test,
         args.test_format,
         args.ckplus_apex,
         args.test_landmarks_csv.as_deref(),
+        crop,
+        c.quiet,
     )?;
     let test = Source::Dataset(DatasetSource::new(&ds, args.test_landmarks, |_| true));
     let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
@@ -523,10 +598,15 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
         train_counts: train.counts(None),
         test_counts: test.counts(None),
         samples: test.samples(),
+        train_crop,
+        test_crop,
     };
     let settings = merge(
         c.settings(),
         serde_json::json!({
+            "group_by": args.group_by,
+            "split_seed": args.split_seed,
+            "crop": crop,
             "train": args.train,
             "test": args.test,
             "train_format": args.train_format.map(|f| f.name()),
@@ -547,8 +627,21 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
         Vec::new(),
         plan,
         data,
-        args.strict,
+        Selection {
+            strict: args.strict,
+            split_seed: args.split_seed,
+            grouped: args.group_by == "subject",
+        },
     )
+}
+
+/// How the models of a protocol treat unreadable images and draw their validation parts.
+struct Selection {
+    strict: bool,
+    /// Seed of each model's validation split (held out of its training side).
+    split_seed: u64,
+    /// Whether the validation split keeps subjects together.
+    grouped: bool,
 }
 
 /// Trains and evaluates every planned model, rewriting the report after each; returns the
@@ -563,17 +656,33 @@ fn run_protocol(
     folds: Vec<FoldSet>,
     plan: Vec<PlannedModel>,
     data: DataInfo,
-    strict: bool,
+    sel: Selection,
 ) -> Result<Report> {
+    let strict = sel.strict;
     let sets = test_sets(&args.occlusions)?;
     let batch = args.batch_size;
-    if let Some(m) = plan.iter().find(|m| m.train.len() < batch) {
+    let labels = train_src.labels();
+    let groups = train_src.groups();
+    // Every model's validation part, out of its training side only, drawn before anything is
+    // trained so that a split that cannot be made stops the run at once.
+    let parts = plan
+        .iter()
+        .map(|m| {
+            args.recipe.hold_out(
+                &m.train,
+                &labels,
+                sel.grouped.then_some(&groups[..]),
+                sel.split_seed,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((m, p)) = plan.iter().zip(&parts).find(|(_, p)| p.train.len() < batch) {
         return Err(invalid(
             "protocol",
             format!(
                 "model {} has {} training images, fewer than one batch of {batch}",
                 m.id,
-                m.train.len()
+                p.train.len()
             ),
         ));
     }
@@ -602,11 +711,11 @@ fn run_protocol(
         summary: Vec::new(),
         seconds: 0.0,
     };
-    let steps_of = |m: &PlannedModel| (m.train.len() / batch * args.epochs) as u64;
+    let steps_of = |p: &split::Partition| (p.train.len() / batch * args.epochs) as u64;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(plan.iter().map(steps_of).sum())
+        ProgressBar::new(parts.iter().map(steps_of).sum())
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -616,10 +725,10 @@ fn run_protocol(
     );
     let started = Instant::now();
     let mut done_steps = 0u64;
-    let labels = train_src.labels();
-    for (n, m) in plan.iter().enumerate() {
+    let schedule = args.recipe.schedule(args.lr, args.epochs)?;
+    for (n, (m, part)) in plan.iter().zip(&parts).enumerate() {
         let config = args.config(m.attention)?;
-        let train_labels: Vec<usize> = m.train.iter().map(|&i| labels[i]).collect();
+        let train_labels: Vec<usize> = part.train.iter().map(|&i| labels[i]).collect();
         let weights = args
             .class_weights
             .then(|| protocol::class_weights(&train_labels, classes.len()));
@@ -635,64 +744,74 @@ fn run_protocol(
         let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
         net.write_params(gpu, &ParamTable::new(&config).init(args.seed))?;
         let (ch, size) = (config.in_channels, config.image_size);
-        let mix = occlude::mix(args.occlusion_mix, args.seed, ch, size, |i, s| {
-            train_src.landmarks(i, s)
-        });
-        let augment: Option<Augment> = (args.occlusion_mix > 0.0).then_some(&mix as Augment);
+        let augment = recipe::training_augment(
+            args.occlusion_mix,
+            args.recipe.augmentation(),
+            args.seed,
+            ch,
+            size,
+            |i, s| train_src.landmarks(i, s),
+        );
         let model_started = Instant::now();
         let mut curve = Vec::new();
-        for _ in 0..args.epochs {
-            let mut last = None;
-            let opts = TrainLoop {
-                epochs: 1,
-                seed: args.seed,
-                strict,
-            };
-            // One epoch per call: train() numbers epochs from the network's step count, so
-            // this is the same run as one call with all epochs, with a point to evaluate at.
-            train::train(
-                gpu,
-                &mut net,
-                train_src,
-                &m.train,
-                &opts,
-                augment,
-                &mut |p, failures| {
-                    for f in failures {
-                        bar.suspend(|| eprintln!("warning: skipped {f}"));
-                    }
-                    bar.set_position(done_steps + p.step as u64);
-                    bar.set_message(format!(
-                        "model {}/{} {}  epoch {}  loss {:.4}  acc {:.3}",
-                        n + 1,
-                        plan.len(),
-                        m.id,
-                        p.epoch + 1,
-                        p.loss,
-                        p.accuracy
-                    ));
-                    last = Some(p.clone());
-                },
-            )?;
-            let p = last.expect("an epoch reports at least once");
-            let test_accuracy = if args.test_curve {
-                Some(train::evaluate(gpu, &net, test_src, &m.test, strict, None)?.accuracy())
-            } else {
-                None
-            };
-            curve.push(EpochPoint {
-                epoch: p.epoch + 1,
-                loss: p.loss,
-                accuracy: p.accuracy,
-                test_accuracy,
-            });
-        }
-        done_steps += steps_of(m);
+        let opts = TrainLoop {
+            epochs: args.epochs,
+            seed: args.seed,
+            strict,
+            schedule: Some(schedule),
+        };
+        let validation = (!part.test.is_empty()).then(|| train::Validation {
+            source: train_src,
+            indices: &part.test,
+            keep_best: args.recipe.keep_best(),
+            previous_best: None,
+        });
+        let fitted = train::fit(
+            gpu,
+            &mut net,
+            train_src,
+            &part.train,
+            &opts,
+            recipe::as_augment(&augment),
+            validation.as_ref(),
+            &mut |p, failures| {
+                for f in failures {
+                    bar.suspend(|| eprintln!("warning: skipped {f}"));
+                }
+                bar.set_position(done_steps + p.step as u64);
+                bar.set_message(format!(
+                    "model {}/{} {}  epoch {}  loss {:.4}  acc {:.3}",
+                    n + 1,
+                    plan.len(),
+                    m.id,
+                    p.epoch + 1,
+                    p.loss,
+                    p.accuracy
+                ));
+            },
+            &mut |net, e| {
+                let test_accuracy = if args.test_curve {
+                    Some(train::evaluate(gpu, net, test_src, &m.test, strict, None)?.accuracy())
+                } else {
+                    None
+                };
+                curve.push(EpochPoint {
+                    epoch: e.epoch,
+                    loss: e.loss,
+                    accuracy: e.accuracy,
+                    test_accuracy,
+                    val_accuracy: e.val.map(|v| v.accuracy),
+                    lr: Some(e.lr),
+                });
+                Ok(())
+            },
+        )?;
+        done_steps += steps_of(part);
         let train_seconds = model_started.elapsed().as_secs_f64();
         let mut evaluations = Vec::new();
         for (set, occ) in &sets {
             let f = occ.map(|o| occlude::fixed(o, ch, size, |i, s| test_src.landmarks(i, s)));
-            let augment = f.as_ref().map(|f| f as Augment);
+            let augment = f.as_ref().map(|f| f as train::Augment);
             let e = train::evaluate(gpu, &net, test_src, &m.test, strict, augment)?;
             // Unreadable examples are left out of the evaluation: leave them out of the
             // indices too, so that indices, labels and probability rows stay aligned.
@@ -715,8 +834,10 @@ fn run_protocol(
             k: m.k,
             fold: m.fold,
             attention: m.attention,
-            train_size: m.train.len(),
+            train_size: part.train.len(),
             test_size: m.test.len(),
+            val_indices: part.test.clone(),
+            kept_epoch: fitted.kept,
             class_weights: weights,
             train_seconds,
             curve,
@@ -737,14 +858,17 @@ fn run_protocol(
 }
 
 fn write_curve(path: &Path, curve: &[EpochPoint]) -> Result<()> {
-    let mut s = String::from("epoch,loss,accuracy,test_accuracy\n");
+    let mut s = String::from("epoch,loss,accuracy,test_accuracy,val_accuracy,lr\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |a| a.to_string());
     for p in curve {
         s += &format!(
-            "{},{},{},{}\n",
+            "{},{},{},{},{},{}\n",
             p.epoch,
             p.loss,
             p.accuracy,
-            p.test_accuracy.map_or(String::new(), |a| a.to_string())
+            opt(p.test_accuracy),
+            opt(p.val_accuracy),
+            opt(p.lr)
         );
     }
     write_atomic(path, s.as_bytes())

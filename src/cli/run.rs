@@ -3,16 +3,19 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use fer_cbam::data::crop::{self, CropMode, CropReport, FaceCrop, FoundFace};
 use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
-use fer_cbam::data::face::{self, FaceBox};
 use fer_cbam::data::occlusion::Template;
-use fer_cbam::data::{folder, split};
+use fer_cbam::data::{folder, landmarks, split};
+use fer_cbam::model::checkpoint::{TrainingMeta, ValidationMeta};
 use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::{DatasetSource, SyntheticSource};
-use fer_cbam::train::{self, Evaluation, ImageSource, TrainLoop};
+use fer_cbam::train::{self, EpochEnd, Evaluation, ImageSource, LrSchedule, Score, TrainLoop};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::recipe::{self, RecipeArgs};
 
 /// Where the images come from.
 #[derive(Args, Clone, Debug)]
@@ -52,6 +55,60 @@ pub struct DataArgs {
     /// landmarks where both exist.
     #[arg(long, value_name = "PATH")]
     pub landmarks_csv: Option<PathBuf>,
+    /// Crop each image to a square around its face before resizing: `face` takes the box of
+    /// the image's own landmarks (CK+ as distributed, .pts, AffectNet, --landmarks-csv) or else
+    /// the built-in face detector's, grown by --face-margin; an image without a face is used
+    /// whole and listed. `none` uses images whole [default: none for training; what the
+    /// checkpoint was trained with for eval and a resumed train].
+    #[arg(long, value_name = "none|face")]
+    pub crop: Option<CropMode>,
+    /// With --crop face: the margin added on every side of the face box, as a fraction of its
+    /// side [default: 0.25, or the checkpoint's].
+    #[arg(long, value_name = "M")]
+    pub face_margin: Option<f32>,
+}
+
+/// The crop that `--crop` and `--face-margin` ask for, given the crop a checkpoint was trained
+/// with (`trained`; `None` for a fresh run or a checkpoint trained on whole images).
+pub fn resolve_crop(
+    mode: Option<CropMode>,
+    margin: Option<f32>,
+    trained: Option<FaceCrop>,
+) -> Result<Option<FaceCrop>> {
+    let crop = match (mode, trained) {
+        (Some(CropMode::None), _) | (None, None) => None,
+        (Some(CropMode::Face), t) | (None, t @ Some(_)) => Some(FaceCrop::new(
+            margin
+                .or(t.map(|t| t.margin))
+                .unwrap_or(crop::DEFAULT_MARGIN),
+        )?),
+    };
+    if crop.is_none() && margin.is_some() {
+        return Err(Error::InvalidConfig {
+            op: "--face-margin".into(),
+            message: "only applies with --crop face".into(),
+        });
+    }
+    Ok(crop)
+}
+
+/// Crops `ds` to its faces with a progress bar on stderr (unless `quiet`): the detector takes
+/// about 17 ms of CPU per 640x490 frame (docs/training.md), a minute or more for a large set.
+pub fn crop_dataset(ds: &mut dataset::Dataset, crop: FaceCrop, quiet: bool) -> Result<CropReport> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(ds.samples.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  finding faces  [{eta}]")
+            .unwrap(),
+    );
+    let r = crop::crop_samples(&mut ds.samples, crop, &|done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    Ok(r?.0)
 }
 
 /// The two sides of the data.
@@ -64,6 +121,8 @@ pub enum Data {
         train: DatasetSource,
         test: DatasetSource,
         note: String,
+        /// With `--crop face`: what the crop found, over both sides.
+        crop: Option<CropReport>,
     },
 }
 
@@ -80,13 +139,28 @@ impl Data {
             Data::Folder { test, .. } => test,
         }
     }
+    /// Labels and subjects of the training side, for the validation split.
+    pub fn train_labels_groups(&self) -> (Vec<usize>, Vec<Option<String>>) {
+        match self {
+            Data::Synthetic { train, .. } => (train.labels(), vec![None; train.len]),
+            Data::Folder { train, .. } => (train.labels(), train.groups()),
+        }
+    }
+    pub fn crop(&self) -> Option<&CropReport> {
+        match self {
+            Data::Synthetic { .. } => None,
+            Data::Folder { crop, .. } => crop.as_ref(),
+        }
+    }
     pub fn describe(&self) -> String {
         match self {
             Data::Synthetic { train, test } => format!(
                 "synthetic faces (seed {}): {} train, {} test",
                 train.seed, train.len, test.len
             ),
-            Data::Folder { train, test, note } => {
+            Data::Folder {
+                train, test, note, ..
+            } => {
                 format!(
                     "{note}: {} train, {} test",
                     train.samples.len(),
@@ -98,8 +172,26 @@ impl Data {
 }
 
 impl DataArgs {
+    /// The data with the crop of the flags alone (a run without a checkpoint to follow).
     pub fn load(&self) -> Result<Data> {
+        self.load_with(self.crop_for(None)?, true)
+    }
+
+    /// The crop the flags ask for, given what a checkpoint was trained with.
+    pub fn crop_for(&self, trained: Option<FaceCrop>) -> Result<Option<FaceCrop>> {
+        resolve_crop(self.crop, self.face_margin, trained)
+    }
+
+    /// The data, each image cropped to its face with `crop`; `quiet` hides the progress bar of
+    /// the face search.
+    pub fn load_with(&self, crop: Option<FaceCrop>, quiet: bool) -> Result<Data> {
         let Some(root) = &self.data else {
+            if crop.is_some() {
+                return Err(Error::InvalidConfig {
+                    op: "--crop face".into(),
+                    message: "needs --data: the synthetic faces are drawn as face crops".into(),
+                });
+            }
             if let Some(csv) = &self.landmarks_csv {
                 return Err(Error::Data {
                     path: csv.display().to_string(),
@@ -136,6 +228,11 @@ impl DataArgs {
         if let Some(csv) = &self.landmarks_csv {
             fer_cbam::data::landmarks::attach_sidecar(&mut ds, csv)?;
         }
+        // After the landmarks are attached (they place the crop) and before the split.
+        let crop = match crop {
+            Some(c) => Some(crop_dataset(&mut ds, c, quiet)?),
+            None => None,
+        };
         let mut note = format!("{}", root.display());
         for s in &ds.skipped {
             note += &format!(" (skipped {} with {} entries)", s.path.display(), s.entries);
@@ -144,11 +241,19 @@ impl DataArgs {
             note += &format!(" ({n})");
         }
         note += &format!(" ({})", ds.landmark_summary());
+        if let Some(c) = &crop {
+            note += &format!(" ({})", c.summary(10));
+        }
         let template = self.landmarks;
         if ds.has_splits {
             let train = DatasetSource::new(&ds, template, |s| s.split == folder::Split::Train);
             let test = DatasetSource::new(&ds, template, |s| s.split == folder::Split::Test);
-            return Ok(Data::Folder { train, test, note });
+            return Ok(Data::Folder {
+                train,
+                test,
+                note,
+                crop,
+            });
         }
         let all = DatasetSource::new(&ds, template, |_| true);
         let groups = all.groups();
@@ -168,6 +273,7 @@ impl DataArgs {
             train: all.pick(&part.train),
             test: all.pick(&part.test),
             note,
+            crop,
         })
     }
 }
@@ -185,35 +291,84 @@ impl Output {
     }
 }
 
+/// Everything a training run needs besides the model config and the data.
+pub struct TrainJob<'a> {
+    pub out_path: &'a Path,
+    /// Continue from this checkpoint and its optimizer state.
+    pub resume: Option<&'a Path>,
+    /// Epochs to train in this run (on top of a resumed checkpoint's).
+    pub epochs: usize,
+    pub batch: usize,
+    /// Adam's settings; `lr` is the schedule's base rate.
+    pub adam: AdamConfig,
+    pub seed: u64,
+    pub strict: bool,
+    /// Fraction of training images occluded, redrawn every epoch.
+    pub occlusion_mix: f64,
+    pub recipe: &'a RecipeArgs,
+    /// Seed of the validation split (--split-seed) and whether it keeps subjects together.
+    pub split_seed: u64,
+    pub grouped: bool,
+    /// The data's face crop, recorded in the checkpoint for eval and predict.
+    pub crop: Option<FaceCrop>,
+}
+
+/// What a training run did.
+pub struct Trained {
+    /// The written checkpoint on the test side.
+    pub eval: Evaluation,
+    pub seconds: f64,
+    pub epochs: Vec<EpochEnd>,
+    pub schedule: LrSchedule,
+    /// Validation images, and the epoch whose state was written when the best was kept.
+    pub val_images: usize,
+    pub kept: Option<usize>,
+    pub best: Option<Score>,
+}
+
 /// Trains and writes the checkpoint and its optimizer state; evaluates on the test side.
-#[allow(clippy::too_many_arguments)]
 pub fn train_command(
     gpu: &Gpu,
     config: ModelConfig,
     data: &Data,
-    out_path: &Path,
-    resume: Option<&Path>,
-    epochs: usize,
-    batch: usize,
-    adam: AdamConfig,
-    seed: u64,
-    strict: bool,
-    augment: Option<train::Augment<'_>>,
+    job: &TrainJob<'_>,
     out: &Output,
-) -> Result<(Evaluation, f64)> {
-    let (config, packed, optim) = match resume {
+) -> Result<Trained> {
+    let recipe = job.recipe;
+    let (config, packed, optim, previous) = match job.resume {
         Some(path) => {
             let ck = checkpoint::load(path)?;
             check_classes(path, &ck.config)?;
             let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
-            (ck.config, ck.packed, Some(optim))
+            let meta = checkpoint::load_training(path)?;
+            (ck.config, ck.packed, Some(optim), meta)
         }
         None => {
-            let packed = ParamTable::new(&config).init(seed);
-            (config, packed, None)
+            let packed = ParamTable::new(&config).init(job.seed);
+            (config, packed, None, None)
         }
     };
+    recipe.check(config.image_size)?;
+    let (batch, epochs) = (job.batch, job.epochs);
+    let (labels, groups) = data.train_labels_groups();
+    let all: Vec<usize> = (0..data.train().len()).collect();
+    let part = recipe.hold_out(
+        &all,
+        &labels,
+        job.grouped.then_some(&groups[..]),
+        job.split_seed,
+    )?;
+    let (idx, val_idx) = (part.train, part.test);
     out.say(format!("data: {}", data.describe()));
+    if !val_idx.is_empty() {
+        out.say(format!(
+            "validation: {} of the {} training images ({}{}), evaluated clean after every epoch",
+            val_idx.len(),
+            all.len(),
+            recipe.val_fraction,
+            if job.grouped { ", by subject" } else { "" }
+        ));
+    }
     out.say(format!(
         "model: {}x{}x{}, widths {:?}, attention {:?}, {} parameters; batch {batch}, {epochs} epochs",
         config.in_channels,
@@ -224,8 +379,8 @@ pub fn train_command(
         ParamTable::new(&config).count()
     ));
     let options = TrainOptions {
-        adam,
-        seed: seed as u32,
+        adam: job.adam,
+        seed: job.seed as u32,
         class_weights: None,
     };
     let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
@@ -234,7 +389,34 @@ pub fn train_command(
         net.write_adam_state(gpu, m, v, *step)?;
         out.say(format!("resumed at step {step}"));
     }
-    let idx: Vec<usize> = (0..data.train().len()).collect();
+    let steps_per_epoch = (idx.len() / batch).max(1);
+    let end = net.step() as usize / steps_per_epoch + epochs;
+    let schedule = recipe.schedule(job.adam.lr, end)?;
+    let augmentation = recipe.augmentation();
+    out.say(format!(
+        "recipe: learning rate {}; augmentation {}; {}% of training images occluded",
+        schedule.describe(),
+        augmentation.describe(),
+        (job.occlusion_mix * 100.0).round()
+    ));
+    // A resumed run competes with the state it starts from, when that was selected on the same
+    // validation split.
+    let previous_best = previous
+        .as_ref()
+        .and_then(|m| m.validation.as_ref())
+        .filter(|v| {
+            v.fraction == recipe.val_fraction
+                && v.seed == job.split_seed
+                && v.grouped == job.grouped
+        })
+        .map(|v| Score {
+            epoch: v.epoch,
+            accuracy: v.accuracy,
+            loss: v.loss,
+        });
+    let lm = super::occlude::landmarks_of(data, false);
+    let (ch, size) = (config.in_channels, config.image_size);
+    let augment = recipe::training_augment(job.occlusion_mix, augmentation, job.seed, ch, size, lm);
     let total = (idx.len() / batch * epochs) as u64;
     let bar = if out.quiet || out.json {
         ProgressBar::hidden()
@@ -251,52 +433,115 @@ pub fn train_command(
     let first_step = net.step();
     let opts = TrainLoop {
         epochs,
-        seed,
-        strict,
+        seed: job.seed,
+        strict: job.strict,
+        schedule: Some(schedule),
     };
-    train::train(
+    let validation = (!val_idx.is_empty()).then(|| train::Validation {
+        source: data.train(),
+        indices: &val_idx,
+        keep_best: recipe.keep_best(),
+        previous_best,
+    });
+    let fitted = train::fit(
         gpu,
         &mut net,
         data.train(),
         &idx,
         &opts,
-        augment,
+        recipe::as_augment(&augment),
+        validation.as_ref(),
         &mut |p, failures| {
             for f in failures {
                 bar.suspend(|| eprintln!("warning: skipped {f}"));
             }
             bar.set_position((p.step - first_step) as u64);
             bar.set_message(format!(
-                "epoch {}  loss {:.4}  acc {:.3}  {:.1} img/s",
+                "epoch {}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} img/s",
                 p.epoch + 1,
                 p.loss,
                 p.accuracy,
+                p.lr,
                 p.images_per_second
             ));
+        },
+        &mut |_, e| {
+            if let Some(v) = &e.val {
+                bar.suspend(|| {
+                    out.say(format!(
+                        "epoch {}: train loss {:.4} acc {:.3}, lr {:.2e}; validation acc {:.4} loss {:.4}{}",
+                        e.epoch,
+                        e.loss,
+                        e.accuracy,
+                        e.lr,
+                        v.accuracy,
+                        v.loss,
+                        if e.best { " (best so far)" } else { "" }
+                    ))
+                });
+            }
+            Ok(())
         },
     )?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    // The written state's own validation score: the kept epoch's, or the last one's.
+    let written = match fitted.kept {
+        Some(_) => fitted.best,
+        None => fitted.epochs.last().and_then(|e| e.val),
+    };
+    let meta = TrainingMeta {
+        crop: job.crop,
+        recipe: recipe.to_json(&schedule, job.occlusion_mix),
+        validation: written.map(|s| ValidationMeta {
+            fraction: recipe.val_fraction,
+            seed: job.split_seed,
+            grouped: job.grouped,
+            epoch: s.epoch,
+            accuracy: s.accuracy,
+            loss: s.loss,
+        }),
+    };
     let params = gpu.read_blocking(net.params())?;
-    checkpoint::save(out_path, &config, &params)?;
+    checkpoint::save_trained(job.out_path, &config, &params, &meta)?;
     let (m, v) = net.adam_state();
     let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
     checkpoint::save_optimizer(
-        &checkpoint::optimizer_path(out_path),
+        &checkpoint::optimizer_path(job.out_path),
         &config,
         &m,
         &v,
         net.step(),
     )?;
+    if let (Some(k), Some(b)) = (fitted.kept, fitted.best) {
+        out.say(format!(
+            "kept the state after epoch {k} (the best validation accuracy, {:.4}; loss {:.4}){}",
+            b.accuracy,
+            b.loss,
+            if fitted.epochs.last().is_some_and(|e| e.epoch != k) {
+                ": the checkpoint and its optimizer state are that epoch's, not the last one's"
+            } else {
+                ""
+            }
+        ));
+    }
     out.say(format!(
         "trained {} steps in {seconds:.1} s; wrote {} and {}",
-        net.step() - first_step,
-        out_path.display(),
-        checkpoint::optimizer_path(out_path).display()
+        fitted.epochs.last().map_or(0, |e| e.step - first_step),
+        job.out_path.display(),
+        checkpoint::optimizer_path(job.out_path).display()
     ));
     let test: Vec<usize> = (0..data.test().len()).collect();
-    let eval = train::evaluate(gpu, &net, data.test(), &test, strict, None)?;
-    Ok((eval, seconds))
+    let eval = train::evaluate(gpu, &net, data.test(), &test, job.strict, None)?;
+    Ok(Trained {
+        eval,
+        seconds,
+        epochs: fitted.epochs,
+        schedule,
+        val_images: val_idx.len(),
+        kept: fitted.kept,
+        best: fitted.best,
+    })
 }
 
 /// Evaluates a checkpoint on the test side of `data` (or both sides with `all`).
@@ -405,23 +650,16 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
     })
 }
 
-/// An image, its top-3 classes with probabilities, and the face crop used (with
-/// `--detect-face`: `Some(None)` when no face was found and the whole image was used).
+/// An image, its top-3 classes with probabilities, and the face crop used (with a face crop:
+/// `Some(None)` when no face was found and the whole image was used).
 pub struct Prediction {
     pub path: PathBuf,
     pub top: Vec<(String, f32)>,
-    pub face: Option<Option<FaceBox>>,
+    pub face: Option<Option<FoundFace>>,
 }
 
-/// Top-3 classes of each image (files, or every image in a folder); with `detect_face` (the
-/// crop margin), each image is first cropped to its largest face.
-pub fn predict_command(
-    gpu: &Gpu,
-    path: &Path,
-    inputs: &[PathBuf],
-    detect_face: Option<f32>,
-) -> Result<Vec<Prediction>> {
-    let ck = checkpoint::load(path)?;
+/// Image files named by `inputs`: files as given, folders as their images in name order.
+pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -449,36 +687,62 @@ pub fn predict_command(
             files.push(p.clone());
         }
     }
+    Ok(files)
+}
+
+/// Per image: `None` without a face crop; with one, the crop found (`None`: used whole).
+pub type FaceResult = Option<Option<FoundFace>>;
+
+/// Image files as samples (label unknown), each with the `.pts` beside it if there is one, and
+/// cropped to its face with `crop` as training crops (landmarks first, then the detector).
+pub fn file_samples(
+    files: &[PathBuf],
+    crop: Option<FaceCrop>,
+) -> Result<(Vec<Sample>, Vec<FaceResult>)> {
+    let mut samples = Vec::with_capacity(files.len());
+    for f in files {
+        samples.push(Sample {
+            name: f.display().to_string(),
+            pixels: Pixels::File(f.clone()),
+            label: 0,
+            split: folder::Split::Unsplit,
+            group: None,
+            landmarks: landmarks::pts_beside(f)?,
+        });
+    }
+    let faces = match crop {
+        Some(c) => {
+            let (report, faces) = crop::crop_samples(&mut samples, c, &|_, _| {})?;
+            if let Some(bad) = report.unreadable.first() {
+                // Strict, as predict is: the loader names the file and the problem.
+                let i = samples
+                    .iter()
+                    .position(|s| &s.name == bad)
+                    .expect("one of them");
+                samples[i].load_original()?;
+            }
+            faces.into_iter().map(Some).collect()
+        }
+        None => vec![None; files.len()],
+    };
+    Ok((samples, faces))
+}
+
+/// Top-3 classes of each image (files, or every image in a folder); with `crop`, each image
+/// is first cropped to its face.
+pub fn predict_command(
+    gpu: &Gpu,
+    path: &Path,
+    inputs: &[PathBuf],
+    crop: Option<FaceCrop>,
+) -> Result<Vec<Prediction>> {
+    let ck = checkpoint::load(path)?;
+    let files = image_files(inputs)?;
     let c = &ck.config;
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
     net.write_params(gpu, &ck.packed)?;
-    let mut samples = Vec::with_capacity(files.len());
-    let mut faces = Vec::with_capacity(files.len());
-    // One detector for all the images: the 1.2 MB model is parsed once, not per image.
-    let mut detector = detect_face
-        .map(|margin| face::FaceDetector::new().map(|d| (d, margin)))
-        .transpose()?;
-    for f in &files {
-        match detector.as_mut() {
-            Some((d, margin)) => {
-                let (sample, crop) = face::face_sample(d, f, *margin)?;
-                samples.push(sample);
-                faces.push(Some(crop));
-            }
-            None => {
-                samples.push(Sample {
-                    name: f.display().to_string(),
-                    pixels: Pixels::File(f.clone()),
-                    label: 0,
-                    split: folder::Split::Unsplit,
-                    group: None,
-                    landmarks: None,
-                });
-                faces.push(None);
-            }
-        }
-    }
+    let (samples, faces) = file_samples(&files, crop)?;
     let source = DatasetSource {
         samples,
         template: Template::Fer2013,

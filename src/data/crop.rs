@@ -253,7 +253,7 @@ pub fn find(sample: &Sample, crop: FaceCrop, detector: &mut Option<FaceDetector>
 /// Crops every sample to its face (see the module docs) and reports what was done, with each
 /// sample's crop (`None`: used whole).
 /// `progress(done, total)` is called as images are searched (from several threads on native
-/// builds, where the detector runs on every core: about 60 ms per 640x490 frame and core).
+/// builds, where the detector runs on up to four cores).
 pub fn crop_samples(
     samples: &mut [Sample],
     crop: FaceCrop,

@@ -1,14 +1,11 @@
-//! Face detection for `predict --detect-face`: photos are not aligned crops, and the network was
-//! trained on faces that fill the frame, so an uncropped photo mostly classifies its background.
+//! Face detection for `--crop face` (and `predict --detect-face`): photos and uncropped datasets
+//! are not aligned crops, and the network is trained on faces that fill the frame, so an
+//! uncropped image mostly classifies its background. The crop itself is `data::crop`.
 //!
 //! The detector is SeetaFace's frontal funnel-structured cascade through the `rustface` crate;
 //! its model file (1.2 MB, BSD-2-Clause, `assets/models/`) is embedded in the binary so the
 //! program still needs no files beside it.
 
-use std::path::Path;
-
-use crate::data::dataset::{Pixels, Sample};
-use crate::data::folder::{self, Split};
 use crate::{Error, Result};
 
 /// SeetaFace's frontal face detection model, as shipped in the `rustface` 0.1.7 package.
@@ -105,42 +102,4 @@ pub fn square_crop(face: FaceBox, margin: f32, width: u32, height: u32) -> FaceB
         width: side,
         height: side,
     }
-}
-
-/// The image at `path` as a sample cropped to its largest face (with `margin`), and the crop;
-/// the whole image and `None` when no face is found.
-pub fn face_sample(
-    detector: &mut FaceDetector,
-    path: &Path,
-    margin: f32,
-) -> Result<(Sample, Option<FaceBox>)> {
-    let gray = folder::decode_original(path)?;
-    let (w, h) = gray.dimensions();
-    let found = detector.largest(gray.as_raw(), w, h)?;
-    let (pixels, crop) = match found {
-        Some(face) => {
-            let c = square_crop(face, margin, w, h);
-            let cropped = image::imageops::crop_imm(&gray, c.x, c.y, c.width, c.height).to_image();
-            (
-                Pixels::Gray {
-                    width: c.width as usize,
-                    height: c.height as usize,
-                    data: cropped.into_raw().into(),
-                },
-                Some(c),
-            )
-        }
-        None => (Pixels::File(path.to_path_buf()), None),
-    };
-    Ok((
-        Sample {
-            name: path.display().to_string(),
-            pixels,
-            label: 0,
-            split: Split::Unsplit,
-            group: None,
-            landmarks: None,
-        },
-        crop,
-    ))
 }

@@ -9,5 +9,5 @@ pub mod network;
 pub mod params;
 
 pub use config::{Attention, ModelConfig, CLASSES};
-pub use network::{Network, TrainOptions, HISTORY};
+pub use network::{Network, Snapshot, TrainOptions, HISTORY};
 pub use params::ParamTable;

@@ -107,6 +107,19 @@ pub struct Network {
     step: u32,
 }
 
+/// A device-side copy of a network's training state (see [`Network::snapshot`]).
+pub struct Snapshot {
+    tensors: Vec<Tensor>,
+    step: u32,
+}
+
+impl Snapshot {
+    /// The step count of the state it holds.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+}
+
 /// Allocates tensors while recording the memory plan.
 struct Planner<'a> {
     gpu: &'a Gpu,
@@ -597,6 +610,60 @@ impl Network {
     /// Changes the learning rate from the next step on.
     pub fn set_lr(&mut self, gpu: &Gpu, lr: f64) -> Result<()> {
         self.adam.set_lr(gpu, lr)
+    }
+
+    /// The learning rate the next step runs at.
+    pub fn lr(&self) -> f64 {
+        self.adam.config().lr
+    }
+
+    /// The device tensors a training step changes and a checkpoint with its optimizer state
+    /// restores. Anything a step updates besides these (running statistics of a normalisation
+    /// layer, say) must be listed here too, or a [`Snapshot`] would not restore it.
+    fn state(&self) -> [&Tensor; 3] {
+        [&self.params, &self.adam_m, &self.adam_v]
+    }
+
+    /// A device-side copy of the training state as it is now (parameters, Adam's moments, the
+    /// step count): for keeping the best epoch's weights without reading them back. Allocates
+    /// its buffers; call it before training, then [`Network::save_snapshot`] to overwrite.
+    pub fn snapshot(&self, gpu: &Gpu) -> Result<Snapshot> {
+        let tensors = self
+            .state()
+            .iter()
+            .map(|t| gpu.zeros(&format!("snapshot.{}", t.name()), t.shape()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut s = Snapshot { tensors, step: 0 };
+        self.save_snapshot(gpu, &mut s)?;
+        Ok(s)
+    }
+
+    /// Overwrites `snapshot` with the current state: buffer copies in one submission, queued
+    /// behind the steps already submitted.
+    pub fn save_snapshot(&self, gpu: &Gpu, snapshot: &mut Snapshot) -> Result<()> {
+        let copies: Vec<(&Tensor, &Tensor, usize)> = self
+            .state()
+            .into_iter()
+            .zip(&snapshot.tensors)
+            .map(|(src, dst)| (src, dst, 0))
+            .collect();
+        gpu.submit_with_copies(std::iter::empty::<&Dispatch>(), &copies)?;
+        snapshot.step = self.step;
+        Ok(())
+    }
+
+    /// Puts the state of `snapshot` back (parameters, moments, step count): the next step
+    /// continues from there as if the steps since had not been taken.
+    pub fn restore_snapshot(&mut self, gpu: &Gpu, snapshot: &Snapshot) -> Result<()> {
+        let copies: Vec<(&Tensor, &Tensor, usize)> = snapshot
+            .tensors
+            .iter()
+            .zip(self.state())
+            .map(|(src, dst)| (src, dst, 0))
+            .collect();
+        gpu.submit_with_copies(std::iter::empty::<&Dispatch>(), &copies)?;
+        self.step = snapshot.step;
+        Ok(())
     }
 
     /// Uploads a batch: `images` `[N, C, S, S]` in network input scale, `labels` class indices.

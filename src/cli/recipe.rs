@@ -1,0 +1,229 @@
+//! The training recipe's flags, shared by `train`, `kfold`, `holdout`, `cross` and `demo`:
+//! augmentation, the learning-rate schedule and the validation split (docs/training.md).
+
+use clap::{Args, ValueEnum};
+use fer_cbam::data::augment::Augmentation;
+use fer_cbam::data::split;
+use fer_cbam::train::{Augment, Decay, LrSchedule};
+use fer_cbam::{Error, Result};
+
+/// `--lr-schedule`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// The base rate (`--lr`) at every step.
+    Constant,
+    /// Half a cosine from the base rate to 0 at the end of the schedule (--schedule-epochs).
+    Cosine,
+    /// The rate times --lr-gamma every --lr-step-epochs epochs.
+    Step,
+}
+
+/// `--select`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Select {
+    /// The state after the last epoch.
+    Last,
+    /// The state after the epoch with the best validation accuracy (ties: lower validation
+    /// loss, then the earlier epoch).
+    BestVal,
+}
+
+/// Augmentation, learning-rate schedule and validation flags.
+#[derive(Args, Clone, Debug)]
+pub struct RecipeArgs {
+    /// Mirror each training image left-right with probability 1/2, drawn per (seed, epoch,
+    /// image) after any occlusion.
+    #[arg(long)]
+    pub flip: bool,
+    /// Shift each training image by up to PX pixels (at the network's input size) along x and
+    /// y, each uniform in -PX..=PX, filling the uncovered border with black (the same as
+    /// zero-padding by PX and cropping at random); drawn per (seed, epoch, image) after any
+    /// occlusion.
+    #[arg(long, value_name = "PX", default_value_t = 0)]
+    pub shift: usize,
+    /// Learning rate per step: constant, cosine (to 0 at the end of the schedule) or step
+    /// (times --lr-gamma every --lr-step-epochs epochs); a function of the step, so --resume
+    /// continues on the same curve.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: ScheduleKind,
+    /// With --lr-schedule step: epochs between two drops of the rate.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub lr_step_epochs: usize,
+    /// With --lr-schedule step: the factor of each drop.
+    #[arg(long, value_name = "G", default_value_t = 0.1)]
+    pub lr_gamma: f64,
+    /// Epochs of linear warm-up from 0 to the base rate at the start of the schedule (per
+    /// step: step t of W warm-up steps runs at lr * t / W).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_epochs: usize,
+    /// The epoch where the cosine schedule ends [default: where this run ends, counting the
+    /// epochs of a resumed checkpoint]. Give the planned total to stop early and --resume
+    /// later on the same curve.
+    #[arg(long, value_name = "N")]
+    pub schedule_epochs: Option<usize>,
+    /// Hold out this fraction of the training side (stratified by class, by subject with
+    /// --group-by subject; seeded by --split-seed) and evaluate it, clean, after every epoch;
+    /// never taken from the test side.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub val_fraction: f64,
+    /// Which epoch's weights to keep: last, or best-val (the best validation accuracy)
+    /// [default: best-val with --val-fraction, last without].
+    #[arg(long, value_enum)]
+    pub select: Option<Select>,
+}
+
+/// Added to --split-seed for the validation split, so that it is not drawn with the same
+/// shuffle as the 80:20 test split of the same data.
+const VALIDATION_SEED: u64 = 0x7661_6c69_6461_7465;
+
+impl RecipeArgs {
+    pub fn augmentation(&self) -> Augmentation {
+        Augmentation {
+            flip: self.flip,
+            shift: self.shift,
+        }
+    }
+
+    /// Whether the best validation epoch is kept (checked by [`RecipeArgs::check`]).
+    pub fn keep_best(&self) -> bool {
+        self.select.unwrap_or(if self.val_fraction > 0.0 {
+            Select::BestVal
+        } else {
+            Select::Last
+        }) == Select::BestVal
+    }
+
+    /// Flags that contradict each other or the image size.
+    pub fn check(&self, image_size: usize) -> Result<()> {
+        let bad = |op: &str, message: String| {
+            Err(Error::InvalidConfig {
+                op: op.into(),
+                message,
+            })
+        };
+        if self.shift >= image_size {
+            return bad(
+                "--shift",
+                format!(
+                    "{} px would move a {image_size}x{image_size} image off itself",
+                    self.shift
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(
+                "--val-fraction",
+                format!("{} is not a fraction in [0, 1)", self.val_fraction),
+            );
+        }
+        if self.select == Some(Select::BestVal) && self.val_fraction == 0.0 {
+            return bad(
+                "--select best-val",
+                "needs a validation split: give --val-fraction".into(),
+            );
+        }
+        if self.schedule_epochs == Some(0) {
+            return bad("--schedule-epochs", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The schedule of a run that ends at epoch `end` (counted from the start of training,
+    /// resumed epochs included), at base rate `lr`.
+    pub fn schedule(&self, lr: f64, end: usize) -> Result<LrSchedule> {
+        let s = LrSchedule {
+            base: lr,
+            decay: match self.lr_schedule {
+                ScheduleKind::Constant => Decay::Constant,
+                ScheduleKind::Cosine => Decay::Cosine,
+                ScheduleKind::Step => Decay::Step {
+                    every_epochs: self.lr_step_epochs,
+                    gamma: self.lr_gamma,
+                },
+            },
+            warmup_epochs: self.warmup_epochs,
+            total_epochs: self.schedule_epochs.unwrap_or(end),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Splits `indices` (of a source with `labels` and `groups`) into training and validation
+    /// parts; all of `indices` and no validation part when --val-fraction is 0.
+    pub fn hold_out(
+        &self,
+        indices: &[usize],
+        labels: &[usize],
+        groups: Option<&[Option<String>]>,
+        split_seed: u64,
+    ) -> Result<split::Partition> {
+        if self.val_fraction == 0.0 {
+            return Ok(split::Partition {
+                train: indices.to_vec(),
+                test: Vec::new(),
+            });
+        }
+        let p = split::hold_out(
+            indices,
+            labels,
+            groups,
+            self.val_fraction,
+            split_seed.wrapping_add(VALIDATION_SEED),
+        )?;
+        if p.test.is_empty() {
+            return Err(Error::InvalidConfig {
+                op: "--val-fraction".into(),
+                message: format!(
+                    "{} of {} training images is no image: raise it",
+                    self.val_fraction,
+                    indices.len()
+                ),
+            });
+        }
+        Ok(p)
+    }
+
+    /// The recipe for reports and the checkpoint's metadata.
+    pub fn to_json(&self, schedule: &LrSchedule, occlusion_mix: f64) -> serde_json::Value {
+        serde_json::json!({
+            "occlusion_mix": occlusion_mix,
+            "flip": self.flip,
+            "shift": self.shift,
+            "lr_schedule": schedule,
+            "val_fraction": self.val_fraction,
+            "select": if self.keep_best() { "best-val" } else { "last" },
+        })
+    }
+}
+
+/// A per-example training transform owned by its caller (see [`Augment`]).
+pub type Boxed<'a> = Box<dyn Fn(&mut [u8], usize, usize) + Sync + 'a>;
+
+/// The training transform of every example: with `occlusion_mix`, one of the paper's
+/// occlusions on that fraction of images (drawn in the untransformed image, where its
+/// landmarks are), then the flip and shift.
+pub fn training_augment<'a>(
+    occlusion_mix: f64,
+    augmentation: Augmentation,
+    seed: u64,
+    channels: usize,
+    size: usize,
+    landmarks: impl Fn(usize, usize) -> fer_cbam::data::synthetic::Landmarks + Sync + 'a,
+) -> Option<Boxed<'a>> {
+    if occlusion_mix <= 0.0 && augmentation.is_identity() {
+        return None;
+    }
+    let mix = (occlusion_mix > 0.0)
+        .then(|| super::occlude::mix(occlusion_mix, seed, channels, size, landmarks));
+    Some(Box::new(move |px: &mut [u8], i: usize, epoch: usize| {
+        if let Some(m) = &mix {
+            m(px, i, epoch);
+        }
+        augmentation.apply(px, channels, size, seed, epoch, i);
+    }))
+}
+
+/// A boxed training transform as the loop takes it.
+pub fn as_augment<'a>(f: &'a Option<Boxed<'a>>) -> Option<Augment<'a>> {
+    f.as_deref().map(|f| f as Augment)
+}
