@@ -117,12 +117,15 @@ impl LrSchedule {
             Decay::Step {
                 every_epochs,
                 gamma,
-            } => format!("x{gamma} every {every_epochs} epochs"),
+            } => match every_epochs {
+                1 => format!("x{gamma} every epoch"),
+                n => format!("x{gamma} every {n} epochs"),
+            },
         };
-        let warm = if self.warmup_epochs > 0 {
-            format!(" after {} warm-up epochs", self.warmup_epochs)
-        } else {
-            String::new()
+        let warm = match self.warmup_epochs {
+            0 => String::new(),
+            1 => " after 1 warm-up epoch".to_string(),
+            n => format!(" after {n} warm-up epochs"),
         };
         format!("{shape}{warm}, base {}", self.base)
     }
