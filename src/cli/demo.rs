@@ -129,7 +129,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
             plan.batch,
             TrainOptions::default(),
         ))?;
-        net.write_params(gpu, &saved.packed)?;
+        net.load(gpu, &saved)?;
         if attention == Attention::Full {
             let dir = out.join("explain");
             figures =

@@ -201,26 +201,36 @@ pub fn train_command(
     augment: Option<train::Augment<'_>>,
     out: &Output,
 ) -> Result<(Evaluation, f64)> {
-    let (config, packed, optim) = match resume {
+    let (ck, optim) = match resume {
         Some(path) => {
             let ck = checkpoint::load(path)?;
             check_classes(path, &ck.config)?;
             let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
-            (ck.config, ck.packed, Some(optim))
+            (ck, Some(optim))
         }
         None => {
-            let packed = ParamTable::new(&config).init(seed);
-            (config, packed, None)
+            let table = ParamTable::new(&config);
+            let ck = checkpoint::Checkpoint {
+                packed: table.init(seed),
+                buffers: table.init_buffers(),
+                batches_tracked: 0,
+                config,
+            };
+            (ck, None)
         }
     };
+    let config = ck.config.clone();
     out.say(format!("data: {}", data.describe()));
     out.say(format!(
-        "model: {}x{}x{}, widths {:?}, attention {:?}, {} parameters; batch {batch}, {epochs} epochs",
+        "model: {}x{}x{}, widths {:?}, attention {:?}, norm {}, init {}, gate {}, {} parameters; batch {batch}, {epochs} epochs",
         config.in_channels,
         config.image_size,
         config.image_size,
         config.widths,
         config.attention,
+        config.norm,
+        config.init,
+        config.gate,
         ParamTable::new(&config).count()
     ));
     let options = TrainOptions {
@@ -229,7 +239,7 @@ pub fn train_command(
         class_weights: None,
     };
     let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
-    net.write_params(gpu, &packed)?;
+    net.load(gpu, &ck)?;
     if let Some((m, v, step)) = &optim {
         net.write_adam_state(gpu, m, v, *step)?;
         out.say(format!("resumed at step {step}"));
@@ -278,7 +288,11 @@ pub fn train_command(
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let params = gpu.read_blocking(net.params())?;
-    checkpoint::save(out_path, &config, &params)?;
+    let buffers = match net.buffers() {
+        Some(t) => gpu.read_blocking(t)?,
+        None => Vec::new(),
+    };
+    checkpoint::save_with_buffers(out_path, &config, &params, &buffers, net.batches_tracked())?;
     let (m, v) = net.adam_state();
     let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
     checkpoint::save_optimizer(
@@ -317,7 +331,7 @@ pub fn eval_command(
         batch,
         TrainOptions::default(),
     ))?;
-    net.write_params(gpu, &ck.packed)?;
+    net.load(gpu, &ck)?;
     let source = match which {
         "train" => data.train(),
         _ => data.test(),
@@ -452,7 +466,7 @@ pub fn predict_command(
     let c = &ck.config;
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
-    net.write_params(gpu, &ck.packed)?;
+    net.load(gpu, &ck)?;
     let mut samples = Vec::with_capacity(files.len());
     let mut faces = Vec::with_capacity(files.len());
     // One detector for all the images: the 1.2 MB model is parsed once, not per image.
