@@ -80,6 +80,8 @@ pub struct ProtocolArgs {
     /// Conv widths of the stages, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
     pub widths: Vec<usize>,
+    #[command(flatten)]
+    pub recipe: super::recipe::RecipeArgs,
     /// No progress bar, only the final table.
     #[arg(long)]
     pub quiet: bool,
@@ -285,14 +287,14 @@ fn test_sets(names: &[String]) -> Result<Vec<(String, Option<Occlusion>)>> {
 
 impl ProtocolArgs {
     fn config(&self, attention: Attention) -> Result<ModelConfig> {
-        let c = ModelConfig {
+        let c = self.recipe.apply(ModelConfig {
             image_size: self.image_size,
             in_channels: self.in_channels,
             attention,
             widths: self.widths.clone(),
             dropout: self.dropout,
             ..ModelConfig::default()
-        };
+        });
         c.validate()?;
         Ok(c)
     }
@@ -342,6 +344,9 @@ impl ProtocolArgs {
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "widths": self.widths,
+            "norm": self.recipe.norm.name(),
+            "init": self.recipe.init.name(),
+            "gate": self.recipe.gate.name(),
         })
     }
 }
