@@ -431,8 +431,8 @@ fn a_batch_norm_checkpoint_keeps_its_running_statistics_and_counter() {
     // Distinct values in every entry; the padding between entries stays 0, as loading leaves it.
     let mut buffers = vec![0.0f32; table.buffers_len()];
     for e in table.buffers() {
-        for i in e.offset..e.offset + e.len() {
-            buffers[i] = 0.25 + i as f32;
+        for (i, v) in buffers[e.offset..e.offset + e.len()].iter_mut().enumerate() {
+            *v = 0.25 + (e.offset + i) as f32;
         }
     }
     let path = dir.join("bn.safetensors");
