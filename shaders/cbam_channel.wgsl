@@ -5,6 +5,8 @@
 // Saved by the forward for the backward: pooled [2, N, C] (branch 0 = avg, 1 = max),
 // argmax [N, C] (u32: the first row-major index of each plane's maximum), hidden [2, N, HID]
 // (relu(fc1(v)) per branch), gate [N, C] (M).
+// With `residual` set (the `--gate residual` form, BAM-style) the output is F' = F + M * F: the
+// factor in `scale` and `backward_input` is 1 + M; the gate's own gradient is unchanged.
 // Backward scratch: dz [N, C] (dL/d(mlp(a) + mlp(m)), which both branch outputs receive),
 // dhidden [2, N, HID] (dL/d fc1 pre-activation per branch), dpooled [2, N, C] (dL/da, dL/dm).
 //
@@ -19,6 +21,7 @@
 
 struct Params {
     n: u32, c: u32, hid: u32, hw: u32,
+    residual: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 override WG: u32 = 64u;
@@ -144,12 +147,12 @@ fn gate_layer(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     gate_out[i] = 1.0 / (1.0 + exp(-(out_a + out_m)));
 }
 
-// y[n, c, k] = gate[n, c] * x[n, c, k]
+// y[n, c, k] = (gate[n, c] + residual) * x[n, c, k]
 @compute @workgroup_size(WG)
 fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n * p.c * p.hw) { return; }
-    y[i] = gate[i / p.hw] * x[i];
+    y[i] = (gate[i / p.hw] + f32(p.residual)) * x[i];
 }
 
 @compute @workgroup_size(WG)
@@ -157,7 +160,7 @@ fn scale_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let i = flat(gid, nwg);
     let q = p.hw / 4u;
     if (i >= p.n * p.c * q) { return; }
-    y4[i] = gate[i / q] * x4[i];
+    y4[i] = (gate[i / q] + f32(p.residual)) * x4[i];
 }
 
 // ---------------------------------------------------------------- backward
@@ -282,7 +285,7 @@ fn backward_fc1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
 }
 
-// dx[n, c, k] = dy[n, c, k] M + da[n, c] / (H W) + [k == argmax[n, c]] dm[n, c]
+// dx[n, c, k] = dy[n, c, k] (M + residual) + da[n, c] / (H W) + [k == argmax[n, c]] dm[n, c]
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -290,7 +293,7 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= planes * p.hw) { return; }
     let plane = i / p.hw;
     let k = i % p.hw;
-    var g = dy[i] * gate[plane] + dpooled[plane] / f32(p.hw);
+    var g = dy[i] * (gate[plane] + f32(p.residual)) + dpooled[plane] / f32(p.hw);
     if (k == argmax[plane]) { g += dpooled[planes + plane]; }
     dx[i] = g;
 }
@@ -303,7 +306,7 @@ fn backward_input_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     if (i >= planes * q) { return; }
     let plane = i / q;
     let k0 = 4u * (i % q);
-    var g = dy4[i] * gate[plane] + vec4(dpooled[plane] / f32(p.hw));
+    var g = dy4[i] * (gate[plane] + f32(p.residual)) + vec4(dpooled[plane] / f32(p.hw));
     let a = argmax[plane];
     if (a >= k0 && a < k0 + 4u) {
         let dm = dpooled[planes + plane];

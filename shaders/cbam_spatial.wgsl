@@ -6,6 +6,8 @@
 //   backward_gate   dz = (sum_c dy * x) * M_s (1 - M_s)
 //   (conv2d)        ds [N, 2, H, W], dweight, dbias from dz
 //   backward_input  dx = dy * M_s + (c == argmax) ds_max + ds_mean / C
+// With `residual` set (the `--gate residual` form) F'' = F' + M_s * F': the factor in `gate` and
+// `backward_input` is 1 + M_s; backward_gate (the gate's own gradient) is unchanged.
 //
 // The max's gradient goes to the first maximal channel (strict `>` while scanning c upwards),
 // as PyTorch routes it. No two invocations write the same element and reductions loop over c
@@ -16,7 +18,7 @@
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
 struct Params {
-    n: u32, c: u32, hw: u32, _p0: u32,
+    n: u32, c: u32, hw: u32, residual: u32,
 }
 
 override WG: u32 = 64u;
@@ -86,11 +88,12 @@ fn gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (block == 0u) {
         m_out[j] = mv;
     }
+    let f = mv + f32(p.residual);
     let c0 = block * CH;
     let c1 = min(p.c, c0 + CH);
     var e = (n * p.c + c0) * p.hw + q;
     for (var c = c0; c < c1; c++) {
-        y[e] = mv * x[e];
+        y[e] = f * x[e];
         e += p.hw;
     }
 }
@@ -113,7 +116,7 @@ fn backward_gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 // One position (n, q) and a block of CH consecutive channels per invocation:
-// dx[n, c, q] = dy[n, c, q] M_s[n, q] + (c == argmax[n, q]) ds[n, 0, q] + ds[n, 1, q] / C.
+// dx[n, c, q] = dy[n, c, q] (M_s[n, q] + residual) + (c == argmax[n, q]) ds[n, 0, q] + ds[n, 1, q] / C.
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let blocks = (p.c + CH - 1u) / CH;
@@ -124,7 +127,7 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let block = nb % blocks;
     let n = nb / blocks;
     let j = n * p.hw + q;
-    let mv = m[j];
+    let f = m[j] + f32(p.residual);
     let top = argmax[j];
     let ds_max = ds[2u * n * p.hw + q];
     let ds_mean = ds[(2u * n + 1u) * p.hw + q] / f32(p.c);
@@ -132,7 +135,7 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let c1 = min(p.c, c0 + CH);
     var e = (n * p.c + c0) * p.hw + q;
     for (var c = c0; c < c1; c++) {
-        var g = dy[e] * mv;
+        var g = dy[e] * f;
         if (c == top) {
             g += ds_max;
         }

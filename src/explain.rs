@@ -11,6 +11,7 @@ use image::{Rgb, RgbImage};
 use crate::error::{Error, Result};
 use crate::figure_text as text;
 use crate::gpu::Gpu;
+use crate::model::checkpoint::Checkpoint;
 use crate::model::{ModelConfig, Network, TrainOptions};
 
 /// A 2-D map `[h, w]`, row-major.
@@ -105,10 +106,23 @@ pub struct Explainer<'g> {
 }
 
 impl<'g> Explainer<'g> {
-    /// Builds the network for `config` at `batch` images per submission and loads `packed`.
+    /// Builds the network for `config` at `batch` images per submission and loads `packed`
+    /// (with batch norm, on its initial running statistics: a model that has not trained).
     pub fn new(gpu: &'g Gpu, config: &ModelConfig, packed: &[f32], batch: usize) -> Result<Self> {
         let net = pollster::block_on(Network::new(gpu, config, batch, TrainOptions::default()))?;
         net.write_params(gpu, packed)?;
+        Ok(Explainer { gpu, net })
+    }
+
+    /// Builds the network for a checkpoint's config and loads its parameters and buffers.
+    pub fn from_checkpoint(gpu: &'g Gpu, ck: &Checkpoint, batch: usize) -> Result<Self> {
+        let net = pollster::block_on(Network::new(
+            gpu,
+            &ck.config,
+            batch,
+            TrainOptions::default(),
+        ))?;
+        net.load(gpu, ck)?;
         Ok(Explainer { gpu, net })
     }
 

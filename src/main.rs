@@ -41,7 +41,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Write a freshly initialised checkpoint (PyTorch's default init, seeded).
+    /// Write a freshly initialised checkpoint (seeded; PyTorch's default init unless --init).
     Init {
         /// Seed of the initialisation: the same seed gives the same weights everywhere.
         #[arg(long, default_value_t = 0)]
@@ -163,6 +163,8 @@ enum Command {
         /// No progress output, only the final table.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        network: cli::recipe::NetworkArgs,
     },
     /// k-fold cross-validation (the paper's Table 3): stratified, subject-grouped with
     /// --group-by subject; for every k in --folds and every attention variant, k models each
@@ -222,17 +224,19 @@ struct ConfigArgs {
     /// Conv widths of the stages, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
     widths: Vec<usize>,
+    #[command(flatten)]
+    network: cli::recipe::NetworkArgs,
 }
 
 impl ConfigArgs {
     fn config(&self) -> fer_cbam::Result<ModelConfig> {
-        let config = ModelConfig {
+        let config = self.network.apply(ModelConfig {
             image_size: self.image_size,
             in_channels: self.in_channels,
             attention: self.attention,
             widths: self.widths.clone(),
             ..ModelConfig::default()
-        };
+        });
         config.validate()?;
         Ok(config)
     }
@@ -419,12 +423,16 @@ fn main() {
             seed,
             recipe,
             quiet,
+            network,
         } => (|| {
             let mut plan = if full {
                 cli::demo::Plan::full()
             } else {
                 cli::demo::Plan::quick()
             };
+            plan.norm = network.norm;
+            plan.init = network.init;
+            plan.gate = network.gate;
             if let Some(e) = epochs {
                 plan.epochs = e;
             }
@@ -543,6 +551,25 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
             );
         }
         println!("{:<40} {:<18} {:>10}", "total", "", table.count());
+        if !table.buffers().is_empty() {
+            println!(
+                "\n{:<40} {:<18} {:>10}",
+                "buffer (not trained; in the checkpoint)", "shape", "count"
+            );
+            for e in table.buffers() {
+                println!(
+                    "{:<40} {:<18} {:>10}",
+                    e.name,
+                    format!("{:?}", e.shape),
+                    e.len()
+                );
+            }
+            for name in table.counters() {
+                println!("{name:<40} {:<18} {:>10}", "[] (I64)", 1);
+            }
+            let floats: usize = table.buffers().iter().map(|e| e.len()).sum();
+            println!("{:<40} {:<18} {:>10}", "total f32", "", floats);
+        }
         let net = pollster::block_on(fer_cbam::model::Network::new(
             &gpu,
             &config,
@@ -551,7 +578,7 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
         ))?;
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         println!(
-            "\nmemory plan at batch {batch_size} (the network's device tensors, f32; each gate's small saved tensors come on top):"
+            "\nmemory plan at batch {batch_size} (the network's device tensors, f32; each gate's and batch norm's small saved tensors come on top):"
         );
         let mut total = 0;
         for e in net.plan() {

@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("dropout", include_str!("../shaders/dropout.wgsl")),
     ("softmax_xent", include_str!("../shaders/softmax_xent.wgsl")),
     ("adam", include_str!("../shaders/adam.wgsl")),
+    ("batchnorm2d", include_str!("../shaders/batchnorm2d.wgsl")),
 ];
 
 /// The source of `shaders/<name>.wgsl`.

@@ -69,8 +69,19 @@ struct GpuResult {
 /// and gradient tensors start filled with garbage, so a kernel that adds instead of overwriting
 /// (or skips an element) shows.
 fn run_gpu(s: CbamChannelShape, x: &[f32], p: &[Vec<f32>; 4], dy: &[f32]) -> GpuResult {
+    run_gpu_form(s, x, p, dy, false)
+}
+
+/// [`run_gpu`] for the multiplicative (false) or the residual (true) gate.
+fn run_gpu_form(
+    s: CbamChannelShape,
+    x: &[f32],
+    p: &[Vec<f32>; 4],
+    dy: &[f32],
+    residual: bool,
+) -> GpuResult {
     let gpu = gpu();
-    let op = block_on(CbamChannel::new(gpu, s)).unwrap();
+    let op = block_on(CbamChannel::with_residual(gpu, s, residual)).unwrap();
     let garbage = |name: &str, shape: &[usize]| {
         let len = shape.iter().product();
         upload(name, shape, &vec![1.0e3; len])
@@ -448,6 +459,58 @@ fn ties_in_the_max_route_to_the_first_maximum() {
                 _ => {}
             }
         }
+    }
+}
+
+/// The residual form F' = F + M F against the reference composition `F + gate(F)` (and its
+/// backward `dF' + dF`), with the multiplicative gate's bounds plus the roundings the factor
+/// 1 + M adds; M and the MLP's gradients (the gate's own gradient) are the multiplicative
+/// gate's bit for bit on the same data. Scalar (5x7) and vec4 (4x4, 8x8) kernels.
+#[test]
+fn residual_gate_adds_the_input_and_keeps_the_gate_gradient() {
+    for (i, s) in [shape(2, 3, 5, 7), shape(1, 5, 4, 4), shape(2, 32, 8, 8)]
+        .into_iter()
+        .enumerate()
+    {
+        let (x, p, dy) = random_case(s, 60 + i as u64);
+        let mul = run_gpu_form(s, &x, &p, &dy, false);
+        let res = run_gpu_form(s, &x, &p, &dy, true);
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&mul.gate) == bits(&res.gate),
+            "{s:?}: residual changed M"
+        );
+        for k in 0..4 {
+            assert!(
+                bits(&mul.dmlp[k]) == bits(&res.dmlp[k]),
+                "{s:?}: residual changed MLP gradient {k}"
+            );
+        }
+        let rs = ref_shape(&s);
+        let (xr, pr, dyr) = (to_f64(&x), ref_mlp(&p), to_f64(&dy));
+        let t = tols(&s, &xr, &pr, &dyr);
+        let f = reference::forward(&xr, &pr, &rs);
+        let want_y: Vec<f64> = xr.iter().zip(&f.y).map(|(a, b)| a + b).collect();
+        let back = reference::backward(&xr, &pr, &dyr, &rs);
+        let want_dx: Vec<f64> = dyr.iter().zip(&back.dx).map(|(a, b)| a + b).collect();
+        let max = |v: &[f64]| v.iter().fold(0.0f64, |m, a| m.max(a.abs()));
+        let plus = |t: Tol, extra: f64| Tol {
+            atol: t.atol + extra,
+            why: "the multiplicative gate's bound plus 2 roundings of the factor 1 + M",
+            ..t
+        };
+        assert_close(
+            &format!("residual y {s:?}"),
+            &res.y,
+            &want_y,
+            plus(t.y, 4.0 * U * max(&want_y)),
+        );
+        assert_close(
+            &format!("residual dx {s:?}"),
+            &res.dx,
+            &want_dx,
+            plus(t.dx, 4.0 * U * (2.0 * max(&dyr) + max(&want_dx))),
+        );
     }
 }
 

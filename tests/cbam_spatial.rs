@@ -79,8 +79,13 @@ fn read_u32(t: &Tensor) -> Vec<usize> {
 /// Forward and backward in one submission. Outputs and gradients start as garbage: every
 /// kernel must overwrite.
 fn run_gpu(s: CbamSpatialShape, inp: &Inputs) -> GpuOut {
+    run_gpu_form(s, inp, false)
+}
+
+/// [`run_gpu`] for the multiplicative (false) or the residual (true) gate.
+fn run_gpu_form(s: CbamSpatialShape, inp: &Inputs, residual: bool) -> GpuOut {
     let gpu = gpu();
-    let gate = block_on(CbamSpatial::new(gpu, s)).unwrap();
+    let gate = block_on(CbamSpatial::with_residual(gpu, s, residual)).unwrap();
     let len: usize = s.input_shape().iter().product();
     let x = upload("x", &s.input_shape(), &inp.x);
     let w = upload("weight", &s.weight_shape(), &inp.weight);
@@ -294,6 +299,73 @@ fn gpu_matches_reference_at_edge_shapes() {
     for (i, &(n, c, h, w)) in SHAPES.iter().enumerate() {
         let s = shape(n, c, h, w);
         check(s, &Inputs::random(&s, torch_bound(), 300 + 10 * i as u64));
+    }
+}
+
+/// The residual form F'' = F' + M_s F': the map, the gate's own gradient (dz, ds, dweight,
+/// dbias) are the multiplicative gate's bit for bit on the same data; y and dx against the
+/// reference pieces with the factor 1 + M_s, fed the GPU's own M_s and ds as `check_stages` does.
+#[test]
+fn residual_gate_adds_the_input_and_keeps_the_gate_gradient() {
+    for &(n, c, h, w) in &[(2, 3, 5, 7), (1, 67, 3, 3), (2, 32, 8, 8)] {
+        let s = shape(n, c, h, w);
+        let rs = ref_shape(&s);
+        let inp = Inputs::random(&s, torch_bound(), 77);
+        let mul = run_gpu_form(s, &inp, false);
+        let res = run_gpu_form(s, &inp, true);
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+        for (name, a, b) in [
+            ("M_s", &mul.m, &res.m),
+            ("dz", &mul.dz, &res.dz),
+            ("ds", &mul.ds, &res.ds),
+            ("dweight", &mul.dweight, &res.dweight),
+            ("dbias", &mul.dbias, &res.dbias),
+        ] {
+            assert!(bits(a) == bits(b), "{s:?}: residual changed {name}");
+        }
+        let (x, dy) = (to_f64(&inp.x), to_f64(&inp.dy));
+        let one_plus: Vec<f64> = res.m.iter().map(|&m| 1.0 + m as f64).collect();
+        // One more rounding than the multiplicative gate's y and dx: 1 + M_s.
+        assert_close(
+            &format!("residual y {s:?}"),
+            &res.y,
+            &reference::gate(&x, &one_plus, &rs),
+            Tol {
+                atol: 1e-6,
+                rtol: 6.0 * U,
+                why: "(1 + M_s) x in f32: two roundings",
+            },
+        );
+        let (_, argmax) = reference::channel_pool(&x, &rs);
+        let dx = reference::backward_input(&dy, &one_plus, &to_f64(&res.ds), &argmax, &rs);
+        assert_close(
+            &format!("residual dx {s:?}"),
+            &res.dx,
+            &dx,
+            Tol {
+                atol: 7.0 * U * (2.0 + 2.0 * max_abs(&res.ds)),
+                rtol: 0.0,
+                why:
+                    "dy (1 + M_s) + ds_max + ds_mean/C: ~7 u of the terms' magnitude 2 + 2 max|ds|",
+            },
+        );
+        // The residual really adds F': y differs from the multiplicative y by x.
+        let diff: Vec<f64> = res
+            .y
+            .iter()
+            .zip(&mul.y)
+            .map(|(a, b)| (a - b) as f64)
+            .collect();
+        assert_close_f64(
+            &format!("residual y - y {s:?}"),
+            &diff,
+            &x,
+            Tol {
+                atol: 1e-6,
+                rtol: 8.0 * U,
+                why: "difference of two f32 products",
+            },
+        );
     }
 }
 

@@ -15,6 +15,146 @@ fn every_command_has_help() {
     }
 }
 
+/// Every command that builds a model takes the recipe flags, with help text naming the choices.
+#[test]
+fn every_model_building_command_takes_the_recipe_flags() {
+    for cmd in [
+        "info", "init", "train", "kfold", "holdout", "cross", "demo", "profile",
+    ] {
+        let (ok, stdout, stderr) = run_bin(&[cmd, "--help"]);
+        assert!(ok, "{cmd}: {stderr}");
+        for flag in [
+            "--norm <none|batch>",
+            "--init <pytorch|he|glorot>",
+            "--gate <multiply|residual>",
+        ] {
+            assert!(stdout.contains(flag), "{cmd} --help lacks {flag}: {stdout}");
+        }
+    }
+    let (ok, _, stderr) = run_bin(&["init", "--out", "x.safetensors", "--norm", "layer"]);
+    assert!(
+        !ok && stderr.contains("layer") && stderr.contains("none, batch"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run_bin(&["init", "--out", "x.safetensors", "--init", "zeros"]);
+    assert!(
+        !ok && stderr.contains("zeros") && stderr.contains("pytorch, he, glorot"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn info_model_shows_the_batch_norm_parameters_and_buffers() {
+    let (ok, stdout, stderr) = run_bin(&["info", "--model", "--norm", "batch"]);
+    assert!(ok, "{stderr}");
+    for want in [
+        "stages.3.bn.weight",
+        "stages.0.bn.running_mean",
+        "stages.2.bn.running_var",
+        "stages.1.bn.num_batches_tracked",
+        "434961",
+        "stages.0.bn_out",
+        "stages.0.d_bn_out",
+    ] {
+        assert!(stdout.contains(want), "no {want}: {stdout}");
+    }
+}
+
+#[test]
+fn recipe_flags_reach_the_checkpoint_and_batch_norm_training_resumes_exactly() {
+    let dir = tmp_dir("cli-recipe");
+    let init = dir.join("init.safetensors");
+    let (ok, _, stderr) = run_bin(&[
+        "init",
+        "--out",
+        init.to_str().unwrap(),
+        "--image-size",
+        "16",
+        "--widths",
+        "4,8",
+        "--norm",
+        "batch",
+        "--init",
+        "he",
+        "--gate",
+        "residual",
+    ]);
+    assert!(ok, "{stderr}");
+    let ck = fer_cbam::model::checkpoint::load(&init).unwrap();
+    use fer_cbam::model::{Gate, Init, Norm};
+    assert_eq!(
+        (ck.config.norm, ck.config.init, ck.config.gate),
+        (Norm::Batch, Init::He, Gate::Residual)
+    );
+    assert_eq!(ck.batches_tracked, 0);
+
+    let recipe = ["--norm", "batch", "--gate", "residual", "--init", "he"];
+    let train = |out: &std::path::Path, epochs: &str, resume: Option<&std::path::Path>| {
+        let mut args = vec![
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--synthetic",
+            "70",
+            "--json",
+            "--image-size",
+            "16",
+            "--widths",
+            "4,8",
+            "--batch-size",
+            "8",
+            "--epochs",
+            epochs,
+        ];
+        args.extend_from_slice(&recipe);
+        if let Some(r) = resume {
+            args.extend_from_slice(&["--resume", r.to_str().unwrap()]);
+        }
+        let (ok, stdout, stderr) = run_bin(&args);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(stdout.trim()).expect(&stdout)
+    };
+    let one = dir.join("one.safetensors");
+    let report = train(&one, "1", None);
+    let ck = fer_cbam::model::checkpoint::load(&one).unwrap();
+    assert_eq!(ck.batches_tracked, 7, "56 training faces in batches of 8");
+    let table = fer_cbam::model::ParamTable::new(&ck.config);
+    assert_ne!(
+        ck.buffers,
+        table.init_buffers(),
+        "the running statistics moved"
+    );
+    // eval reloads the running statistics: the same predictions as the evaluation that train
+    // ran on the network in memory.
+    let (ok, stdout, stderr) = run_bin(&[
+        "eval",
+        "--checkpoint",
+        one.to_str().unwrap(),
+        "--synthetic",
+        "70",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let eval: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(eval["confusion"], report["confusion"]);
+    // One epoch, then a resumed one, equals two in one run: parameters, Adam's state and the
+    // running statistics all carry over.
+    let resumed = dir.join("resumed.safetensors");
+    train(&resumed, "1", Some(&one));
+    let two = dir.join("two.safetensors");
+    train(&two, "2", None);
+    assert!(
+        std::fs::read(&two).unwrap() == std::fs::read(&resumed).unwrap(),
+        "a resumed batch-norm run must continue exactly"
+    );
+    assert_eq!(
+        fer_cbam::model::checkpoint::load(&two)
+            .unwrap()
+            .batches_tracked,
+        14
+    );
+}
+
 #[test]
 fn info_model_prints_the_parameter_table() {
     let (ok, stdout, stderr) = run_bin(&["info", "--model"]);
@@ -249,7 +389,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
 
 #[test]
 fn the_recipe_resumes_exactly_and_keeps_the_best_validation_epoch() {
-    let dir = tmp_dir("cli-recipe");
+    let dir = tmp_dir("cli-recipe-val");
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let recipe = [
         "--synthetic",

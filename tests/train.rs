@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use fer_cbam::model::{ModelConfig, Network, ParamTable, TrainOptions};
+use fer_cbam::model::{ModelConfig, Network, Norm, ParamTable, TrainOptions};
 use fer_cbam::train::{
     evaluate, fit, train, Evaluation, ImageSource, LrSchedule, Score, TrainLoop, Validation,
 };
@@ -69,10 +69,15 @@ impl ImageSource for Squares {
 }
 
 fn setup(seed: u64) -> Network {
+    setup_with(seed, Norm::None)
+}
+
+fn setup_with(seed: u64, norm: Norm) -> Network {
     let config = ModelConfig {
         image_size: 16,
         widths: vec![8, 16],
         dropout: 0.0,
+        norm,
         ..ModelConfig::default()
     };
     let options = TrainOptions {
@@ -80,8 +85,9 @@ fn setup(seed: u64) -> Network {
         ..Default::default()
     };
     let mut net = block_on(Network::new(gpu(), &config, 14, options)).unwrap();
-    net.write_params(gpu(), &ParamTable::new(&config).init(seed))
-        .unwrap();
+    let table = ParamTable::new(&config);
+    net.write_params(gpu(), &table.init(seed)).unwrap();
+    net.write_buffers(gpu(), &table.init_buffers(), 0).unwrap();
     net.set_lr(gpu(), 0.01).unwrap();
     net
 }
@@ -317,6 +323,72 @@ fn the_best_validation_epoch_is_the_one_kept() {
     .unwrap();
     assert_eq!(f.kept, Some(best + 1));
     assert_eq!((read(net.params()), net.step()), (start, step));
+}
+
+/// With batch norm the kept state includes the running statistics and their batch count: an
+/// evaluation of the kept epoch must use that epoch's statistics, not the last epoch's.
+#[test]
+fn the_best_validation_epoch_keeps_its_running_statistics() {
+    let data = Squares {
+        n: 140,
+        broken: vec![],
+    };
+    let val = Misnamed(Squares {
+        n: 28,
+        broken: vec![],
+    });
+    let idx: Vec<usize> = (0..140).collect();
+    let val_idx: Vec<usize> = (0..28).collect();
+    let epochs = 8;
+    let mut net = setup_with(4, Norm::Batch);
+    let opts = TrainLoop {
+        epochs,
+        seed: 5,
+        strict: true,
+        schedule: Some(LrSchedule::constant(0.01)),
+    };
+    let validation = Validation {
+        source: &val,
+        indices: &val_idx,
+        keep_best: true,
+        previous_best: None,
+    };
+    let mut after = Vec::new();
+    let fitted = fit(
+        gpu(),
+        &mut net,
+        &data,
+        &idx,
+        &opts,
+        None,
+        Some(&validation),
+        &mut |_, _| {},
+        &mut |net, e| {
+            let stats = read(net.buffers().expect("batch norm has buffers"));
+            after.push((e.clone(), read(net.params()), stats, net.batches_tracked()));
+            Ok(())
+        },
+    )
+    .unwrap();
+    let kept = fitted.kept.expect("a best epoch is kept") - 1;
+    assert!(
+        kept < epochs - 1,
+        "the misnamed set should peak before the last epoch"
+    );
+    let (e, params, stats, tracked) = &after[kept];
+    assert_ne!(
+        stats,
+        &after[epochs - 1].2,
+        "the statistics moved after the kept epoch"
+    );
+    assert_eq!(&read(net.params()), params);
+    assert_eq!(
+        &read(net.buffers().unwrap()),
+        stats,
+        "the kept epoch's running statistics"
+    );
+    assert_eq!(net.batches_tracked(), *tracked);
+    assert_eq!(u64::from(e.step), *tracked, "one batch tracked per step");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod batchnorm2d;
 pub mod cbam_channel;
 pub mod cbam_spatial;
 pub mod check;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fer_cbam::data::occlusion::Occlusion;
-use fer_cbam::model::{Attention, ModelConfig, Network, TrainOptions};
+use fer_cbam::model::{Attention, Gate, Init, ModelConfig, Network, Norm, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
@@ -26,6 +26,10 @@ pub struct Plan {
     pub batch: usize,
     pub lr: f64,
     pub occlusion_mix: f64,
+    /// The recipe options of both models (the spec's network by default).
+    pub norm: Norm,
+    pub init: Init,
+    pub gate: Gate,
 }
 
 impl Plan {
@@ -40,6 +44,9 @@ impl Plan {
             batch: 32,
             lr: 1e-3,
             occlusion_mix: 0.5,
+            norm: Norm::None,
+            init: Init::Pytorch,
+            gate: Gate::Multiply,
         }
     }
     /// The paper's configuration: the spec's network at 128x128, batch 64, lr 0.001.
@@ -53,6 +60,9 @@ impl Plan {
             batch: 64,
             lr: 1e-3,
             occlusion_mix: 0.5,
+            norm: Norm::None,
+            init: Init::Pytorch,
+            gate: Gate::Multiply,
         }
     }
 }
@@ -90,8 +100,8 @@ pub fn demo(
         }
     };
     say(format!(
-        "demo: synthetic faces {}x{}, {} train / {} test, widths {:?}, {} epochs, batch {}, lr {}, {}% of training faces occluded",
-        plan.image_size, plan.image_size, plan.train, plan.test, plan.widths, plan.epochs, plan.batch, plan.lr,
+        "demo: synthetic faces {}x{}, {} train / {} test, widths {:?}, norm {}, init {}, gate {}, {} epochs, batch {}, lr {}, {}% of training faces occluded",
+        plan.image_size, plan.image_size, plan.train, plan.test, plan.widths, plan.norm, plan.init, plan.gate, plan.epochs, plan.batch, plan.lr,
         (plan.occlusion_mix * 100.0).round()
     ));
     let tests: Vec<Option<Occlusion>> = std::iter::once(None)
@@ -105,6 +115,9 @@ pub fn demo(
             image_size: plan.image_size,
             widths: plan.widths.clone(),
             attention,
+            norm: plan.norm,
+            init: plan.init,
+            gate: plan.gate,
             ..ModelConfig::default()
         };
         let name = format!("{attention:?}").to_lowercase();
@@ -153,7 +166,7 @@ pub fn demo(
             plan.batch,
             TrainOptions::default(),
         ))?;
-        net.write_params(gpu, &saved.packed)?;
+        net.load(gpu, &saved)?;
         if attention == Attention::Full {
             let dir = out.join("explain");
             figures =
@@ -186,7 +199,7 @@ pub fn demo(
     }
     let md = format!(
         "# fer-cbam demo\n\nDevice: {} ({:?}). Synthetic faces {}x{} (seed 2026), {} train / {} test, \
-         widths {:?}, {} epochs at batch {}, Adam lr {}, {}% of training faces occluded (paper's five types, redrawn each epoch). \
+         widths {:?}, norm {}, init {}, gate {}, {} epochs at batch {}, Adam lr {}, {}% of training faces occluded (paper's five types, redrawn each epoch). \
          Landmarks for eye/mouth occlusion: exact (the generator's own geometry). Recipe: {}.\n\n{}\n\
          Training took {:.1} s with attention and {:.1} s without; the whole demo {:.1} s.\n\
          Checkpoints: full.safetensors, none.safetensors.\n\n\
@@ -199,6 +212,9 @@ pub fn demo(
         plan.train,
         plan.test,
         plan.widths,
+        plan.norm,
+        plan.init,
+        plan.gate,
         plan.epochs,
         plan.batch,
         plan.lr,

@@ -275,7 +275,7 @@ pub fn explain_items(
     } else {
         batch_size.min(images.len().max(1))
     };
-    let ex = Explainer::new(gpu, config, &ck.packed, batch)?;
+    let ex = Explainer::from_checkpoint(gpu, ck, batch)?;
     let inspections = ex.inspect(&images)?;
     let mut sens: Vec<Option<Sensitivity>> = Vec::new();
     for (it, span) in items.iter().zip(&spans) {

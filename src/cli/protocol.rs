@@ -85,6 +85,8 @@ pub struct ProtocolArgs {
     pub widths: Vec<usize>,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub network: super::recipe::NetworkArgs,
     /// No progress bar, only the final table.
     #[arg(long)]
     pub quiet: bool,
@@ -315,14 +317,14 @@ fn test_sets(names: &[String]) -> Result<Vec<(String, Option<Occlusion>)>> {
 
 impl ProtocolArgs {
     fn config(&self, attention: Attention) -> Result<ModelConfig> {
-        let c = ModelConfig {
+        let c = self.network.apply(ModelConfig {
             image_size: self.image_size,
             in_channels: self.in_channels,
             attention,
             widths: self.widths.clone(),
             dropout: self.dropout,
             ..ModelConfig::default()
-        };
+        });
         c.validate()?;
         Ok(c)
     }
@@ -379,6 +381,9 @@ impl ProtocolArgs {
             "lr_schedule": self.recipe.schedule(self.lr, self.epochs).ok(),
             "val_fraction": self.recipe.val_fraction,
             "select": if self.recipe.keep_best() { "best-val" } else { "last" },
+            "norm": self.network.norm.name(),
+            "init": self.network.init.name(),
+            "gate": self.network.gate.name(),
         })
     }
 }

@@ -4,6 +4,7 @@
 use clap::{Args, ValueEnum};
 use fer_cbam::data::augment::Augmentation;
 use fer_cbam::data::split;
+use fer_cbam::model::{Gate, Init, ModelConfig, Norm};
 use fer_cbam::train::{Augment, Decay, LrSchedule};
 use fer_cbam::{Error, Result};
 
@@ -226,4 +227,37 @@ pub fn training_augment<'a>(
 /// A boxed training transform as the loop takes it.
 pub fn as_augment<'a>(f: &'a Option<Boxed<'a>>) -> Option<Augment<'a>> {
     f.as_deref().map(|f| f as Augment)
+}
+
+/// The network options (`--norm`, `--init`, `--gate`) of every command that builds a model: the
+/// spec's "Options beyond the paper's text", each defaulting to the paper's network.
+#[derive(Args, Clone, Debug)]
+pub struct NetworkArgs {
+    /// Normalisation between each stage's conv and its ELU: none (the paper's network) or batch
+    /// (BatchNorm2d with PyTorch's semantics: eps 1e-5, momentum 0.1; running statistics saved
+    /// in the checkpoint and used by evaluation).
+    #[arg(long, default_value = "none", value_name = "none|batch")]
+    pub norm: Norm,
+    /// Initialisation of every conv and linear layer (the gates' MLP and 7x7 conv included):
+    /// pytorch (weights and biases uniform +-1/sqrt(fan_in), PyTorch's default), he (weights
+    /// normal with std sqrt(2/fan_in), biases 0) or glorot (weights uniform
+    /// +-sqrt(6/(fan_in+fan_out)), biases 0). Seeded by --seed.
+    #[arg(long, default_value = "pytorch", value_name = "pytorch|he|glorot")]
+    pub init: Init,
+    /// How the CBAM gates apply their maps: multiply (F' = M F, the paper's equations 1-2) or
+    /// residual (F' = F + M F: a gate near 0.5 scales by 1.5 instead of halving).
+    #[arg(long, default_value = "multiply", value_name = "multiply|residual")]
+    pub gate: Gate,
+}
+
+impl NetworkArgs {
+    /// `config` with these options.
+    pub fn apply(&self, config: ModelConfig) -> ModelConfig {
+        ModelConfig {
+            norm: self.norm,
+            init: self.init,
+            gate: self.gate,
+            ..config
+        }
+    }
 }

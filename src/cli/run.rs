@@ -335,19 +335,26 @@ pub fn train_command(
     out: &Output,
 ) -> Result<Trained> {
     let recipe = job.recipe;
-    let (config, packed, optim, previous) = match job.resume {
+    let (ck, optim, previous) = match job.resume {
         Some(path) => {
             let ck = checkpoint::load(path)?;
             check_classes(path, &ck.config)?;
             let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
             let meta = checkpoint::load_training(path)?;
-            (ck.config, ck.packed, Some(optim), meta)
+            (ck, Some(optim), meta)
         }
         None => {
-            let packed = ParamTable::new(&config).init(job.seed);
-            (config, packed, None, None)
+            let table = ParamTable::new(&config);
+            let ck = checkpoint::Checkpoint {
+                packed: table.init(job.seed),
+                buffers: table.init_buffers(),
+                batches_tracked: 0,
+                config,
+            };
+            (ck, None, None)
         }
     };
+    let config = ck.config.clone();
     recipe.check(config.image_size)?;
     let (batch, epochs) = (job.batch, job.epochs);
     let (labels, groups) = data.train_labels_groups();
@@ -370,12 +377,15 @@ pub fn train_command(
         ));
     }
     out.say(format!(
-        "model: {}x{}x{}, widths {:?}, attention {:?}, {} parameters; batch {batch}, {epochs} epochs",
+        "model: {}x{}x{}, widths {:?}, attention {:?}, norm {}, init {}, gate {}, {} parameters; batch {batch}, {epochs} epochs",
         config.in_channels,
         config.image_size,
         config.image_size,
         config.widths,
         config.attention,
+        config.norm,
+        config.init,
+        config.gate,
         ParamTable::new(&config).count()
     ));
     let options = TrainOptions {
@@ -384,7 +394,7 @@ pub fn train_command(
         class_weights: None,
     };
     let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
-    net.write_params(gpu, &packed)?;
+    net.load(gpu, &ck)?;
     if let Some((m, v, step)) = &optim {
         net.write_adam_state(gpu, m, v, *step)?;
         out.say(format!("resumed at step {step}"));
@@ -503,7 +513,18 @@ pub fn train_command(
         }),
     };
     let params = gpu.read_blocking(net.params())?;
-    checkpoint::save_trained(job.out_path, &config, &params, &meta)?;
+    let buffers = match net.buffers() {
+        Some(t) => gpu.read_blocking(t)?,
+        None => Vec::new(),
+    };
+    checkpoint::save_trained(
+        job.out_path,
+        &config,
+        &params,
+        &buffers,
+        net.batches_tracked(),
+        &meta,
+    )?;
     let (m, v) = net.adam_state();
     let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
     checkpoint::save_optimizer(
@@ -562,7 +583,7 @@ pub fn eval_command(
         batch,
         TrainOptions::default(),
     ))?;
-    net.write_params(gpu, &ck.packed)?;
+    net.load(gpu, &ck)?;
     let source = match which {
         "train" => data.train(),
         _ => data.test(),
@@ -741,7 +762,7 @@ pub fn predict_command(
     let c = &ck.config;
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
-    net.write_params(gpu, &ck.packed)?;
+    net.load(gpu, &ck)?;
     let (samples, faces) = file_samples(&files, crop)?;
     let source = DatasetSource {
         samples,

@@ -1,5 +1,7 @@
 //! safetensors checkpoints: parameters named exactly as the spec lists them, f32, and the model
-//! config as JSON in the header's `__metadata__`, so a checkpoint alone runs inference.
+//! config as JSON in the header's `__metadata__`, so a checkpoint alone runs inference. With
+//! batch norm, the running statistics (f32) and each batch norm's `num_batches_tracked` (an I64
+//! scalar) sit beside the parameters under PyTorch's state_dict names.
 //! Writes are atomic (a temporary file in the same folder, then a rename).
 
 use std::collections::HashMap;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::crop::FaceCrop;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
-use crate::model::params::ParamTable;
+use crate::model::params::{ParamEntry, ParamTable};
 
 /// `__metadata__` key holding the config JSON.
 pub const CONFIG_KEY: &str = "fer_cbam.config";
@@ -87,17 +89,32 @@ pub fn to_bytes(
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let views: Vec<(String, TensorView)> = tensors
+    to_bytes_with_counters(tensors, &[], metadata)
+}
+
+/// [`to_bytes`] plus named I64 scalars (shape `[]`, as PyTorch saves `num_batches_tracked`).
+pub fn to_bytes_with_counters(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    counters: &[(String, i64)],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bad = |name: &str, e: safetensors::SafeTensorError| Error::InvalidConfig {
+        op: "safetensors".into(),
+        message: format!("tensor `{name}`: {e}"),
+    };
+    let counter_bytes: Vec<[u8; 8]> = counters.iter().map(|(_, v)| v.to_le_bytes()).collect();
+    let mut views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
             let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map_err(|e| Error::InvalidConfig {
-                    op: "safetensors".into(),
-                    message: format!("tensor `{name}`: {e}"),
-                })?;
+                .map_err(|e| bad(name, e))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
+    for ((name, _), bytes) in counters.iter().zip(&counter_bytes) {
+        let view = TensorView::new(Dtype::I64, vec![], bytes).map_err(|e| bad(name, e))?;
+        views.push((name.clone(), view));
+    }
     let bytes =
         safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidConfig {
             op: "safetensors".into(),
@@ -144,39 +161,80 @@ fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// Saves the parameters of `packed` (laid out by the config's [`ParamTable`]).
+/// Saves the parameters of `packed` (laid out by the config's [`ParamTable`]) of a model that
+/// has not trained yet: with batch norm, its buffers get their initial values (running mean 0,
+/// variance 1, no batches tracked). A trained model saves through [`save_with_buffers`].
 pub fn save(path: &Path, config: &ModelConfig, packed: &[f32]) -> Result<()> {
-    save_with(path, config, packed, None)
+    let table = ParamTable::new(config);
+    save_with_buffers(path, config, packed, &table.init_buffers(), 0)
 }
 
-fn save_with(
+/// Saves the parameters and the buffers (the running statistics, packed by the table's
+/// [`ParamTable::buffers`] layout) and the batch norms' step count `batches_tracked`.
+pub fn save_with_buffers(
     path: &Path,
     config: &ModelConfig,
     packed: &[f32],
+    buffers: &[f32],
+    batches_tracked: u64,
+) -> Result<()> {
+    save_full(path, config, packed, buffers, batches_tracked, None)
+}
+
+/// [`save_with_buffers`] with the training metadata beside the config.
+pub fn save_trained(
+    path: &Path,
+    config: &ModelConfig,
+    packed: &[f32],
+    buffers: &[f32],
+    batches_tracked: u64,
+    training: &TrainingMeta,
+) -> Result<()> {
+    save_full(
+        path,
+        config,
+        packed,
+        buffers,
+        batches_tracked,
+        Some(training),
+    )
+}
+
+fn save_full(
+    path: &Path,
+    config: &ModelConfig,
+    packed: &[f32],
+    buffers: &[f32],
+    batches_tracked: u64,
     training: Option<&TrainingMeta>,
 ) -> Result<()> {
     let table = ParamTable::new(config);
-    if packed.len() != table.packed_len() {
-        return Err(err(
-            path,
-            format!(
-                "{} packed values for a table of {}",
-                packed.len(),
-                table.packed_len()
-            ),
-        ));
+    for (what, got, want) in [
+        ("parameter", packed.len(), table.packed_len()),
+        ("buffer", buffers.len(), table.buffers_len()),
+    ] {
+        if got != want {
+            return Err(err(
+                path,
+                format!("{got} packed {what} values for a table of {want}"),
+            ));
+        }
+    }
+    fn slice<'a>(v: &'a [f32], e: &ParamEntry) -> (String, Vec<usize>, &'a [f32]) {
+        (
+            e.name.clone(),
+            e.shape.clone(),
+            &v[e.offset..e.offset + e.len()],
+        )
     }
     let tensors: Vec<(String, Vec<usize>, &[f32])> = table
         .entries()
         .iter()
-        .map(|e| {
-            (
-                e.name.clone(),
-                e.shape.clone(),
-                &packed[e.offset..e.offset + e.len()],
-            )
-        })
+        .map(|e| slice(packed, e))
+        .chain(table.buffers().iter().map(|e| slice(buffers, e)))
         .collect();
+    let count = i64::try_from(batches_tracked).unwrap_or(i64::MAX);
+    let counters: Vec<(String, i64)> = table.counters().into_iter().map(|n| (n, count)).collect();
     let mut metadata = HashMap::new();
     metadata.insert(
         CONFIG_KEY.to_string(),
@@ -185,17 +243,10 @@ fn save_with(
     if let Some(t) = training {
         metadata.insert(TRAINING_KEY.to_string(), serde_json::to_string(t).unwrap());
     }
-    write_atomic(path, &to_bytes(&tensors, metadata)?)
-}
-
-/// [`save`] with the training metadata beside the config.
-pub fn save_trained(
-    path: &Path,
-    config: &ModelConfig,
-    packed: &[f32],
-    training: &TrainingMeta,
-) -> Result<()> {
-    save_with(path, config, packed, Some(training))
+    write_atomic(
+        path,
+        &to_bytes_with_counters(&tensors, &counters, metadata)?,
+    )
 }
 
 /// The training metadata of a checkpoint; `None` for one written without it (`init`, or a
@@ -212,10 +263,14 @@ pub fn load_training(path: &Path) -> Result<Option<TrainingMeta>> {
     }
 }
 
-/// A loaded checkpoint: its config and its parameters packed by the config's table.
+/// A loaded checkpoint: its config, its parameters packed by the config's table and, with
+/// batch norm, its buffers (the running statistics) packed by the table's buffer layout and
+/// the batch norms' step count (empty and 0 without batch norm).
 pub struct Checkpoint {
     pub config: ModelConfig,
     pub packed: Vec<f32>,
+    pub buffers: Vec<f32>,
+    pub batches_tracked: u64,
 }
 
 /// Reads and checks a checkpoint: the config must parse, and every parameter the config implies
@@ -247,46 +302,83 @@ pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Checkpoint> {
         .map_err(|e| err(path, format!("bad model config in the header: {e}")))?;
     config.validate().map_err(|e| err(path, e.to_string()))?;
     let table = ParamTable::new(&config);
-    let mut packed = vec![0.0f32; table.packed_len()];
-    for e in table.entries() {
-        let view = st.tensor(&e.name).map_err(|_| {
-            err(
-                path,
-                format!("tensor `{}` {:?} is missing", e.name, e.shape),
-            )
-        })?;
-        if view.dtype() != Dtype::F32 {
+    let tensor = |name: &str, dtype: Dtype, shape: &[usize]| {
+        let view = st
+            .tensor(name)
+            .map_err(|_| err(path, format!("tensor `{name}` {shape:?} is missing")))?;
+        if view.dtype() != dtype {
             return Err(err(
                 path,
-                format!("tensor `{}` is {:?}, expected F32", e.name, view.dtype()),
+                format!("tensor `{name}` is {:?}, expected {dtype:?}", view.dtype()),
             ));
         }
-        if view.shape() != e.shape.as_slice() {
+        if view.shape() != shape {
             return Err(err(
                 path,
                 format!(
-                    "tensor `{}` has shape {:?}, the config needs {:?}",
-                    e.name,
-                    view.shape(),
-                    e.shape
+                    "tensor `{name}` has shape {:?}, the config needs {shape:?}",
+                    view.shape()
                 ),
             ));
         }
-        // safetensors data is little-endian and may be unaligned: decode bytewise.
-        for (dst, chunk) in packed[e.offset..e.offset + e.len()]
-            .iter_mut()
-            .zip(view.data().chunks_exact(4))
-        {
-            *dst = f32::from_le_bytes(chunk.try_into().unwrap());
+        Ok(view)
+    };
+    let unpack = |entries: &[ParamEntry], len: usize| -> Result<Vec<f32>> {
+        let mut packed = vec![0.0f32; len];
+        for e in entries {
+            let view = tensor(&e.name, Dtype::F32, &e.shape)?;
+            // safetensors data is little-endian and may be unaligned: decode bytewise.
+            for (dst, chunk) in packed[e.offset..e.offset + e.len()]
+                .iter_mut()
+                .zip(view.data().chunks_exact(4))
+            {
+                *dst = f32::from_le_bytes(chunk.try_into().unwrap());
+            }
+        }
+        Ok(packed)
+    };
+    let packed = unpack(table.entries(), table.packed_len())?;
+    let buffers = unpack(table.buffers(), table.buffers_len())?;
+    let counters = table.counters();
+    let mut tracked: Option<(String, i64)> = None;
+    for name in &counters {
+        let view = tensor(name, Dtype::I64, &[])?;
+        let v = i64::from_le_bytes(view.data().try_into().unwrap());
+        if v < 0 {
+            return Err(err(
+                path,
+                format!("tensor `{name}` is {v}, a negative count"),
+            ));
+        }
+        match &tracked {
+            Some((first, t)) if *t != v => {
+                return Err(err(
+                    path,
+                    format!(
+                        "`{name}` is {v} but `{first}` is {t}: the batch norms must have \
+                         tracked the same number of batches"
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => tracked = Some((name.clone(), v)),
         }
     }
-    if let Some(extra) = st.names().into_iter().find(|n| table.get(n).is_none()) {
+    let known = |n: &str| {
+        table.get(n).is_some() || table.buffer(n).is_some() || counters.iter().any(|c| c == n)
+    };
+    if let Some(extra) = st.names().into_iter().find(|n| !known(n)) {
         return Err(err(
             path,
             format!("unexpected tensor `{extra}` for this config"),
         ));
     }
-    Ok(Checkpoint { config, packed })
+    Ok(Checkpoint {
+        config,
+        packed,
+        buffers,
+        batches_tracked: tracked.map_or(0, |(_, v)| v as u64),
+    })
 }
 
 /// Where the optimizer state of checkpoint `path` lives: `<path without .safetensors>.optim.safetensors`.

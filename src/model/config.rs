@@ -44,6 +44,88 @@ impl std::str::FromStr for Attention {
     }
 }
 
+/// Normalisation between each stage's conv and its ELU (the spec's "Options beyond the paper's
+/// text"): none in the paper's network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// conv -> ELU, as the paper's text reads.
+    #[default]
+    None,
+    /// conv -> BatchNorm2d -> ELU (PyTorch semantics: eps 1e-5, momentum 0.1).
+    Batch,
+}
+
+/// How conv and linear weights are drawn (every conv and linear layer, the gates' MLP and 7x7
+/// conv included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// PyTorch's default: weights and biases uniform(-b, b), b = 1 / sqrt(fan_in).
+    #[default]
+    Pytorch,
+    /// Weights normal with std sqrt(2 / fan_in), biases 0 (`kaiming_normal_`, relu gain).
+    He,
+    /// Weights uniform(-b, b), b = sqrt(6 / (fan_in + fan_out)), biases 0 (Keras's default).
+    Glorot,
+}
+
+/// How a CBAM gate applies its map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gate {
+    /// F' = M * F (equations 1-2 of the paper).
+    #[default]
+    Multiply,
+    /// F' = F + M * F (BAM, the Residual Attention Network): a gate near 0.5 scales by 1.5.
+    Residual,
+}
+
+/// `FromStr` and the name for the option enums, one table each so the two agree.
+macro_rules! named {
+    ($t:ty, $what:literal, $($v:ident = $s:literal),+) => {
+        impl $t {
+            /// The name the flag and the checkpoint's JSON use.
+            pub fn name(self) -> &'static str {
+                match self { $(<$t>::$v => $s),+ }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($s => Ok(<$t>::$v),)+
+                    _ => Err(format!(
+                        concat!("unknown ", $what, " {:?} ({})"),
+                        s,
+                        [$($s),+].join(", ")
+                    )),
+                }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named!(Norm, "normalisation", None = "none", Batch = "batch");
+named!(
+    Init,
+    "initialisation",
+    Pytorch = "pytorch",
+    He = "he",
+    Glorot = "glorot"
+);
+named!(
+    Gate,
+    "gate form",
+    Multiply = "multiply",
+    Residual = "residual"
+);
+
 /// Everything that fixes the network's shapes. Stored as JSON in every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -60,6 +142,14 @@ pub struct ModelConfig {
     pub dropout: f32,
     /// Class names in logit order.
     pub classes: Vec<String>,
+    /// The recipe options (spec: "Options beyond the paper's text"). Absent in checkpoints
+    /// written before they existed, which therefore load as the spec's network.
+    #[serde(default)]
+    pub norm: Norm,
+    #[serde(default)]
+    pub init: Init,
+    #[serde(default)]
+    pub gate: Gate,
 }
 
 impl Default for ModelConfig {
@@ -72,6 +162,9 @@ impl Default for ModelConfig {
             attention: Attention::Full,
             dropout: 0.2,
             classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+            norm: Norm::None,
+            init: Init::Pytorch,
+            gate: Gate::Multiply,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! `fer-cbam debug-step`: one training step with dropout off on a given batch, writing logits,
-//! loss, every gradient and the parameters after one Adam step, so the engine can be held
-//! against another framework (PyTorch) tensor by tensor.
+//! `fer-cbam debug-step`: one training step with dropout off and batch norm in training mode
+//! (batch statistics) on a given batch, writing logits, loss, every gradient, the parameters
+//! after one Adam step and, with batch norm, the running statistics after the step, so the
+//! engine can be held against another framework (PyTorch) tensor by tensor.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,7 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::checkpoint::{self, Checkpoint};
+use crate::model::checkpoint;
 use crate::model::network::{Network, TrainOptions};
 use crate::ops::adam::AdamConfig;
 
@@ -85,7 +86,8 @@ pub fn read_batch(path: &Path, in_channels: usize, size: usize, classes: usize) 
 }
 
 /// Runs the step and writes `out` (atomically): `logits` [N, K], `loss` [1], `grad.<name>` and
-/// `param.<name>` (after the Adam step) for every parameter.
+/// `param.<name>` (after the Adam step) for every parameter, and `param.<name>` for every
+/// running statistic (`stages.{i}.bn.running_mean`, `.running_var`) after the step.
 pub async fn debug_step(
     gpu: &Gpu,
     checkpoint: &Path,
@@ -93,7 +95,8 @@ pub async fn debug_step(
     adam: AdamConfig,
     out: &Path,
 ) -> Result<()> {
-    let Checkpoint { config, packed } = checkpoint::load(checkpoint)?;
+    let ck = checkpoint::load(checkpoint)?;
+    let config = ck.config.clone();
     let b = read_batch(
         batch,
         config.in_channels,
@@ -106,16 +109,21 @@ pub async fn debug_step(
         class_weights: None,
     };
     let mut net = Network::new(gpu, &config, b.n, options).await?;
-    net.write_params(gpu, &packed)?;
+    net.load(gpu, &ck)?;
     net.write_batch(gpu, &b.images, &b.labels)?;
     net.train_step(gpu, false)?;
     let logits = gpu.read(net.logits());
     let loss = gpu.read(net.loss());
     let grads = gpu.read(net.grads());
     let params = gpu.read(net.params());
+    let buffers = net.buffers().map(|t| gpu.read(t));
     #[cfg(not(target_arch = "wasm32"))]
     gpu.wait()?;
     let (logits, loss, grads, params) = (logits.await?, loss.await?, grads.await?, params.await?);
+    let buffers = match buffers {
+        Some(f) => f.await?,
+        None => Vec::new(),
+    };
     let k = config.classes.len();
     let table = net.table();
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
@@ -130,6 +138,10 @@ pub async fn debug_step(
             &grads[r.clone()],
         ));
         tensors.push((format!("param.{}", e.name), e.shape.clone(), &params[r]));
+    }
+    for e in table.buffers() {
+        let r = e.offset..e.offset + e.len();
+        tensors.push((format!("param.{}", e.name), e.shape.clone(), &buffers[r]));
     }
     let mut meta = HashMap::new();
     meta.insert(

@@ -8,6 +8,6 @@ pub mod infer;
 pub mod network;
 pub mod params;
 
-pub use config::{Attention, ModelConfig, CLASSES};
+pub use config::{Attention, Gate, Init, ModelConfig, Norm, CLASSES};
 pub use network::{Network, Snapshot, TrainOptions, HISTORY};
 pub use params::ParamTable;

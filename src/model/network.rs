@@ -2,12 +2,16 @@
 //! gradient allocated once (the memory plan), and the whole training step (forward, loss,
 //! backward, Adam) as one ordered list of dispatches recorded into a single submission.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::config::ModelConfig;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::{Gate, ModelConfig, Norm};
 use crate::model::params::ParamTable;
 use crate::ops::activation::{Activation, ActivationKind};
 use crate::ops::adam::{Adam, AdamConfig};
+use crate::ops::batchnorm2d::{BatchNorm2d, BatchNorm2dShape, BnAffine, BnRunning};
 use crate::ops::cbam_channel::{CbamChannel, CbamChannelShape, ChannelMlp};
 use crate::ops::cbam_spatial::{CbamSpatial, CbamSpatialShape};
 use crate::ops::conv2d::{Conv2d, Conv2dShape};
@@ -30,19 +34,23 @@ pub struct TrainOptions {
     pub class_weights: Option<Vec<f32>>,
 }
 
-/// The tensors of one stage (conv, ELU, pool, optional gates) and their gradients.
+/// The tensors of one stage (conv, optional batch norm, ELU, pool, optional gates) and their
+/// gradients.
 struct Stage {
     conv: Conv2d,
+    bn: Option<BatchNorm2d>,
     elu: Activation,
     pool: MaxPool2d,
     channel: Option<CbamChannel>,
     spatial: Option<CbamSpatial>,
     conv_out: Tensor,
+    bn_out: Option<Tensor>,
     elu_out: Tensor,
     pool_out: Tensor,
     channel_out: Option<Tensor>,
     spatial_out: Option<Tensor>,
     d_conv_out: Tensor,
+    d_bn_out: Option<Tensor>,
     d_elu_out: Tensor,
     d_pool_out: Tensor,
     d_channel_out: Option<Tensor>,
@@ -50,6 +58,13 @@ struct Stage {
 }
 
 impl Stage {
+    /// The ELU's input: the batch norm's output, or the conv's without one.
+    fn act_in(&self) -> &Tensor {
+        self.bn_out.as_ref().unwrap_or(&self.conv_out)
+    }
+    fn d_act_in(&self) -> &Tensor {
+        self.d_bn_out.as_ref().unwrap_or(&self.d_conv_out)
+    }
     fn output(&self) -> &Tensor {
         self.spatial_out
             .as_ref()
@@ -84,6 +99,12 @@ pub struct Network {
     grads: Tensor,
     adam_m: Tensor,
     adam_v: Tensor,
+    /// The running statistics, packed by the table's buffer layout (batch norm only).
+    buffers: Option<Tensor>,
+    /// Training-mode forwards since the running statistics started (PyTorch's
+    /// `num_batches_tracked`; counted here, as every training submission tracks one batch).
+    /// Atomic because the GPU state it counts changes through `&self` too.
+    batches_tracked: AtomicU64,
     input: Tensor,
     labels: Tensor,
     logits: Tensor,
@@ -102,6 +123,9 @@ pub struct Network {
     /// The loss's class weights, bound by the recorded loss dispatches.
     _class_weights: Option<Tensor>,
     forward: Vec<Dispatch>,
+    /// With batch norm, the evaluation forward (running statistics instead of the batch's,
+    /// which stay as they are); without, `forward` serves both.
+    forward_eval: Option<Vec<Dispatch>>,
     backward: Vec<Dispatch>,
     update: Dispatch,
     step: u32,
@@ -111,6 +135,7 @@ pub struct Network {
 pub struct Snapshot {
     tensors: Vec<Tensor>,
     step: u32,
+    batches_tracked: u64,
 }
 
 impl Snapshot {
@@ -165,17 +190,31 @@ impl Network {
         let grads = p.alloc("grads", &[packed])?;
         let adam_m = p.alloc("adam.m", &[packed])?;
         let adam_v = p.alloc("adam.v", &[packed])?;
+        let buffers = if table.buffers_len() > 0 {
+            let t = p.alloc("buffers", &[table.buffers_len()])?;
+            gpu.write(&t, &table.init_buffers())?;
+            Some(t)
+        } else {
+            None
+        };
         let view = |t: &Tensor, prefix: &str, name: &str| -> Result<Tensor> {
             let e = table.get(name).expect("parameter from the table");
             t.view(&format!("{prefix}{name}"), e.offset, &e.shape)
         };
         let param = |name: &str| view(&params, "", name);
         let grad = |name: &str| view(&grads, "grad.", name);
+        let buffer = |name: &str| -> Result<Tensor> {
+            let e = table.buffer(name).expect("buffer from the table");
+            let t = buffers
+                .as_ref()
+                .expect("allocated with the table's buffers");
+            t.view(name, e.offset, &e.shape)
+        };
+        let residual = config.gate == Gate::Residual;
 
         let size = config.image_size;
         let input = p.alloc("input", &[n, config.in_channels, size, size])?;
         let mut stages: Vec<Stage> = Vec::new();
-        let mut forward = Vec::new();
         let mut c_prev = config.in_channels;
         for (i, &w) in config.widths.iter().enumerate() {
             let s = config.stage_size(i);
@@ -191,27 +230,60 @@ impl Network {
                 pad: 1,
             };
             let gate_shape = (n, w, s / 2, s / 2);
+            let bn = if config.norm == Norm::Batch {
+                Some(
+                    BatchNorm2d::new(
+                        gpu,
+                        BatchNorm2dShape {
+                            n,
+                            c: w,
+                            h: s,
+                            w: s,
+                        },
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
             let channel = if config.attention.has_channel() {
                 let (n, c, h, w) = gate_shape;
-                Some(CbamChannel::new(gpu, CbamChannelShape { n, c, h, w }).await?)
+                Some(
+                    CbamChannel::with_residual(gpu, CbamChannelShape { n, c, h, w }, residual)
+                        .await?,
+                )
             } else {
                 None
             };
             let spatial = if config.attention.has_spatial() {
                 let (n, c, h, w) = gate_shape;
-                Some(CbamSpatial::new(gpu, CbamSpatialShape { n, c, h, w }).await?)
+                Some(
+                    CbamSpatial::with_residual(gpu, CbamSpatialShape { n, c, h, w }, residual)
+                        .await?,
+                )
             } else {
                 None
             };
-            let mut opt = |on: bool, name: String| -> Result<Option<Tensor>> {
-                on.then(|| p.alloc(&name, &half)).transpose()
+            let mut opt = |on: bool, name: String, shape: &[usize]| -> Result<Option<Tensor>> {
+                on.then(|| p.alloc(&name, shape)).transpose()
             };
-            let channel_out = opt(channel.is_some(), format!("stages.{i}.channel_out"))?;
-            let spatial_out = opt(spatial.is_some(), format!("stages.{i}.spatial_out"))?;
-            let d_channel_out = opt(channel.is_some(), format!("stages.{i}.d_channel_out"))?;
-            let d_spatial_out = opt(spatial.is_some(), format!("stages.{i}.d_spatial_out"))?;
-            let stage = Stage {
+            let bn_out = opt(bn.is_some(), format!("stages.{i}.bn_out"), &full)?;
+            let d_bn_out = opt(bn.is_some(), format!("stages.{i}.d_bn_out"), &full)?;
+            let channel_out = opt(channel.is_some(), format!("stages.{i}.channel_out"), &half)?;
+            let spatial_out = opt(spatial.is_some(), format!("stages.{i}.spatial_out"), &half)?;
+            let d_channel_out = opt(
+                channel.is_some(),
+                format!("stages.{i}.d_channel_out"),
+                &half,
+            )?;
+            let d_spatial_out = opt(
+                spatial.is_some(),
+                format!("stages.{i}.d_spatial_out"),
+                &half,
+            )?;
+            stages.push(Stage {
                 conv: Conv2d::new(gpu, conv_shape, true).await?,
+                bn,
                 elu: Activation::new(gpu, ActivationKind::Elu { alpha: 1.0 }, &full).await?,
                 pool: MaxPool2d::new(
                     gpu,
@@ -226,43 +298,18 @@ impl Network {
                 channel,
                 spatial,
                 conv_out: p.alloc(&format!("stages.{i}.conv_out"), &full)?,
+                bn_out,
                 elu_out: p.alloc(&format!("stages.{i}.elu_out"), &full)?,
                 pool_out: p.alloc(&format!("stages.{i}.pool_out"), &half)?,
                 channel_out,
                 spatial_out,
                 d_conv_out: p.alloc(&format!("stages.{i}.d_conv_out"), &full)?,
+                d_bn_out,
                 d_elu_out: p.alloc(&format!("stages.{i}.d_elu_out"), &full)?,
                 d_pool_out: p.alloc(&format!("stages.{i}.d_pool_out"), &half)?,
                 d_channel_out,
                 d_spatial_out,
-            };
-            let x = stages.last().map(Stage::output).unwrap_or(&input);
-            let pre = format!("stages.{i}");
-            forward.push(stage.conv.forward(
-                gpu,
-                x,
-                &param(&format!("{pre}.conv.weight"))?,
-                Some(&param(&format!("{pre}.conv.bias"))?),
-                &stage.conv_out,
-            )?);
-            forward.push(stage.elu.forward(gpu, &stage.conv_out, &stage.elu_out)?);
-            forward.push(stage.pool.forward(gpu, &stage.elu_out, &stage.pool_out)?);
-            let mut gate_in = stage.pool_out.clone();
-            if let (Some(ch), Some(out)) = (&stage.channel, &stage.channel_out) {
-                let t = mlp_tensors(&param, &pre)?;
-                forward.extend(ch.forward(gpu, &gate_in, &t.as_mlp(), out)?);
-                gate_in = out.clone();
-            }
-            if let (Some(sp), Some(out)) = (&stage.spatial, &stage.spatial_out) {
-                forward.extend(sp.forward(
-                    gpu,
-                    &gate_in,
-                    &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
-                    &param(&format!("{pre}.cbam.spatial.conv.bias"))?,
-                    out,
-                )?);
-            }
-            stages.push(stage);
+            });
             c_prev = w;
         }
 
@@ -354,33 +401,100 @@ impl Network {
         let xent =
             SoftmaxXent::new(gpu, SoftmaxXentShape { n, k }, class_weights.is_some()).await?;
 
-        forward.push(gap.forward(gpu, last.output(), &pooled)?);
-        forward.push(drop1.forward(gpu, &pooled, &drop1_out)?);
-        forward.push(fc1.forward(
-            gpu,
-            &drop1_out,
-            &param("head.fc1.weight")?,
-            Some(&param("head.fc1.bias")?),
-            &fc1_out,
-        )?);
-        forward.push(head_elu.forward(gpu, &fc1_out, &elu_out)?);
-        forward.push(drop2.forward(gpu, &elu_out, &drop2_out)?);
-        forward.push(fc2.forward(
-            gpu,
-            &drop2_out,
-            &param("head.fc2.weight")?,
-            Some(&param("head.fc2.bias")?),
-            &logits,
-        )?);
-        forward.push(xent.forward(
-            gpu,
-            &logits,
-            &labels,
-            class_weights.as_ref(),
-            &probs,
-            &loss,
-            &correct,
-        )?);
+        // The forward, in training mode (batch norm on the batch's statistics, moving the
+        // running ones) or evaluation mode (on the running statistics). Dropout's mode is its
+        // uniform's, set per submission, so both lists share its dispatches' form.
+        let record_forward = |training: bool| -> Result<Vec<Dispatch>> {
+            let mut forward = Vec::new();
+            for (i, st) in stages.iter().enumerate() {
+                let x = if i == 0 {
+                    &input
+                } else {
+                    stages[i - 1].output()
+                };
+                let pre = format!("stages.{i}");
+                forward.push(st.conv.forward(
+                    gpu,
+                    x,
+                    &param(&format!("{pre}.conv.weight"))?,
+                    Some(&param(&format!("{pre}.conv.bias"))?),
+                    &st.conv_out,
+                )?);
+                if let (Some(bn), Some(out)) = (&st.bn, &st.bn_out) {
+                    let (g, b) = (
+                        param(&format!("{pre}.bn.weight"))?,
+                        param(&format!("{pre}.bn.bias"))?,
+                    );
+                    let (rm, rv) = (
+                        buffer(&format!("{pre}.bn.running_mean"))?,
+                        buffer(&format!("{pre}.bn.running_var"))?,
+                    );
+                    let affine = BnAffine {
+                        weight: &g,
+                        bias: &b,
+                    };
+                    let running = BnRunning {
+                        mean: &rm,
+                        var: &rv,
+                    };
+                    forward.extend(if training {
+                        bn.forward_train(gpu, &st.conv_out, &affine, &running, out)?
+                    } else {
+                        bn.forward_eval(gpu, &st.conv_out, &affine, &running, out)?
+                    });
+                }
+                forward.push(st.elu.forward(gpu, st.act_in(), &st.elu_out)?);
+                forward.push(st.pool.forward(gpu, &st.elu_out, &st.pool_out)?);
+                let mut gate_in = st.pool_out.clone();
+                if let (Some(ch), Some(out)) = (&st.channel, &st.channel_out) {
+                    let t = mlp_tensors(&param, &pre)?;
+                    forward.extend(ch.forward(gpu, &gate_in, &t.as_mlp(), out)?);
+                    gate_in = out.clone();
+                }
+                if let (Some(sp), Some(out)) = (&st.spatial, &st.spatial_out) {
+                    forward.extend(sp.forward(
+                        gpu,
+                        &gate_in,
+                        &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
+                        &param(&format!("{pre}.cbam.spatial.conv.bias"))?,
+                        out,
+                    )?);
+                }
+            }
+            forward.push(gap.forward(gpu, last.output(), &pooled)?);
+            forward.push(drop1.forward(gpu, &pooled, &drop1_out)?);
+            forward.push(fc1.forward(
+                gpu,
+                &drop1_out,
+                &param("head.fc1.weight")?,
+                Some(&param("head.fc1.bias")?),
+                &fc1_out,
+            )?);
+            forward.push(head_elu.forward(gpu, &fc1_out, &elu_out)?);
+            forward.push(drop2.forward(gpu, &elu_out, &drop2_out)?);
+            forward.push(fc2.forward(
+                gpu,
+                &drop2_out,
+                &param("head.fc2.weight")?,
+                Some(&param("head.fc2.bias")?),
+                &logits,
+            )?);
+            forward.push(xent.forward(
+                gpu,
+                &logits,
+                &labels,
+                class_weights.as_ref(),
+                &probs,
+                &loss,
+                &correct,
+            )?);
+            Ok(forward)
+        };
+        let forward = record_forward(true)?;
+        let forward_eval = match config.norm {
+            Norm::Batch => Some(record_forward(false)?),
+            Norm::None => None,
+        };
 
         // Backward, in reverse. Every op overwrites its gradients, so nothing is zeroed per step.
         let mut backward =
@@ -453,8 +567,25 @@ impl Network {
             );
             backward.push(
                 st.elu
-                    .backward(gpu, &st.conv_out, &st.d_elu_out, &st.d_conv_out)?,
+                    .backward(gpu, st.act_in(), &st.d_elu_out, st.d_act_in())?,
             );
+            if let (Some(bn), Some(d_out)) = (&st.bn, &st.d_bn_out) {
+                let (dg, db) = (
+                    grad(&format!("{pre}.bn.weight"))?,
+                    grad(&format!("{pre}.bn.bias"))?,
+                );
+                backward.extend(bn.backward(
+                    gpu,
+                    &st.conv_out,
+                    &param(&format!("{pre}.bn.weight"))?,
+                    d_out,
+                    &st.d_conv_out,
+                    &BnAffine {
+                        weight: &dg,
+                        bias: &db,
+                    },
+                )?);
+            }
             backward.push(st.conv.backward_weight(
                 gpu,
                 &st.d_conv_out,
@@ -487,6 +618,8 @@ impl Network {
             grads,
             adam_m,
             adam_v,
+            buffers,
+            batches_tracked: AtomicU64::new(0),
             input,
             labels,
             logits,
@@ -502,6 +635,7 @@ impl Network {
             _head: (gap, fc1, fc2, head_elu),
             _class_weights: class_weights,
             forward,
+            forward_eval,
             backward,
             update,
             step: 0,
@@ -558,8 +692,13 @@ impl Network {
             .chain(&self.backward)
             .chain(std::iter::once(&self.update))
     }
+    /// The training-mode forward's dispatches.
     pub fn forward_dispatches(&self) -> &[Dispatch] {
         &self.forward
+    }
+    /// The evaluation-mode forward's dispatches (the training-mode ones without batch norm).
+    pub fn eval_dispatches(&self) -> &[Dispatch] {
+        self.eval_forward()
     }
     pub fn params(&self) -> &Tensor {
         &self.params
@@ -599,6 +738,51 @@ impl Network {
         gpu.write(&self.params, packed)
     }
 
+    /// `[buffers_len]`: the running statistics, packed by the table's buffer layout; `None`
+    /// without batch norm.
+    pub fn buffers(&self) -> Option<&Tensor> {
+        self.buffers.as_ref()
+    }
+
+    /// Batches the batch norms have tracked (PyTorch's `num_batches_tracked`): training-mode
+    /// forwards since the running statistics started; 0 without batch norm.
+    pub fn batches_tracked(&self) -> u64 {
+        self.batches_tracked.load(Ordering::Relaxed)
+    }
+
+    /// Overwrites the running statistics (packed by the table's buffer layout, empty without
+    /// batch norm) and the count of batches they have tracked; queued until the next submit.
+    pub fn write_buffers(&self, gpu: &Gpu, packed: &[f32], batches_tracked: u64) -> Result<()> {
+        match &self.buffers {
+            Some(t) => gpu.write(t, packed)?,
+            None if packed.is_empty() => {}
+            None => {
+                return Err(Error::InvalidConfig {
+                    op: "network".into(),
+                    message: format!(
+                        "{} buffer values for a network without batch norm",
+                        packed.len()
+                    ),
+                })
+            }
+        }
+        self.batches_tracked
+            .store(batches_tracked, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Loads a checkpoint's parameters and buffers (its config must be this network's).
+    pub fn load(&self, gpu: &Gpu, checkpoint: &Checkpoint) -> Result<()> {
+        if checkpoint.config != self.config {
+            return Err(Error::InvalidConfig {
+                op: "network".into(),
+                message: "the checkpoint's model config differs from the network's".into(),
+            });
+        }
+        self.write_params(gpu, &checkpoint.packed)?;
+        self.write_buffers(gpu, &checkpoint.buffers, checkpoint.batches_tracked)
+    }
+
     /// Restores Adam's moments and step count (for `train --resume`).
     pub fn write_adam_state(&mut self, gpu: &Gpu, m: &[f32], v: &[f32], step: u32) -> Result<()> {
         gpu.write(&self.adam_m, m)?;
@@ -618,14 +802,18 @@ impl Network {
     }
 
     /// The device tensors a training step changes and a checkpoint with its optimizer state
-    /// restores. Anything a step updates besides these (running statistics of a normalisation
-    /// layer, say) must be listed here too, or a [`Snapshot`] would not restore it.
-    fn state(&self) -> [&Tensor; 3] {
+    /// restores: parameters, Adam's moments and, with batch norm, the running statistics.
+    /// Anything else a step comes to update must be listed here too, or a [`Snapshot`] would
+    /// not restore it.
+    fn state(&self) -> Vec<&Tensor> {
         [&self.params, &self.adam_m, &self.adam_v]
+            .into_iter()
+            .chain(self.buffers.as_ref())
+            .collect()
     }
 
     /// A device-side copy of the training state as it is now (parameters, Adam's moments, the
-    /// step count): for keeping the best epoch's weights without reading them back. Allocates
+    /// running statistics, the step counts): for keeping the best epoch's weights without reading them back. Allocates
     /// its buffers; call it before training, then [`Network::save_snapshot`] to overwrite.
     pub fn snapshot(&self, gpu: &Gpu) -> Result<Snapshot> {
         let tensors = self
@@ -633,7 +821,11 @@ impl Network {
             .iter()
             .map(|t| gpu.zeros(&format!("snapshot.{}", t.name()), t.shape()))
             .collect::<Result<Vec<_>>>()?;
-        let mut s = Snapshot { tensors, step: 0 };
+        let mut s = Snapshot {
+            tensors,
+            step: 0,
+            batches_tracked: 0,
+        };
         self.save_snapshot(gpu, &mut s)?;
         Ok(s)
     }
@@ -649,6 +841,7 @@ impl Network {
             .collect();
         gpu.submit_with_copies(std::iter::empty::<&Dispatch>(), &copies)?;
         snapshot.step = self.step;
+        snapshot.batches_tracked = self.batches_tracked();
         Ok(())
     }
 
@@ -663,6 +856,8 @@ impl Network {
             .collect();
         gpu.submit_with_copies(std::iter::empty::<&Dispatch>(), &copies)?;
         self.step = snapshot.step;
+        self.batches_tracked
+            .store(snapshot.batches_tracked, Ordering::Relaxed);
         Ok(())
     }
 
@@ -691,7 +886,19 @@ impl Network {
             ],
         )?;
         self.step = t;
+        self.track_batch();
         Ok(index)
+    }
+
+    fn track_batch(&self) {
+        if self.buffers.is_some() {
+            self.batches_tracked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The forward that evaluation submits: with batch norm, the one on the running statistics.
+    fn eval_forward(&self) -> &[Dispatch] {
+        self.forward_eval.as_deref().unwrap_or(&self.forward)
     }
 
     /// `[HISTORY, 2]`: (loss, correct count) of step t in row (t - 1) % HISTORY.
@@ -711,25 +918,30 @@ impl Network {
             d.set_training(gpu, false);
         }
         gpu.submit_with_copies(
-            &self.forward,
+            self.eval_forward(),
             &[(&self.probs, dst, row * self.config.classes.len())],
         )
     }
 
-    /// The forward pass and the loss only, dropout off: evaluation and inference.
+    /// The forward pass and the loss only, in evaluation mode (dropout off, batch norm on the
+    /// running statistics): evaluation and inference.
     pub fn forward_eval(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
         for d in &self.dropouts {
             d.set_training(gpu, false);
         }
-        gpu.submit_with_copies(&self.forward, &[])
+        gpu.submit_with_copies(self.eval_forward(), &[])
     }
 
-    /// The forward pass, loss and backward, without updating the parameters (gradient checks).
+    /// The forward pass, loss and backward in training mode, without updating the parameters
+    /// (gradient checks). Like any training-mode forward, it moves the batch norms' running
+    /// statistics.
     pub fn forward_backward(&self, gpu: &Gpu, dropout: bool) -> Result<wgpu::SubmissionIndex> {
         for d in &self.dropouts {
             d.set_training(gpu, dropout);
             d.set_step(gpu, self.step + 1);
         }
-        gpu.submit_with_copies(self.forward.iter().chain(&self.backward), &[])
+        let index = gpu.submit_with_copies(self.forward.iter().chain(&self.backward), &[])?;
+        self.track_batch();
+        Ok(index)
     }
 }

@@ -11,6 +11,10 @@
 //!
 //! The backward reads what the last forward of this instance saved, so record it after that
 //! forward, with the same input `x` and parameters.
+//!
+//! [`CbamChannel::with_residual`] builds the `--gate residual` form, `F' = F + M * F`: the
+//! factor in `scale` and `backward_input` is 1 + M (a flag in the uniform); the gate's own
+//! gradient is the same.
 
 use std::sync::Arc;
 
@@ -81,6 +85,8 @@ struct Params {
     c: u32,
     hid: u32,
     hw: u32,
+    residual: u32,
+    _pad: [u32; 3],
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -118,6 +124,7 @@ const DX4: (u32, Binding) = (30, Binding::ReadWrite);
 /// A channel gate of one shape: pipelines, shape uniform, saved tensors and backward scratch.
 pub struct CbamChannel {
     shape: CbamChannelShape,
+    residual: bool,
     /// H*W is a multiple of 4: the plane-sized kernels use their vec4 entry points.
     vec4: bool,
     pool: Arc<Kernel>,
@@ -141,7 +148,17 @@ pub struct CbamChannel {
 }
 
 impl CbamChannel {
+    /// The gate of equation 1, `F' = M * F`.
     pub async fn new(gpu: &Gpu, shape: CbamChannelShape) -> Result<CbamChannel> {
+        CbamChannel::with_residual(gpu, shape, false).await
+    }
+
+    /// With `residual`, the residual form `F' = F + M * F`; otherwise [`CbamChannel::new`]'s.
+    pub async fn with_residual(
+        gpu: &Gpu,
+        shape: CbamChannelShape,
+        residual: bool,
+    ) -> Result<CbamChannel> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
             return Err(Error::InvalidConfig {
@@ -183,9 +200,12 @@ impl CbamChannel {
             c: s.c as u32,
             hid: hid as u32,
             hw: (s.h * s.w) as u32,
+            residual: residual as u32,
+            _pad: [0; 3],
         };
         Ok(CbamChannel {
             shape,
+            residual,
             vec4,
             pool,
             hidden_layer: kernel(
@@ -235,6 +255,11 @@ impl CbamChannel {
 
     pub fn shape(&self) -> &CbamChannelShape {
         &self.shape
+    }
+
+    /// Whether this is the residual form `F' = F + M * F`.
+    pub fn residual(&self) -> bool {
+        self.residual
     }
 
     /// The gate M `[N, C]` written by the forward (for inspection and attention maps).

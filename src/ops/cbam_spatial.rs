@@ -19,6 +19,10 @@
 //!
 //! Saved between forward and backward (allocated here, one set per gate): `pooled`, `argmax`,
 //! `m_s`, plus the caller's F' (the backward reads it again). `z`, `dz` and `ds` are scratch.
+//!
+//! [`CbamSpatial::with_residual`] builds the `--gate residual` form, `F'' = F' + M_s * F'`: the
+//! factor in `gate` and `backward_input` is 1 + M_s (a flag in the uniform); the gate's own
+//! gradient is the same.
 
 use std::sync::Arc;
 
@@ -91,7 +95,7 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    _pad: u32,
+    residual: u32,
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -111,6 +115,7 @@ const DX: (u32, Binding) = (12, Binding::ReadWrite);
 /// A spatial gate of one shape: its pipelines, its convolution, and the tensors it saves.
 pub struct CbamSpatial {
     shape: CbamSpatialShape,
+    residual: bool,
     conv: Conv2d,
     pool: Arc<Kernel>,
     gate: Arc<Kernel>,
@@ -126,7 +131,17 @@ pub struct CbamSpatial {
 }
 
 impl CbamSpatial {
+    /// The gate of equation 2, `F'' = M_s * F'`.
     pub async fn new(gpu: &Gpu, shape: CbamSpatialShape) -> Result<CbamSpatial> {
+        CbamSpatial::with_residual(gpu, shape, false).await
+    }
+
+    /// With `residual`, the residual form `F'' = F' + M_s * F'`; otherwise [`CbamSpatial::new`]'s.
+    pub async fn with_residual(
+        gpu: &Gpu,
+        shape: CbamSpatialShape,
+        residual: bool,
+    ) -> Result<CbamSpatial> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
             return Err(Error::InvalidConfig {
@@ -148,10 +163,11 @@ impl CbamSpatial {
             n: s.n as u32,
             c: s.c as u32,
             hw: (s.h * s.w) as u32,
-            _pad: 0,
+            residual: residual as u32,
         };
         Ok(CbamSpatial {
             shape,
+            residual,
             conv: Conv2d::new(gpu, s.conv(), true).await?,
             pool: kernel("pool", &[UNIFORM, X, POOLED, ARGMAX_OUT], per_position).await?,
             gate: kernel("gate", &[UNIFORM, Z, X, M_OUT, Y], per_block).await?,
@@ -175,6 +191,11 @@ impl CbamSpatial {
 
     pub fn shape(&self) -> &CbamSpatialShape {
         &self.shape
+    }
+
+    /// Whether this is the residual form `F'' = F' + M_s * F'`.
+    pub fn residual(&self) -> bool {
+        self.residual
     }
 
     /// Invocations of `gate` and `backward_input`: one per position and block of channels.

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod batchnorm2d;
 pub mod cbam_channel;
 pub mod cbam_spatial;
 pub mod conv2d;

@@ -48,7 +48,7 @@ pub async fn load(checkpoint_bytes: Vec<u8>, name: String) -> Result<Model, JsVa
     let net = Network::new(&gpu, &ck.config, 1, TrainOptions::default())
         .await
         .map_err(js_err)?;
-    net.write_params(&gpu, &ck.packed).map_err(js_err)?;
+    net.load(&gpu, &ck).map_err(js_err)?;
     Ok(Model {
         inner: Rc::new(Inner { gpu, net }),
     })
