@@ -153,7 +153,13 @@ impl Sample {
                 height,
                 data,
             } => {
-                if size == 0 || channels == 0 || width * height != data.len() || data.is_empty() {
+                if size == 0
+                    || channels == 0
+                    || size > folder::MAX_IMAGE_SIDE as usize
+                    || channels > 4
+                    || width.checked_mul(*height) != Some(data.len())
+                    || data.is_empty()
+                {
                     return Err(Error::Data {
                         path: self.name.clone(),
                         message: format!(
@@ -179,20 +185,33 @@ impl Sample {
                 width,
                 height,
             } => {
+                // The sample's name says which annotation row gave the box.
                 let fail = |message: String| Error::Data {
-                    path: path.display().to_string(),
+                    path: self.name.clone(),
                     message,
                 };
-                if size == 0 || channels == 0 || *width == 0 || *height == 0 {
+                let side = folder::MAX_IMAGE_SIDE as usize;
+                if size == 0
+                    || channels == 0
+                    || size > side
+                    || channels > 4
+                    || *width == 0
+                    || *height == 0
+                    || *width > side
+                    || *height > side
+                {
                     return Err(fail(format!(
-                        "cannot make a {size}x{size}x{channels} image from a {width}x{height} box"
+                        "cannot make a {size}x{size}x{channels} image from a {width}x{height} box \
+                         (boxes up to {side} pixels on a side)"
                     )));
                 }
-                let bytes =
-                    std::fs::read(path).map_err(|e| fail(format!("cannot read image: {e}")))?;
-                let full = image::load_from_memory(&bytes)
-                    .map_err(|e| fail(format!("cannot decode image: {e}")))?
-                    .to_luma8();
+                let full = folder::decode_original(path)?;
+                let (fw, fh) = (full.width() as i64, full.height() as i64);
+                if *x >= fw || *y >= fh || x + *width as i64 <= 0 || y + *height as i64 <= 0 {
+                    return Err(fail(format!(
+                        "the {width}x{height} box at ({x}, {y}) lies outside the {fw}x{fh} image"
+                    )));
+                }
                 let mut img = image::GrayImage::new(*width as u32, *height as u32);
                 // Only the overlap of the box and the image is copied; the rest stays black.
                 image::imageops::replace(&mut img, &full, -*x, -*y);
