@@ -77,7 +77,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
     };
     let say = |s: String| {
         if !quiet {
-            println!("{s}");
+            super::print_line(s);
         }
     };
     say(format!(
@@ -107,7 +107,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
             ..AdamConfig::default()
         };
         let o = Output { quiet, json: false };
-        let (_, seconds) = run::train_command(
+        let (_, seconds, _) = run::train_command(
             gpu,
             config.clone(),
             &data,
@@ -120,6 +120,7 @@ pub fn demo(gpu: &Gpu, plan: &Plan, out: &Path, seed: u64, quiet: bool) -> Resul
             false,
             Some(&mix),
             &o,
+            &run::Saving::default(),
         )?;
         // One network serves all six test sets: built and loaded once, not per test set.
         let saved = fer_cbam::model::checkpoint::load(&ck)?;

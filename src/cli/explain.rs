@@ -26,14 +26,14 @@ pub struct ExplainArgs {
     pub images: Vec<PathBuf>,
     /// Explain this many synthetic faces instead of (or besides) files: faces the trainer
     /// never draws (see --synthetic-first).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub synthetic: Option<usize>,
     /// Seed of the synthetic face set.
     #[arg(long, default_value_t = 2026)]
     pub synthetic_seed: u64,
     /// Index of the first synthetic face; the default lies beyond every training set
     /// `train --synthetic N` draws (N < 1,000,000).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, value_parser = crate::cli::synthetic_index, default_value_t = 1_000_000)]
     pub synthetic_first: u64,
     /// The occluded column: eyes, mouth, patch8, patch16, patch24 (the paper's; a patch
     /// scales with the image size), or none for the clean column only.
@@ -48,13 +48,13 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub sensitivity: bool,
     /// Side of the sliding patch in pixels at the checkpoint's input size [default: size/8].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::pixels)]
     pub patch: Option<usize>,
     /// Step between patch positions in pixels [default: size/16].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::pixels)]
     pub stride: Option<usize>,
     /// Images per submission (patched copies for the sensitivity map go through in batches).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 32)]
     pub batch_size: usize,
     /// Output folder: one PNG per image and explain.json.
     #[arg(long)]
@@ -67,10 +67,10 @@ pub struct OccludeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Faces per row (the test side's first face of each class first, then the next ones).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, value_parser = crate::cli::count, default_value_t = 7)]
     pub count: usize,
     /// Image size the occlusions are drawn at (the paper's 128; patches scale with it).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
     pub image_size: usize,
     /// Output PNG.
     #[arg(long)]

@@ -1,6 +1,9 @@
 //! `train`, `eval` and `predict`: data selection, progress, reports.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use clap::Args;
 use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
@@ -26,7 +29,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub format: Option<Format>,
     /// Number of synthetic faces when --data is not given (80% train, 20% test).
-    #[arg(long, default_value_t = 3500)]
+    #[arg(long, value_parser = crate::cli::synthetic_count, default_value_t = 3500)]
     pub synthetic: usize,
     /// Seed of the synthetic face set.
     #[arg(long, default_value_t = 2026)]
@@ -178,11 +181,174 @@ pub struct Output {
 }
 
 impl Output {
-    fn say(&self, line: impl AsRef<str>) {
+    pub fn say(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            println!("{}", line.as_ref());
+            super::print_line(line.as_ref());
         }
     }
+}
+
+/// When training saves, besides at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Saving {
+    /// Every this many epochs.
+    pub every: Option<usize>,
+}
+
+/// True while a run trains or saves: a first Ctrl-C then asks the loop to stop and save
+/// instead of ending the program.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler (once per process). While training is armed, the first Ctrl-C
+/// asks the loop to stop after the step in flight, and the run saves what it reached; a second
+/// one, or one at any other time, ends the program at once (status 130).
+pub fn install_interrupt_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Without a handler (one already set by an embedding program) Ctrl-C keeps its default.
+        let _ = ctrlc::set_handler(|| {
+            if !ARMED.load(Ordering::SeqCst) || train::stop_requested() {
+                super::warn_line("interrupted: quit without saving");
+                std::process::exit(130);
+            }
+            train::request_stop();
+            super::warn_line(
+                "interrupted: stopping after this step to save (Ctrl-C again to quit without saving)",
+            );
+        });
+    });
+}
+
+/// Arms the Ctrl-C handler for as long as it lives.
+struct Armed;
+
+impl Armed {
+    fn new() -> Armed {
+        train::clear_stop();
+        ARMED.store(true, Ordering::SeqCst);
+        Armed
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reads the network's parameters and Adam state back and saves them as `out_path` and its
+/// optimizer state, as one pair (see [`checkpoint::save_training`]).
+/// Parameters that are no longer finite are a divergence the loss has not shown yet (the last
+/// update ran after the last loss): nothing is written then.
+fn save_state(gpu: &Gpu, net: &Network, out_path: &Path, spe: u32) -> Result<PathBuf> {
+    let params = gpu.read_blocking(net.params())?;
+    for e in net.table().entries() {
+        let t = &params[e.offset..e.offset + e.len()];
+        if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Diverged {
+                step: net.step(),
+                epoch: net.step().div_ceil(spe) as usize,
+                what: format!("parameter `{}`[{i}] is {}", e.name, t[i]),
+                kept: String::new(),
+            });
+        }
+    }
+    let (m, v) = net.adam_state();
+    let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
+    checkpoint::save_training(out_path, net.config(), &params, &m, &v, net.step())
+}
+
+/// Trains `epochs` epochs, saving `out_path` every `saving.every` epochs and at the end. A stop
+/// request (Ctrl-C) saves the step reached and comes back as [`Error::Interrupted`] saying how
+/// to continue; a divergence writes nothing and says which save, if any, is kept.
+#[allow(clippy::too_many_arguments)]
+fn train_and_save(
+    gpu: &Gpu,
+    net: &mut Network,
+    source: &dyn ImageSource,
+    idx: &[usize],
+    epochs: usize,
+    seed: u64,
+    strict: bool,
+    augment: Option<train::Augment<'_>>,
+    saving: &Saving,
+    out_path: &Path,
+    report: &mut dyn FnMut(&train::Progress, &[String]),
+) -> Result<()> {
+    let spe = (idx.len() / net.batch()).max(1) as u32;
+    // The step this run ends at: a run that starts mid-epoch finishes that epoch as its first.
+    let target = (net.step() / spe + epochs as u32) * spe;
+    let every = saving.every.unwrap_or(epochs).clamp(1, epochs.max(1));
+    let mut left = epochs;
+    let mut last_save: Option<u32> = None;
+    // A divergence says what stays on disk: the last save of this run, or nothing.
+    let kept = |e: Error, last_save: Option<u32>| match e {
+        Error::Diverged {
+            step, epoch, what, ..
+        } => Error::Diverged {
+            step,
+            epoch,
+            what,
+            kept: match last_save {
+                Some(s) => format!(
+                    "; nothing more was written: {} (saved at step {s}) is the last good save",
+                    out_path.display()
+                ),
+                None => format!("; nothing was written to {}", out_path.display()),
+            },
+        },
+        e => e,
+    };
+    while left > 0 {
+        let n = every.min(left);
+        let opts = TrainLoop {
+            epochs: n,
+            seed,
+            strict,
+        };
+        let trained = train::train(gpu, net, source, idx, &opts, augment, &mut *report)
+            .and_then(|_| save_state(gpu, net, out_path, spe).map(|_| ()));
+        match trained {
+            Ok(()) => {}
+            Err(Error::Interrupted { step, .. }) => {
+                let optim = save_state(gpu, net, out_path, spe).map_err(|e| kept(e, last_save))?;
+                let more = target.saturating_sub(step).div_ceil(spe);
+                let how = if more == 0 {
+                    "every epoch asked for was done".to_string()
+                } else {
+                    format!(
+                        "continue with `--resume {} --epochs {more}` and the same data, \
+                         --batch-size, --seed and other training flags",
+                        out_path.display()
+                    )
+                };
+                return Err(Error::Interrupted {
+                    step,
+                    saved: format!(
+                        " (epoch {}, step {} of {spe}): saved {} and {}; {how}",
+                        step.div_ceil(spe),
+                        (step - 1) % spe + 1,
+                        out_path.display(),
+                        optim.display()
+                    ),
+                });
+            }
+            Err(e) => return Err(kept(e, last_save)),
+        }
+        left -= n;
+        last_save = Some(net.step());
+    }
+    // Ctrl-C during the last save: the save finished, and the run stops as asked.
+    if train::stop_requested() {
+        return Err(Error::Interrupted {
+            step: net.step(),
+            saved: format!(
+                ": every epoch asked for was done and saved in {}",
+                out_path.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Trains and writes the checkpoint and its optimizer state; evaluates on the test side.
@@ -200,13 +366,17 @@ pub fn train_command(
     strict: bool,
     augment: Option<train::Augment<'_>>,
     out: &Output,
-) -> Result<(Evaluation, f64)> {
+    saving: &Saving,
+) -> Result<(Evaluation, f64, Vec<String>)> {
     let (config, packed, optim) = match resume {
         Some(path) => {
-            let ck = checkpoint::load(path)?;
-            check_classes(path, &ck.config)?;
-            let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
-            (ck.config, ck.packed, Some(optim))
+            let st = checkpoint::load_training(path)?;
+            check_classes(path, &st.checkpoint.config)?;
+            (
+                st.checkpoint.config,
+                st.checkpoint.packed,
+                Some((st.m, st.v, st.step)),
+            )
         }
         None => {
             let packed = ParamTable::new(&config).init(seed);
@@ -249,21 +419,30 @@ pub fn train_command(
     );
     let started = std::time::Instant::now();
     let first_step = net.step();
-    let opts = TrainLoop {
-        epochs,
-        seed,
-        strict,
-    };
-    train::train(
+    let mut unreadable = BTreeSet::new();
+    let armed = Armed::new();
+    train_and_save(
         gpu,
         &mut net,
         data.train(),
         &idx,
-        &opts,
+        epochs,
+        seed,
+        strict,
         augment,
+        saving,
+        out_path,
         &mut |p, failures| {
             for f in failures {
-                bar.suspend(|| eprintln!("warning: skipped {f}"));
+                // Named once: a broken file fails the same way every epoch.
+                if unreadable.insert(f.clone()) {
+                    bar.suspend(|| {
+                        super::warn_line(format!(
+                            "warning: unreadable, its row of the batch filled with a copy of a \
+                             readable image: {f}"
+                        ))
+                    });
+                }
             }
             bar.set_position((p.step - first_step) as u64);
             bar.set_message(format!(
@@ -275,19 +454,9 @@ pub fn train_command(
             ));
         },
     )?;
+    drop(armed);
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let params = gpu.read_blocking(net.params())?;
-    checkpoint::save(out_path, &config, &params)?;
-    let (m, v) = net.adam_state();
-    let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
-    checkpoint::save_optimizer(
-        &checkpoint::optimizer_path(out_path),
-        &config,
-        &m,
-        &v,
-        net.step(),
-    )?;
     out.say(format!(
         "trained {} steps in {seconds:.1} s; wrote {} and {}",
         net.step() - first_step,
@@ -296,7 +465,7 @@ pub fn train_command(
     ));
     let test: Vec<usize> = (0..data.test().len()).collect();
     let eval = train::evaluate(gpu, &net, data.test(), &test, strict, None)?;
-    Ok((eval, seconds))
+    Ok((eval, seconds, unreadable.into_iter().collect()))
 }
 
 /// Evaluates a checkpoint on the test side of `data` (or both sides with `all`).
@@ -377,12 +546,24 @@ pub fn report(e: &Evaluation, classes: &[String]) -> String {
         s += "\n";
     }
     if !e.failures.is_empty() {
-        s += &format!(
-            "{} images could not be read and were left out\n",
-            e.failures.len()
-        );
+        s += &unreadable_lines("images could not be read and were left out", &e.failures);
     }
     s
+}
+
+/// "N <what>:" and one indented line per failure (each names its file).
+pub fn unreadable_lines(what: &str, failures: &[String]) -> String {
+    let mut s = format!("{} {what}:\n", failures.len());
+    for f in failures {
+        s += &format!("  {f}\n");
+    }
+    s
+}
+
+/// Every image that could not be read, training and test side, each once.
+pub fn all_unreadable(e: &Evaluation, train: &[String]) -> Vec<String> {
+    let all: BTreeSet<&String> = e.failures.iter().chain(train).collect();
+    all.into_iter().cloned().collect()
 }
 
 /// JSON for scripts.
@@ -406,15 +587,41 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
 }
 
 /// An image, its top-3 classes with probabilities, and the face crop used (with
-/// `--detect-face`: `Some(None)` when no face was found and the whole image was used).
+/// `--detect-face`: `Some(None)` when no face was found and the whole image was used); or why
+/// it could not be predicted (`top` is then empty).
 pub struct Prediction {
     pub path: PathBuf,
     pub top: Vec<(String, f32)>,
     pub face: Option<Option<FaceBox>>,
+    pub error: Option<String>,
+}
+
+/// An [`ImageSource`] that remembers which examples failed to load, so that results can be
+/// matched back to their images when unreadable ones are left out.
+struct Recording<'a> {
+    inner: &'a DatasetSource,
+    failed: Mutex<BTreeSet<usize>>,
+}
+
+impl ImageSource for Recording<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
+        let r = self.inner.load(i, channels, size);
+        if r.is_err() {
+            self.failed.lock().unwrap().insert(i);
+        }
+        r
+    }
+    fn describe(&self, i: usize) -> String {
+        self.inner.describe(i)
+    }
 }
 
 /// Top-3 classes of each image (files, or every image in a folder); with `detect_face` (the
-/// crop margin), each image is first cropped to its largest face.
+/// crop margin), each image is first cropped to its largest face. An image that cannot be
+/// read (or searched for a face) gets its error instead, and the others are still predicted.
 pub fn predict_command(
     gpu: &Gpu,
     path: &Path,
@@ -454,28 +661,39 @@ pub fn predict_command(
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
     net.write_params(gpu, &ck.packed)?;
     let mut samples = Vec::with_capacity(files.len());
+    // Per file: its sample's index, or why there is none; and the face crop.
+    let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(files.len());
     let mut faces = Vec::with_capacity(files.len());
     // One detector for all the images: the 1.2 MB model is parsed once, not per image.
     let mut detector = detect_face
         .map(|margin| face::FaceDetector::new().map(|d| (d, margin)))
         .transpose()?;
     for f in &files {
-        match detector.as_mut() {
-            Some((d, margin)) => {
-                let (sample, crop) = face::face_sample(d, f, *margin)?;
-                samples.push(sample);
+        let sample = match detector.as_mut() {
+            Some((d, margin)) => face::face_sample(d, f, *margin).map(|(sample, crop)| {
                 faces.push(Some(crop));
-            }
+                sample
+            }),
             None => {
-                samples.push(Sample {
+                faces.push(None);
+                Ok(Sample {
                     name: f.display().to_string(),
                     pixels: Pixels::File(f.clone()),
                     label: 0,
                     split: folder::Split::Unsplit,
                     group: None,
                     landmarks: None,
-                });
+                })
+            }
+        };
+        match sample {
+            Ok(sample) => {
+                slots.push(Ok(samples.len()));
+                samples.push(sample);
+            }
+            Err(e) => {
                 faces.push(None);
+                slots.push(Err(e.to_string()));
             }
         }
     }
@@ -483,19 +701,56 @@ pub fn predict_command(
         samples,
         template: Template::Fer2013,
     };
-    let idx: Vec<usize> = (0..files.len()).collect();
-    let e = train::evaluate(gpu, &net, &source, &idx, true, None)?;
+    let recording = Recording {
+        inner: &source,
+        failed: Mutex::default(),
+    };
+    let idx: Vec<usize> = (0..source.len()).collect();
+    let (e, failed) = if idx.is_empty() {
+        (None, BTreeSet::new())
+    } else {
+        let e = train::evaluate(gpu, &net, &recording, &idx, false, None)?;
+        (Some(e), recording.failed.into_inner().unwrap())
+    };
+    // Rows of the evaluation, in order, for the samples that loaded.
     let k = c.classes.len();
+    let mut rows = e.as_ref().map(|e| e.probs.chunks_exact(k));
+    let mut load_errors = e.as_ref().map(|e| e.failures.iter());
     Ok(files
         .into_iter()
         .zip(faces)
-        .zip(e.probs.chunks_exact(k))
-        .map(|((path, face), row)| {
+        .zip(slots)
+        .map(|((path, face), slot)| {
+            let error = match slot {
+                Err(message) => Some(message),
+                Ok(i) if failed.contains(&i) => load_errors
+                    .as_mut()
+                    .and_then(|f| f.next().cloned())
+                    .or_else(|| Some(format!("{}: cannot be read", path.display()))),
+                Ok(_) => None,
+            };
+            if error.is_some() {
+                return Prediction {
+                    path,
+                    top: Vec::new(),
+                    face,
+                    error,
+                };
+            }
+            let row = rows
+                .as_mut()
+                .and_then(|r| r.next())
+                .expect("one row per image that loaded");
             let mut top: Vec<(String, f32)> =
                 c.classes.iter().cloned().zip(row.iter().copied()).collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
             top.truncate(3);
-            Prediction { path, top, face }
+            Prediction {
+                path,
+                top,
+                face,
+                error: None,
+            }
         })
         .collect())
 }
