@@ -357,7 +357,14 @@ fn main() {
         } => (|| {
             // Everything that can fail before training is checked before training: where the
             // results go first (a run must not end on a missing folder), then what is resumed.
-            let inputs = data_inputs(&data);
+            let mut inputs = data_inputs(&data);
+            // The pair being resumed is an input too, unless the run continues it in place.
+            if let Some(r) = resume
+                .as_ref()
+                .filter(|r| !fer_cbam::files::same_file(r, &out))
+            {
+                inputs.extend([r.clone(), checkpoint::optimizer_path(r)]);
+            }
             let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
             fer_cbam::files::check_checkpoint_pair(&out, &inputs)?;
             // A resumed run takes its config from the checkpoint it continues, once the
@@ -595,7 +602,7 @@ fn main() {
             }
             if failed > 0 {
                 return Err(fer_cbam::Error::Data {
-                    path: checkpoint.display().to_string(),
+                    path: "predict".into(),
                     message: format!(
                         "predicted {} of {} images; {failed} could not be read (named above)",
                         rows.len() - failed,

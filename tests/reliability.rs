@@ -483,6 +483,14 @@ fn an_output_that_is_an_input_or_not_a_regular_file_is_refused_and_left_intact()
     assert_one_line_error(&o, 1, &["fer.csv", "also an input"]);
     assert_eq!(std::fs::read_to_string(&data).unwrap(), csv);
     assert_eq!(std::fs::read(&ck).unwrap(), ck_bytes);
+    // explain names each figure after its image: in the image's own folder, the figure of
+    // `a.png` would be written over it.
+    let img = root.join("a.png");
+    write_png(&img, 16, 80);
+    let img_bytes = std::fs::read(&img).unwrap();
+    let o = bin(&["explain", "--checkpoint", s(&ck), s(&img), "--out", s(root)]);
+    assert_one_line_error(&o, 1, &["a.png", "also an input"]);
+    assert_eq!(std::fs::read(&img).unwrap(), img_bytes);
     // Paths that are not regular files: a folder, a link (whose target stays untouched).
     let folder = root.join("folder.safetensors");
     std::fs::create_dir(&folder).unwrap();
@@ -1287,4 +1295,36 @@ fn every_numeric_flag_is_range_checked() {
             "{args:?}: {e}"
         );
     }
+}
+
+#[test]
+fn a_large_photo_is_searched_for_its_face_at_a_bounded_size() {
+    // A CK+ face at 700 px in a 2600x1950 photo: searched on a copy scaled to 2048 (the
+    // cascade's pyramid would take about 16 bytes a pixel at full size), the box scaled back.
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/ckplus/happy");
+    let Some(first) = std::fs::read_dir(&dir).ok().and_then(|r| {
+        let mut f: Vec<PathBuf> = r.flatten().map(|e| e.path()).collect();
+        f.sort();
+        f.into_iter().next()
+    }) else {
+        eprintln!("skipped: {} is not here", dir.display());
+        return;
+    };
+    assert!(2600 > face::DETECT_MAX_SIDE);
+    let face = image::open(first).unwrap().to_luma8();
+    let face = image::imageops::resize(&face, 700, 700, image::imageops::FilterType::Nearest);
+    let mut photo = image::GrayImage::from_pixel(2600, 1950, image::Luma([128]));
+    image::imageops::replace(&mut photo, &face, 1500, 900);
+    let tmp = TempDir::new("rel-bigphoto");
+    let path = tmp.path().join("photo.png");
+    photo.save(&path).unwrap();
+    let mut detector = face::FaceDetector::new().unwrap();
+    let (_, crop) = face::face_sample(&mut detector, &path, 0.25).unwrap();
+    let c = crop.expect("the face is found");
+    let (cx, cy) = (c.x + c.width / 2, c.y + c.height / 2);
+    assert!(
+        (1500..2200).contains(&cx) && (900..1600).contains(&cy) && c.width > 300,
+        "crop {c:?} is not on the face at 1500,900 (700 px)"
+    );
 }

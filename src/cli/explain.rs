@@ -136,6 +136,18 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             message: "nothing to explain: give image files or --synthetic N".into(),
         });
     }
+    // Figures are named after their images: one must not land on an input (an image in the
+    // output folder, or the checkpoint).
+    let mut inputs: Vec<&Path> = a.images.iter().map(PathBuf::as_path).collect();
+    inputs.push(&a.checkpoint);
+    let stem_of = |path: &Path| {
+        path.file_stem()
+            .map_or("image".into(), |s| s.to_string_lossy().into_owned())
+    };
+    for path in &a.images {
+        fer_cbam::files::check_file(&a.out.join(format!("{}.png", stem_of(path))), &inputs)?;
+    }
+    fer_cbam::files::check_file(&a.out.join("explain.json"), &inputs)?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
     let mut items = Vec::new();
@@ -145,9 +157,7 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             .parent()
             .and_then(|p| p.file_name())
             .and_then(|n| folder::class_index(&n.to_string_lossy()));
-        let stem = path
-            .file_stem()
-            .map_or("image".into(), |s| s.to_string_lossy().into_owned());
+        let stem = stem_of(path);
         items.push(Item {
             name: path.display().to_string(),
             stem,
