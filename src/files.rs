@@ -148,6 +148,13 @@ fn probe(dir: &Path) -> std::result::Result<(), String> {
 /// is writable, the path is not a folder, link or device, and it is none of `inputs` (each a
 /// file the same command reads, which writing would destroy).
 pub fn check_file(path: &Path, inputs: &[&Path]) -> Result<()> {
+    check_target(path, inputs)?;
+    let dir = parent_of(path);
+    probe(dir).map_err(|m| err(path, format!("cannot be written ({}: {m})", dir.display())))
+}
+
+/// [`check_file`] without the folder: for files in an output folder that is created later.
+pub fn check_target(path: &Path, inputs: &[&Path]) -> Result<()> {
     if path.file_name().is_none() {
         return Err(err(path, "is not a file path"));
     }
@@ -164,13 +171,14 @@ pub fn check_file(path: &Path, inputs: &[&Path]) -> Result<()> {
             ));
         }
     }
-    let dir = parent_of(path);
-    probe(dir).map_err(|m| err(path, format!("cannot be written ({}: {m})", dir.display())))
+    Ok(())
 }
 
-/// Creates `dir` (and its parents) if needed and checks it is writable, before any work; a
-/// folder that is also an input file is refused.
-pub fn prepare_folder(dir: &Path, inputs: &[&Path]) -> Result<()> {
+/// Checks, before any work, that `dir` can take the command's outputs, without creating it
+/// (a run that fails leaves nothing behind): an existing folder must take new files; a missing
+/// one must be creatable, its nearest existing ancestor a writable folder. A folder that is
+/// also an input file is refused.
+pub fn check_folder(dir: &Path, inputs: &[&Path]) -> Result<()> {
     for input in inputs {
         if same_file(dir, input) {
             return Err(err(
@@ -187,10 +195,23 @@ pub fn prepare_folder(dir: &Path, inputs: &[&Path]) -> Result<()> {
         if !m.is_dir() {
             return Err(err(dir, "exists and is not a folder"));
         }
+        return probe_folder(dir);
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| err(dir, format!("cannot create the output folder: {e}")))?;
-    probe_folder(dir)
+    let mut ancestor = dir.parent();
+    let ancestor = loop {
+        match ancestor {
+            Some(a) if a.as_os_str().is_empty() => break Path::new("."),
+            Some(a) if std::fs::symlink_metadata(a).is_ok() => break a,
+            Some(a) => ancestor = a.parent(),
+            None => break Path::new("."),
+        }
+    };
+    probe(ancestor).map_err(|m| {
+        err(
+            dir,
+            format!("cannot be created ({}: {m})", ancestor.display()),
+        )
+    })
 }
 
 /// The checkpoint path and the optimizer-state path beside it, both checked like

@@ -487,7 +487,7 @@ fn main() {
             seed,
             quiet,
         } => (|| {
-            fer_cbam::files::prepare_folder(&out, &[])?;
+            fer_cbam::files::check_folder(&out, &[])?;
             let mut plan = if full {
                 cli::demo::Plan::full()
             } else {
@@ -530,7 +530,7 @@ fn main() {
                 .and_then(|()| cli::protocol::cross(new_gpu, &a))
                 .map(|r| protocol_done(&r, &a.common.out))
         }
-        Command::Explain(args) => fer_cbam::files::prepare_folder(&args.out, &[&args.checkpoint])
+        Command::Explain(args) => fer_cbam::files::check_folder(&args.out, &[&args.checkpoint])
             .and_then(|()| new_gpu())
             .and_then(|gpu| {
                 let w = cli::explain::explain_command(&gpu, &args)?;
@@ -628,7 +628,7 @@ fn main() {
 /// Creates a protocol's report folder before the data is read or a model trained.
 fn protocol_folder(out: &std::path::Path, inputs: &[PathBuf]) -> fer_cbam::Result<()> {
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
-    fer_cbam::files::prepare_folder(out, &inputs)
+    fer_cbam::files::check_folder(out, &inputs)
 }
 
 /// Prints a finished protocol's summary table and where its report is.

@@ -145,9 +145,9 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             .map_or("image".into(), |s| s.to_string_lossy().into_owned())
     };
     for path in &a.images {
-        fer_cbam::files::check_file(&a.out.join(format!("{}.png", stem_of(path))), &inputs)?;
+        fer_cbam::files::check_target(&a.out.join(format!("{}.png", stem_of(path))), &inputs)?;
     }
-    fer_cbam::files::check_file(&a.out.join("explain.json"), &inputs)?;
+    fer_cbam::files::check_target(&a.out.join("explain.json"), &inputs)?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
     let mut items = Vec::new();

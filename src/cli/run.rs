@@ -379,8 +379,11 @@ pub fn train_command(
             )
         }
         None => {
-            let packed = ParamTable::new(&config).init(seed);
-            (config, packed, None)
+            // The parameters are one device buffer: a network too large for it fails here,
+            // before a gigabyte is initialised on the CPU for nothing.
+            let table = ParamTable::new(&config);
+            gpu.check_size("params", 4 * table.packed_len() as u64, true)?;
+            (config, table.init(seed), None)
         }
     };
     out.say(format!("data: {}", data.describe()));
