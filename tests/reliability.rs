@@ -129,6 +129,62 @@ fn sizes_from_flags_are_refused_before_anything_is_allocated() {
     assert!(!Path::new(out).exists());
 }
 
+#[test]
+fn device_sizes_that_overflow_are_errors_not_wrapped_buffers() {
+    // 2^40 x 2^40 floats: the byte count overflows u64 (a panic in debug builds, a small
+    // wrapped buffer in release ones, before).
+    let e = gpu().zeros("huge", &[1 << 40, 1 << 40]).unwrap_err();
+    assert!(
+        matches!(e, Error::BufferTooLarge { ref name, .. } if name == "huge"),
+        "{e}"
+    );
+    let e = pollster::block_on(Network::new(
+        gpu(),
+        &tiny_config(),
+        1 << 20,
+        TrainOptions::default(),
+    ))
+    .err()
+    .expect("batch 2^20 must be refused")
+    .to_string();
+    assert!(e.contains("batch size 1048576"), "{e}");
+}
+
+#[test]
+fn a_network_too_large_for_the_device_is_refused_before_it_is_initialised() {
+    // Two stages of width 2048: 37.8 M parameters, within every bound of the config, and
+    // 151 MB of parameters, over the 128 MiB storage binding lavapipe allows.
+    let config = ModelConfig {
+        widths: vec![2048, 2048],
+        image_size: 16,
+        ..ModelConfig::default()
+    };
+    config.validate().unwrap();
+    let bytes = 4 * ParamTable::new(&config).packed_len() as u64;
+    if bytes <= gpu().limits.max_storage_buffer_binding_size {
+        eprintln!("skipped: this device binds {bytes} bytes of parameters");
+        return;
+    }
+    let dir = TempDir::new("rel-toolarge");
+    let out = dir.path().join("m.safetensors");
+    let o = bin(&[
+        "train",
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--widths",
+        "2048,2048",
+        "--synthetic",
+        "70",
+        "--batch-size",
+        "8",
+    ]);
+    assert_one_line_error(&o, 1, &["params", "max_storage_buffer_binding_size"]);
+}
+
 /// A safetensors file written by hand: `meta` as the header's metadata, tensors as given.
 fn raw_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &[(&str, String)]) -> Vec<u8> {
     let refs: Vec<(String, Vec<usize>, &[f32])> = tensors
