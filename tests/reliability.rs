@@ -539,6 +539,30 @@ fn an_output_that_is_an_input_or_not_a_regular_file_is_refused_and_left_intact()
     assert_one_line_error(&o, 1, &["fer.csv", "also an input"]);
     assert_eq!(std::fs::read_to_string(&data).unwrap(), csv);
     assert_eq!(std::fs::read(&ck).unwrap(), ck_bytes);
+    // The optimizer state of the pair being resumed, given as the new checkpoint.
+    let pair = root.join("pair.safetensors");
+    let n = ParamTable::new(&config).packed_len();
+    let optim = checkpoint::save_training(
+        &pair,
+        &config,
+        &ParamTable::new(&config).init(0),
+        &vec![0.0; n],
+        &vec![0.0; n],
+        3,
+    )
+    .unwrap();
+    let optim_bytes = std::fs::read(&optim).unwrap();
+    let o = bin(&[
+        "train",
+        "--resume",
+        s(&pair),
+        "--out",
+        s(&optim),
+        "--epochs",
+        "1",
+    ]);
+    assert_one_line_error(&o, 1, &["pair.optim.safetensors", "also an input"]);
+    assert_eq!(std::fs::read(&optim).unwrap(), optim_bytes);
     // explain names each figure after its image: in the image's own folder, the figure of
     // `a.png` would be written over it.
     let img = root.join("a.png");
