@@ -68,6 +68,25 @@ pub enum Error {
     #[error("{path}: {message}")]
     Data { path: String, message: String },
 
+    /// Training produced a non-finite loss or parameter; `kept` says what was kept on disk (filled in by
+    /// the caller, which knows what it saved).
+    #[error(
+        "training diverged at step {step} (epoch {epoch}): {what}; lower the learning rate or \
+         the weight decay{kept}"
+    )]
+    Diverged {
+        step: u32,
+        epoch: usize,
+        /// What was seen: "the loss is NaN", "parameter `x`[3] is inf".
+        what: String,
+        kept: String,
+    },
+
+    /// A stop was requested (Ctrl-C): the loop stopped after finishing step `step`; `saved`
+    /// says what was saved (filled in by the caller).
+    #[error("interrupted after step {step}{saved}")]
+    Interrupted { step: u32, saved: String },
+
     /// Mapping a buffer for readback failed.
     #[error("reading back `{name}` failed: {message}")]
     Readback { name: String, message: String },

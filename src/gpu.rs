@@ -32,6 +32,53 @@ pub struct Gpu {
     /// (native only: the profiler blocks on its readbacks).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) recorder: Mutex<Option<crate::profile::Recorder>>,
+    /// Set when the adapter in use is a slow fallback the user may not have meant: the OpenGL
+    /// backend, or a CPU adapter while a GPU is there. The CLI prints it on every command.
+    pub warning: Option<String>,
+}
+
+/// How to choose a backend and an adapter, for messages.
+pub const CHOOSING: &str = "choose with WGPU_BACKEND=vulkan|metal|dx12|gl and \
+                            WGPU_ADAPTER_NAME=<part of an adapter's name>";
+
+/// Why `info` (the adapter picked) is probably not what the user wanted, if it is a slow
+/// fallback: GL (wgpu's last resort when it finds no Vulkan, Metal or DX12 driver; compute
+/// through it is many times slower), or a CPU adapter while a GPU adapter exists.
+async fn slow_fallback(instance: &wgpu::Instance, info: &wgpu::AdapterInfo) -> Option<String> {
+    let asked = wgpu::Backends::from_env();
+    if info.backend == wgpu::Backend::Gl && asked != Some(wgpu::Backends::GL) {
+        return Some(format!(
+            "running on the OpenGL backend ({}): no Vulkan, Metal or DX12 adapter was found, and \
+             compute through OpenGL is many times slower. Install a Vulkan driver (on Linux \
+             without a GPU: mesa-vulkan-drivers, for lavapipe), or set WGPU_BACKEND=gl to use \
+             OpenGL on purpose",
+            info.name
+        ));
+    }
+    if info.device_type == wgpu::DeviceType::Cpu && std::env::var_os("WGPU_ADAPTER_NAME").is_none()
+    {
+        // Without WGPU_BACKEND, wgpu already prefers any GPU to a CPU adapter: only a narrowed
+        // backend can hide one, so only then is it worth listing the adapters.
+        asked?;
+        let gpus: Vec<String> = instance
+            .enumerate_adapters(wgpu::Backends::all())
+            .await
+            .iter()
+            .map(|a| a.get_info())
+            .filter(|i| i.device_type != wgpu::DeviceType::Cpu)
+            .map(|i| format!("{} ({:?})", i.name, i.backend))
+            .collect();
+        if !gpus.is_empty() {
+            return Some(format!(
+                "running on the CPU adapter {} ({:?}) while this machine has {}: WGPU_BACKEND \
+                 leaves them out; unset it, or {CHOOSING}",
+                info.name,
+                info.backend,
+                gpus.join(", ")
+            ));
+        }
+    }
+    None
 }
 
 impl Gpu {
@@ -45,6 +92,10 @@ impl Gpu {
         let instance = wgpu::Instance::new(desc);
         let adapter = choose_adapter(&instance).await?;
         let info = adapter.get_info();
+        let warning = slow_fallback(&instance, &info).await;
+        if let Some(w) = &warning {
+            log::warn!("{w}");
+        }
         let a = adapter.limits();
 
         // wgpu's defaults cap a storage binding at 128 MiB: exactly the first activation at batch
@@ -109,7 +160,16 @@ impl Gpu {
             dummy,
             #[cfg(not(target_arch = "wasm32"))]
             recorder: Mutex::new(None),
+            warning,
         })
+    }
+
+    /// One line: the adapter, its kind and the backend, and how to choose another.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({:?}) on {:?}; {CHOOSING}",
+            self.info.name, self.info.device_type, self.info.backend
+        )
     }
 
     /// [`Gpu::new`] for native code that may block.
@@ -228,8 +288,19 @@ impl Gpu {
 
     /// A zero-filled f32 tensor.
     pub fn zeros(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let buffer = self.storage_buffer(name, 4 * n as u64)?;
+        // A product that overflows is a size no device has, not a wrapped small one.
+        let n = shape
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| Error::BufferTooLarge {
+                name: name.to_string(),
+                size: u64::MAX,
+                mib: f64::INFINITY,
+                limit_name: "max_buffer_size",
+                limit: self.limits.max_buffer_size,
+            })?
+            / 4;
+        let buffer = self.storage_buffer(name, 4 * n)?;
         Ok(Tensor::new(name, Arc::new(buffer), 0, shape))
     }
 

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod figure_text;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod figures;
+pub mod files;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;

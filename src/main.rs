@@ -15,7 +15,9 @@ use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
     about = "Train and evaluate the CBAM attention CNN for facial expression recognition under \
              occlusion, on any GPU through wgpu",
     after_help = "Environment: WGPU_BACKEND (vulkan, metal, dx12, gl) narrows the backends; \
-                  WGPU_ADAPTER_NAME picks the adapter whose name contains it."
+                  WGPU_ADAPTER_NAME picks the adapter whose name contains it. `fer-cbam info` \
+                  says which adapter and backend are used; a slow fallback (OpenGL, or a CPU \
+                  adapter while a GPU is there) is warned about on every command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,7 +38,7 @@ enum Command {
         #[arg(long)]
         model: bool,
         /// Batch size of the memory plan.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
         batch_size: usize,
         #[command(flatten)]
         config: ConfigArgs,
@@ -56,7 +58,7 @@ enum Command {
     /// gradient (`grad.<name>`) and the parameters after one Adam step (`param.<name>`) to one
     /// safetensors file: the hook for holding the engine against another framework.
     DebugStep {
-        /// Checkpoint to start from.
+        /// Checkpoint to start from (never overwritten: --out must be another path).
         #[arg(long)]
         checkpoint: PathBuf,
         /// safetensors file with `images` (f32 [N, C, H, W], network input scale) and
@@ -66,47 +68,60 @@ enum Command {
         /// Output safetensors file (written atomically).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 1e-3)]
+        /// Adam's learning rate (above 0).
+        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-3)]
         lr: f64,
-        #[arg(long, default_value_t = 0.9)]
+        /// Adam's first-moment decay, in [0, 1).
+        #[arg(long, value_parser = crate::cli::below_one, default_value_t = 0.9)]
         beta1: f64,
-        #[arg(long, default_value_t = 0.999)]
+        /// Adam's second-moment decay, in [0, 1).
+        #[arg(long, value_parser = crate::cli::below_one, default_value_t = 0.999)]
         beta2: f64,
-        #[arg(long, default_value_t = 1e-8)]
+        /// Adam's epsilon (above 0).
+        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-8)]
         eps: f64,
         /// Decoupled (AdamW) weight decay.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, value_parser = crate::cli::non_negative, default_value_t = 0.0)]
         weight_decay: f64,
     },
     /// Train a model (on the embedded synthetic faces unless --data is given), write the
     /// checkpoint and its optimizer state, and evaluate it on the held-out test side.
     Train {
         /// Output checkpoint (.safetensors); the optimizer state goes beside it
-        /// (.optim.safetensors) for --resume.
+        /// (.optim.safetensors) for --resume. Both are checked writable before training starts.
         #[arg(long)]
         out: PathBuf,
-        /// Continue from this checkpoint and its optimizer state (its config is used).
+        /// Continue from this checkpoint and its optimizer state (its config is used); the two
+        /// must be a pair saved together (same step, matching parameters). A run stopped
+        /// mid-epoch continues that epoch, which counts as the first of --epochs. It may be the
+        /// same path as --out (the run continues in place).
         #[arg(long)]
         resume: Option<PathBuf>,
-        #[arg(long, default_value_t = 10)]
+        /// Epochs to train (at least 1; `init` writes an untrained checkpoint).
+        #[arg(long, value_parser = crate::cli::epochs, default_value_t = 10)]
         epochs: usize,
-        #[arg(long, default_value_t = 64)]
+        /// Also save --out (and its optimizer state) every N epochs during training, not only
+        /// at the end. Ctrl-C always saves the step reached, then stops.
+        #[arg(long, value_name = "N", value_parser = crate::cli::every)]
+        checkpoint_every: Option<usize>,
+        /// Training batch size.
+        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
         batch_size: usize,
         /// Adam's learning rate.
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-3)]
         lr: f64,
         /// Decoupled (AdamW) weight decay.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, value_parser = crate::cli::non_negative, default_value_t = 0.0)]
         weight_decay: f64,
         /// Seed of the initialisation, the shuffling and the dropout masks.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Dropout probability of the head.
-        #[arg(long, default_value_t = 0.2)]
+        #[arg(long, value_parser = crate::cli::dropout, default_value_t = 0.2)]
         dropout: f32,
         /// Fraction of training images that get one of the paper's five occlusions (random
         /// 8/16/24 px patch, eyes, mouth), redrawn every epoch.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, value_parser = crate::cli::fraction, default_value_t = 0.0)]
         occlusion_mix: f64,
         #[command(flatten)]
         recipe: cli::recipe::RecipeArgs,
@@ -123,12 +138,14 @@ enum Command {
     },
     /// Evaluate a checkpoint: accuracy, macro F1, per-class precision/recall/F1, confusion.
     Eval {
+        /// Checkpoint to evaluate.
         #[arg(long)]
         checkpoint: PathBuf,
         /// Which side of the data: test (default) or train.
         #[arg(long, value_parser = ["test", "train"], default_value = "test")]
         split: String,
-        #[arg(long, default_value_t = 64)]
+        /// Evaluation batch size.
+        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
         batch_size: usize,
         /// Occlude every test image: none, patch8, patch16, patch24, eyes or mouth.
         #[arg(long, default_value = "none")]
@@ -150,10 +167,10 @@ enum Command {
         #[arg(long)]
         full: bool,
         /// Override the number of epochs.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::cli::epochs)]
         epochs: Option<usize>,
         /// Override the number of synthetic faces (80% train, 20% test).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::cli::synthetic_count)]
         synthetic: Option<usize>,
         /// Seed of the initialisation, shuffling, dropout and occlusion draws.
         #[arg(long, default_value_t = 0)]
@@ -185,9 +202,11 @@ enum Command {
     Occlude(cli::explain::OccludeArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
     Predict {
+        /// Checkpoint to predict with.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Image files or folders.
+        /// Image files or folders. An image that cannot be read is reported and the others are
+        /// still predicted; the exit status is then 1.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Crop each image to a square around its face first: the box of the `.pts` landmarks
@@ -201,7 +220,7 @@ enum Command {
         detect_face: bool,
         /// Margin added around the face box on every side, as a fraction of its size
         /// [default: 0.25, or the checkpoint's].
-        #[arg(long, value_name = "M")]
+        #[arg(long, value_name = "M", value_parser = crate::cli::margin)]
         face_margin: Option<f32>,
         /// Print JSON.
         #[arg(long)]
@@ -213,16 +232,16 @@ enum Command {
 #[derive(Args)]
 struct ConfigArgs {
     /// Square input size in pixels.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
     image_size: usize,
     /// Input channels: 3 (grayscale replicated) or 1.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = crate::cli::in_channels, default_value_t = 3)]
     in_channels: usize,
     /// Attention variant: full, none, channel or spatial.
     #[arg(long, default_value = "full")]
     attention: Attention,
     /// Conv widths of the stages, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    #[arg(long, value_parser = crate::cli::width, value_delimiter = ',', default_value = "32,64,128,256")]
     widths: Vec<usize>,
     #[command(flatten)]
     network: cli::recipe::NetworkArgs,
@@ -242,9 +261,59 @@ impl ConfigArgs {
     }
 }
 
+/// The command line, or one line saying what is wrong with it (clap's own messages, folded
+/// onto one line without the usage block) and exit status 2; help and version print as usual.
+fn parse_args() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            cli::warn_line(line.join(" "));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Opens the device, and warns on stderr when it is a slow fallback (OpenGL, or a CPU adapter
+/// while a GPU is there), whatever the command and however quiet.
+fn new_gpu() -> fer_cbam::Result<fer_cbam::Gpu> {
+    let gpu = fer_cbam::Gpu::new_blocking()?;
+    if let Some(w) = &gpu.warning {
+        cli::warn_line(format!("warning: {w}"));
+    }
+    Ok(gpu)
+}
+
+/// The files a data flag names (a CSV dataset, a landmark sidecar): outputs must not be them.
+fn data_inputs(data: &DataArgs) -> Vec<PathBuf> {
+    data.data
+        .iter()
+        .filter(|p| p.is_file())
+        .chain(data.landmarks_csv.iter())
+        .cloned()
+        .collect()
+}
+
 fn main() {
     let start = std::time::Instant::now();
-    let cli = Cli::parse();
+    let cli = parse_args();
     let result = match cli.command {
         Command::Profile(args) => cli::profile::profile(&args, start),
         Command::Info {
@@ -270,21 +339,24 @@ fn main() {
                 eps,
                 weight_decay,
             };
-            fer_cbam::Gpu::new_blocking().and_then(|gpu| {
-                pollster::block_on(fer_cbam::model::debug_step::debug_step(
-                    &gpu,
-                    &checkpoint,
-                    &batch,
-                    adam,
-                    &out,
-                ))
-                .map(|()| println!("wrote {}", out.display()))
-            })
+            fer_cbam::files::check_file(&out, &[&checkpoint, &batch])
+                .and_then(|()| new_gpu())
+                .and_then(|gpu| {
+                    pollster::block_on(fer_cbam::model::debug_step::debug_step(
+                        &gpu,
+                        &checkpoint,
+                        &batch,
+                        adam,
+                        &out,
+                    ))
+                    .map(|()| cli::print_line(format!("wrote {}", out.display())))
+                })
         }
         Command::Train {
             out,
             resume,
             epochs,
+            checkpoint_every,
             batch_size,
             lr,
             weight_decay,
@@ -297,13 +369,26 @@ fn main() {
             quiet,
             json,
         } => (|| {
-            // A resumed run takes its config from the checkpoint it continues, and its face
-            // crop unless --crop says otherwise.
+            // Everything that can fail before training is checked before training: where the
+            // results go first (a run must not end on a missing folder), then what is resumed.
+            let mut inputs = data_inputs(&data);
+            // The pair being resumed is an input too, unless the run continues it in place.
+            if let Some(r) = resume
+                .as_ref()
+                .filter(|r| !fer_cbam::files::same_file(r, &out))
+            {
+                inputs.extend([r.clone(), checkpoint::optimizer_path(r)]);
+            }
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+            fer_cbam::files::check_checkpoint_pair(&out, &inputs)?;
+            // A resumed run takes its config from the checkpoint it continues, once the
+            // checkpoint and its optimizer state are known to be a pair, and its face crop
+            // unless --crop says otherwise.
             let (c, trained_crop) = match &resume {
-                Some(path) => (
-                    fer_cbam::model::checkpoint::load(path)?.config,
-                    fer_cbam::model::checkpoint::load_training(path)?.and_then(|t| t.crop),
-                ),
+                Some(path) => {
+                    let st = checkpoint::load_training(path)?;
+                    (st.checkpoint.config, st.meta.and_then(|t| t.crop))
+                }
                 None => {
                     let mut c = config.config()?;
                     c.dropout = dropout;
@@ -311,15 +396,9 @@ fn main() {
                     (c, None)
                 }
             };
-            if !(0.0..=1.0).contains(&occlusion_mix) {
-                return Err(fer_cbam::Error::InvalidConfig {
-                    op: "--occlusion-mix".into(),
-                    message: format!("{occlusion_mix} is not a fraction between 0 and 1"),
-                });
-            }
             recipe.check(c.image_size)?;
             let crop = data.crop_for(trained_crop)?;
-            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let gpu = new_gpu()?;
             let d = data.load_with(crop, quiet || json)?;
             let adam = fer_cbam::ops::adam::AdamConfig {
                 lr,
@@ -327,7 +406,9 @@ fn main() {
                 ..Default::default()
             };
             let o = Output { quiet, json };
+            o.say(format!("device: {}", gpu.summary()));
             let classes = c.classes.clone();
+            run::install_interrupt_handler();
             let job = run::TrainJob {
                 out_path: &out,
                 resume: resume.as_deref(),
@@ -341,6 +422,9 @@ fn main() {
                 split_seed: data.split_seed,
                 grouped: data.group_by == "subject",
                 crop,
+                saving: run::Saving {
+                    every: checkpoint_every,
+                },
             };
             let t = run::train_command(&gpu, c, &d, &job, &o)?;
             if json {
@@ -356,9 +440,18 @@ fn main() {
                     "kept_epoch": t.kept,
                 });
                 v["crop"] = serde_json::json!(d.crop());
-                println!("{v}");
+                v["unreadable"] = serde_json::json!(run::all_unreadable(&t.eval, &t.unreadable));
+                v["train_unreadable"] = serde_json::json!(t.unreadable);
+                cli::print_line(v);
             } else {
-                println!("test: {}", run::report(&t.eval, &classes));
+                cli::print_line(format!("test: {}", run::report(&t.eval, &classes)));
+                if !t.unreadable.is_empty() {
+                    cli::print_text(run::unreadable_lines(
+                        "training images could not be read; each time, its row of the batch \
+                         was filled with a copy of a readable image of the same batch",
+                        &t.unreadable,
+                    ));
+                }
             }
             Ok(())
         })(),
@@ -382,9 +475,9 @@ fn main() {
             };
             let config = fer_cbam::model::checkpoint::load(&checkpoint)?.config;
             // The checkpoint's face crop unless --crop says otherwise.
-            let trained = fer_cbam::model::checkpoint::load_training(&checkpoint)?;
+            let trained = fer_cbam::model::checkpoint::load_training_meta(&checkpoint)?;
             let crop = data.crop_for(trained.and_then(|t| t.crop))?;
-            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let gpu = new_gpu()?;
             let d = data.load_with(crop, json)?;
             let lm = cli::occlude::landmarks_of(&d, split == "test");
             let f = occ.map(|o| cli::occlude::fixed(o, config.in_channels, config.image_size, lm));
@@ -405,13 +498,13 @@ fn main() {
                 v["occlusion"] = serde_json::json!(occlusion);
                 v["landmarks"] = serde_json::json!(source);
                 v["crop"] = serde_json::json!(d.crop());
-                println!("{v}");
+                cli::print_line(v);
             } else {
-                println!(
+                cli::print_line(format!(
                     "{}; occlusion {occlusion} (landmarks: {source})\n{}",
                     d.describe(),
                     run::report(&e, &classes)
-                );
+                ));
             }
             Ok(())
         })(),
@@ -425,6 +518,7 @@ fn main() {
             quiet,
             network,
         } => (|| {
+            fer_cbam::files::check_folder(&out, &[])?;
             let mut plan = if full {
                 cli::demo::Plan::full()
             } else {
@@ -440,29 +534,55 @@ fn main() {
                 plan.test = n / 5;
                 plan.train = n - plan.test;
             }
-            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let gpu = new_gpu()?;
             let md = cli::demo::demo(&gpu, &plan, &recipe, &out, seed, quiet)?;
-            println!("{md}");
-            println!("report written to {}", out.display());
+            cli::print_line(md);
+            cli::print_line(format!("report written to {}", out.display()));
             Ok(())
         })(),
-        Command::Kfold(a) => cli::protocol::kfold(fer_cbam::Gpu::new_blocking, &a)
-            .map(|r| protocol_done(&r, &a.common.out)),
-        Command::Holdout(a) => cli::protocol::holdout(fer_cbam::Gpu::new_blocking, &a)
-            .map(|r| protocol_done(&r, &a.common.out)),
-        Command::Cross(a) => cli::protocol::cross(fer_cbam::Gpu::new_blocking, &a)
-            .map(|r| protocol_done(&r, &a.common.out)),
-        Command::Explain(args) => fer_cbam::Gpu::new_blocking().and_then(|gpu| {
-            let w = cli::explain::explain_command(&gpu, &args)?;
-            for f in &w.figures {
-                println!("wrote {}", f.display());
-            }
-            println!("wrote {}", args.out.join("explain.json").display());
-            Ok(())
-        }),
-        Command::Occlude(args) => cli::explain::occlude_command(&args).map(|(w, h)| {
-            println!("wrote {} ({w}x{h})", args.out.display());
-        }),
+        Command::Kfold(a) => {
+            let inputs = data_inputs(&a.data);
+            protocol_folder(&a.common.out, &inputs)
+                .and_then(|()| cli::protocol::kfold(new_gpu, &a))
+                .map(|r| protocol_done(&r, &a.common.out))
+        }
+        Command::Holdout(a) => {
+            let inputs = data_inputs(&a.data);
+            protocol_folder(&a.common.out, &inputs)
+                .and_then(|()| cli::protocol::holdout(new_gpu, &a))
+                .map(|r| protocol_done(&r, &a.common.out))
+        }
+        Command::Cross(a) => {
+            let mut inputs: Vec<PathBuf> = a.train.iter().chain([&a.test]).cloned().collect();
+            inputs.extend(
+                a.train_landmarks_csv
+                    .iter()
+                    .chain(&a.test_landmarks_csv)
+                    .cloned(),
+            );
+            protocol_folder(&a.common.out, &inputs)
+                .and_then(|()| cli::protocol::cross(new_gpu, &a))
+                .map(|r| protocol_done(&r, &a.common.out))
+        }
+        Command::Explain(args) => fer_cbam::files::check_folder(&args.out, &[&args.checkpoint])
+            .and_then(|()| new_gpu())
+            .and_then(|gpu| {
+                let w = cli::explain::explain_command(&gpu, &args)?;
+                for f in &w.figures {
+                    cli::print_line(format!("wrote {}", f.display()));
+                }
+                cli::print_line(format!("wrote {}", args.out.join("explain.json").display()));
+                Ok(())
+            }),
+        Command::Occlude(args) => {
+            let inputs = data_inputs(&args.data);
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+            fer_cbam::files::check_file(&args.out, &inputs)
+                .and_then(|()| cli::explain::occlude_command(&args))
+                .map(|(w, h)| {
+                    cli::print_line(format!("wrote {} ({w}x{h})", args.out.display()));
+                })
+        }
         Command::Predict {
             checkpoint,
             inputs,
@@ -476,16 +596,25 @@ fn main() {
             } else {
                 crop
             };
-            let trained = fer_cbam::model::checkpoint::load_training(&checkpoint)?;
+            let trained = fer_cbam::model::checkpoint::load_training_meta(&checkpoint)?;
             let crop = run::resolve_crop(crop, face_margin, trained.and_then(|t| t.crop))?;
-            let gpu = fer_cbam::Gpu::new_blocking()?;
+            let gpu = new_gpu()?;
             let rows = run::predict_command(&gpu, &checkpoint, &inputs, crop)?;
-            for r in rows {
+            let mut failed = 0;
+            for r in &rows {
                 let face_json = |f: &Option<fer_cbam::data::crop::FoundFace>| match f {
                     Some(f) => serde_json::json!([f.crop.x, f.crop.y, f.crop.width, f.crop.height]),
                     None => serde_json::Value::Null,
                 };
-                if json {
+                if let Some(e) = &r.error {
+                    // The other images are still predicted; the exit status says one was not.
+                    failed += 1;
+                    if json {
+                        cli::print_line(serde_json::json!({"image": r.path, "error": e}));
+                    } else {
+                        cli::warn_line(format!("error: {e}"));
+                    }
+                } else if json {
                     let t: Vec<_> = r
                         .top
                         .iter()
@@ -496,7 +625,7 @@ fn main() {
                         v["face"] = face_json(f);
                         v["face_from"] = serde_json::json!(f.map(|f| f.from));
                     }
-                    println!("{v}");
+                    cli::print_line(v);
                 } else {
                     let t: Vec<String> = r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
                     let face = match &r.face {
@@ -514,61 +643,90 @@ fn main() {
                         }
                         Some(None) => " (no face found: whole image)".into(),
                     };
-                    println!("{}: {}{face}", r.path.display(), t.join(", "));
+                    cli::print_line(format!("{}: {}{face}", r.path.display(), t.join(", ")));
                 }
+            }
+            if failed > 0 {
+                return Err(fer_cbam::Error::Data {
+                    path: "predict".into(),
+                    message: format!(
+                        "predicted {} of {} images; {failed} could not be read (named above)",
+                        rows.len() - failed,
+                        rows.len()
+                    ),
+                });
             }
             Ok(())
         })(),
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        cli::warn_line(format!("error: {e}"));
+        // 130 = 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C.
+        let code = if matches!(e, fer_cbam::Error::Interrupted { .. }) {
+            130
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
+}
+
+/// Creates a protocol's report folder before the data is read or a model trained.
+fn protocol_folder(out: &std::path::Path, inputs: &[PathBuf]) -> fer_cbam::Result<()> {
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    fer_cbam::files::check_folder(out, &inputs)
 }
 
 /// Prints a finished protocol's summary table and where its report is.
 fn protocol_done(report: &fer_cbam::protocol::Report, out: &std::path::Path) {
     let md = report.markdown();
     let table = md.split("\n## Models").next().unwrap_or(&md);
-    println!("{table}");
-    println!("report written to {}", out.display());
+    cli::print_line(table);
+    cli::print_line(format!("report written to {}", out.display()));
 }
 
 fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result<()> {
-    let gpu = fer_cbam::Gpu::new_blocking()?;
-    println!("{}", gpu.describe());
+    let gpu = new_gpu()?;
+    cli::print_line(gpu.describe());
+    cli::print_line(format!("choosing: {}", fer_cbam::gpu::CHOOSING));
     if model {
         let config = config.config()?;
         let table = ParamTable::new(&config);
-        println!("\nmodel: {}", serde_json::to_string(&config).unwrap());
-        println!("{:<40} {:<18} {:>10}", "parameter", "shape", "count");
+        cli::print_line(format!(
+            "\nmodel: {}",
+            serde_json::to_string(&config).unwrap()
+        ));
+        cli::print_line(format!(
+            "{:<40} {:<18} {:>10}",
+            "parameter", "shape", "count"
+        ));
         for e in table.entries() {
-            println!(
+            cli::print_line(format!(
                 "{:<40} {:<18} {:>10}",
                 e.name,
                 format!("{:?}", e.shape),
                 e.len()
-            );
+            ));
         }
-        println!("{:<40} {:<18} {:>10}", "total", "", table.count());
+        cli::print_line(format!("{:<40} {:<18} {:>10}", "total", "", table.count()));
         if !table.buffers().is_empty() {
-            println!(
+            cli::print_line(format!(
                 "\n{:<40} {:<18} {:>10}",
                 "buffer (not trained; in the checkpoint)", "shape", "count"
-            );
+            ));
             for e in table.buffers() {
-                println!(
+                cli::print_line(format!(
                     "{:<40} {:<18} {:>10}",
                     e.name,
                     format!("{:?}", e.shape),
                     e.len()
-                );
+                ));
             }
             for name in table.counters() {
-                println!("{name:<40} {:<18} {:>10}", "[] (I64)", 1);
+                cli::print_line(format!("{name:<40} {:<18} {:>10}", "[] (I64)", 1));
             }
             let floats: usize = table.buffers().iter().map(|e| e.len()).sum();
-            println!("{:<40} {:<18} {:>10}", "total f32", "", floats);
+            cli::print_line(format!("{:<40} {:<18} {:>10}", "total f32", "", floats));
         }
         let net = pollster::block_on(fer_cbam::model::Network::new(
             &gpu,
@@ -577,32 +735,38 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
             Default::default(),
         ))?;
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!(
+        cli::print_line(format!(
             "\nmemory plan at batch {batch_size} (the network's device tensors, f32; each gate's and batch norm's small saved tensors come on top):"
-        );
+        ));
         let mut total = 0;
         for e in net.plan() {
             total += e.bytes;
-            println!(
+            cli::print_line(format!(
                 "{:<40} {:<22} {:>10.2} MiB",
                 e.name,
                 format!("{:?}", e.shape),
                 mib(e.bytes)
-            );
+            ));
         }
-        println!("{:<40} {:<22} {:>10.2} MiB", "total", "", mib(total));
+        cli::print_line(format!(
+            "{:<40} {:<22} {:>10.2} MiB",
+            "total",
+            "",
+            mib(total)
+        ));
     }
     Ok(())
 }
 
 fn init(seed: u64, out: &std::path::Path, config: &ConfigArgs) -> fer_cbam::Result<()> {
     let config = config.config()?;
+    fer_cbam::files::check_file(out, &[])?;
     let table = ParamTable::new(&config);
     checkpoint::save(out, &config, &table.init(seed))?;
-    println!(
+    cli::print_line(format!(
         "wrote {} ({} parameters, seed {seed})",
         out.display(),
         table.count()
-    );
+    ));
     Ok(())
 }

@@ -457,6 +457,11 @@ pub struct Profile {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
     use crate::model::network::{Network, TrainOptions};
+    // The recorder records every submission to the device while it is installed, so two
+    // profiles at once (threads sharing a device, as tests do) would each record the other's
+    // steps: they run one after the other.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let method = match opts.method {
         None => Method::available(gpu)[0],
         Some(m) if Method::available(gpu).contains(&m) => m,

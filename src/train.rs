@@ -2,6 +2,7 @@
 //! while the GPU trains on this one), the learning-rate schedule they follow, and model
 //! selection on a validation split.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,26 @@ pub trait ImageSource: Sync {
     fn describe(&self, i: usize) -> String;
 }
 
+/// A request to stop training, process-wide because Ctrl-C is: [`train`] checks it after every
+/// step it submits and returns [`Error::Interrupted`] with the network at a whole step, ready
+/// to be saved and resumed exactly.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running [`train`] to stop after its current step (a signal handler may call it).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether a stop was requested and not yet cleared.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Clears a stop request (before a new run).
+pub fn clear_stop() {
+    STOP.store(false, Ordering::SeqCst);
+}
+
 /// One batch prepared on the CPU thread.
 struct Prepared {
     images: Vec<f32>,
@@ -34,6 +55,8 @@ struct Prepared {
     real: usize,
     /// Examples that failed to load and were replaced (non-strict mode).
     failures: Vec<String>,
+    /// The examples behind the real rows, in row order.
+    loaded: Vec<usize>,
 }
 
 /// What a training run reports after each readback.
@@ -80,6 +103,7 @@ fn prepare(
     let mut images = Vec::with_capacity(batch * plane);
     let mut labels = Vec::with_capacity(batch);
     let mut failures = Vec::new();
+    let mut loaded = Vec::with_capacity(batch);
     for &i in indices {
         match source.load(i, channels, size) {
             Ok((mut px, y)) => {
@@ -88,6 +112,7 @@ fn prepare(
                 }
                 images.extend(px.iter().map(|&p| p as f32 / 255.0));
                 labels.push(y);
+                loaded.push(i);
             }
             Err(e) if !strict => failures.push(e.to_string()),
             Err(e) => return Err(e),
@@ -95,9 +120,13 @@ fn prepare(
     }
     let real = labels.len();
     if real == 0 {
-        return Err(Error::Data {
-            path: source.describe(indices[0]),
-            message: "no example of this batch could be loaded".into(),
+        // Nothing to fill the batch with: evaluation skips it, training stops on it.
+        return Ok(Prepared {
+            images,
+            labels,
+            real,
+            failures,
+            loaded,
         });
     }
     while labels.len() < batch {
@@ -110,12 +139,18 @@ fn prepare(
         labels,
         real,
         failures,
+        loaded,
     })
 }
 
 /// Trains `net` on `indices` of `source` for `opts.epochs`, shuffling each epoch (seeded), the
 /// last partial batch dropped. Calls `report` after every readback (every HISTORY steps and at
 /// the end of each epoch). Returns the last progress.
+///
+/// A network stopped in the middle of an epoch (its step count is not a multiple of the steps
+/// per epoch) continues that epoch where it stopped, which counts as the first of
+/// `opts.epochs`. A non-finite loss in a readback stops with [`Error::Diverged`]; a stop request
+/// ([`request_stop`]) with [`Error::Interrupted`] after the step in flight.
 pub fn train(
     gpu: &Gpu,
     net: &mut Network,
@@ -154,6 +189,7 @@ pub fn train(
             });
         }
     }
+    let done_in_first = net.step() as usize % steps_per_epoch;
     let mut progress = Progress {
         steps_per_epoch,
         lr: net.lr(),
@@ -179,17 +215,33 @@ pub fn train(
             let (mut l, mut c, mut k) = (0.0, 0.0, 0);
             for t in from + 1..=upto {
                 let row = (t as usize - 1) % HISTORY;
-                l += h[2 * row] as f64;
+                let loss = h[2 * row] as f64;
+                // The history is already here: divergence costs no readback of its own.
+                if !loss.is_finite() {
+                    return Err(Error::Diverged {
+                        step: t,
+                        epoch: epoch + 1,
+                        what: format!("the loss is {loss}"),
+                        kept: String::new(),
+                    });
+                }
+                l += loss;
                 c += h[2 * row + 1] as f64;
                 k += 1;
             }
             Ok((l, c, k))
         };
+        // Batches of this epoch that a stopped run already trained on.
+        let skip = if epoch == first_epoch {
+            done_in_first
+        } else {
+            0
+        };
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = sync_channel::<Result<Prepared>>(2);
             let order = &order;
             scope.spawn(move || {
-                for chunk in order.chunks_exact(batch) {
+                for chunk in order.chunks_exact(batch).skip(skip) {
                     let p = prepare(
                         source,
                         chunk,
@@ -208,6 +260,12 @@ pub fn train(
             let mut last_read = first_step;
             for (k, prepared) in rx.iter().enumerate() {
                 let p = prepared?;
+                if p.real == 0 {
+                    return Err(Error::Data {
+                        path: p.failures.join("; "),
+                        message: "no example of this batch could be loaded".into(),
+                    });
+                }
                 progress.failures += p.failures.len();
                 if let Some(s) = &opts.schedule {
                     // A queued uniform write, applied before this step's submission; skipped
@@ -220,7 +278,7 @@ pub fn train(
                 }
                 net.write_batch(gpu, &p.images, &p.labels)?;
                 net.train_step(gpu, true)?;
-                let done = k + 1 == steps_per_epoch;
+                let done = skip + k + 1 == steps_per_epoch;
                 if net.step() - last_read >= HISTORY as u32 || done {
                     let (l, c, n) = read_history(net, net.step(), last_read)?;
                     last_read = net.step();
@@ -236,6 +294,12 @@ pub fn train(
                     report(&progress, &p.failures);
                 } else if !p.failures.is_empty() {
                     report(&progress, &p.failures);
+                }
+                if stop_requested() {
+                    return Err(Error::Interrupted {
+                        step: net.step(),
+                        saved: String::new(),
+                    });
                 }
             }
             Ok(())
@@ -502,6 +566,7 @@ pub fn evaluate(
     let all = gpu.zeros("eval.probs", &[batches * batch, k])?;
     let mut labels = Vec::with_capacity(indices.len());
     let mut rows = Vec::with_capacity(indices.len());
+    let mut evaluated = Vec::with_capacity(indices.len());
     let mut failures = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Prepared>>(2);
@@ -524,10 +589,15 @@ pub fn evaluate(
         });
         for (b, prepared) in rx.iter().enumerate() {
             let p = prepared?;
+            if p.real == 0 {
+                failures.extend(p.failures);
+                continue;
+            }
             net.write_batch(gpu, &p.images, &p.labels)?;
             net.forward_eval_into(gpu, &all, b * batch)?;
             labels.extend_from_slice(&p.labels[..p.real]);
             rows.extend((0..p.real).map(|r| b * batch + r));
+            evaluated.extend_from_slice(&p.loaded);
             failures.extend(p.failures);
         }
         Ok(())
@@ -535,6 +605,19 @@ pub fn evaluate(
     let (index, fut) = gpu.read_later(&all);
     gpu.wait_for(index)?;
     let flat = pollster::block_on(fut)?;
+    // NaN scores would all compare false and make every image the first class; finite weights
+    // can still overflow f32 on the way to them.
+    for (j, &r) in rows.iter().enumerate() {
+        if let Some(p) = flat[r * k..(r + 1) * k].iter().find(|p| !p.is_finite()) {
+            let i = evaluated[j];
+            return Err(Error::Data {
+                path: source.describe(i),
+                message: format!(
+                    "the network's output for this image is {p}: the parameters overflow f32"
+                ),
+            });
+        }
+    }
     let probs = rows
         .iter()
         .flat_map(|&r| flat[r * k..(r + 1) * k].iter().copied())

@@ -318,7 +318,8 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
     ]);
     assert!(ok, "{stderr}");
     assert_eq!(step_of(&dir.join("m2.optim.safetensors")), 14);
-    // ... exactly: one epoch plus a resumed epoch equals two epochs in one run.
+    // ... exactly: one epoch plus a resumed epoch equals two epochs in one run, which saves
+    // after each epoch on the way (a save during training changes nothing of the run).
     let two = dir.join("two.safetensors");
     let (ok, _, stderr) = run_bin(&[
         "train",
@@ -328,6 +329,8 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         "70",
         "--epochs",
         "2",
+        "--checkpoint-every",
+        "1",
         "--batch-size",
         "8",
         "--quiet",

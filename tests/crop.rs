@@ -360,7 +360,7 @@ fn train_eval_and_predict_crop_as_the_checkpoint_was_trained() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
     assert_eq!(v["crop"]["from_landmarks"], 14, "{v}");
     assert_eq!(v["crop"]["margin"], 0.25);
-    let meta = fer_cbam::model::checkpoint::load_training(&ck)
+    let meta = fer_cbam::model::checkpoint::load_training_meta(&ck)
         .unwrap()
         .unwrap();
     assert_eq!(meta.crop, Some(FaceCrop { margin: 0.25 }));

@@ -510,7 +510,7 @@ fn bad_protocol_inputs_are_one_line_errors() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["kfold", "--synthetic", "40", "--folds", "1"],
-            "1 folds",
+            "--folds",
         ),
         (vec!["kfold", "--data", m], m),
         (vec!["holdout", "--data", m], m),

@@ -96,7 +96,7 @@ pub fn demo(
     };
     let say = |s: String| {
         if !quiet {
-            println!("{s}");
+            super::print_line(s);
         }
     };
     say(format!(
@@ -141,6 +141,7 @@ pub fn demo(
             split_seed: 0,
             grouped: false,
             crop: None,
+            saving: run::Saving::default(),
         };
         let trained = run::train_command(gpu, config.clone(), &data, &job, &o)?;
         let seconds = trained.seconds;

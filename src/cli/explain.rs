@@ -26,14 +26,14 @@ pub struct ExplainArgs {
     pub images: Vec<PathBuf>,
     /// Explain this many synthetic faces instead of (or besides) files: faces the trainer
     /// never draws (see --synthetic-first).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::count)]
     pub synthetic: Option<usize>,
     /// Seed of the synthetic face set.
     #[arg(long, default_value_t = 2026)]
     pub synthetic_seed: u64,
     /// Index of the first synthetic face; the default lies beyond every training set
     /// `train --synthetic N` draws (N < 1,000,000).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, value_parser = crate::cli::synthetic_index, default_value_t = 1_000_000)]
     pub synthetic_first: u64,
     /// The occluded column: eyes, mouth, patch8, patch16, patch24 (the paper's; a patch
     /// scales with the image size), or none for the clean column only.
@@ -48,13 +48,13 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub sensitivity: bool,
     /// Side of the sliding patch in pixels at the checkpoint's input size [default: size/8].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::pixels)]
     pub patch: Option<usize>,
     /// Step between patch positions in pixels [default: size/16].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::pixels)]
     pub stride: Option<usize>,
     /// Images per submission (patched copies for the sensitivity map go through in batches).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 32)]
     pub batch_size: usize,
     /// Crop each image file to a square around its face first, as training does: the box of
     /// the `.pts` landmarks beside it, else the built-in detector's; `none` uses it whole
@@ -76,10 +76,10 @@ pub struct OccludeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Faces per row (the test side's first face of each class first, then the next ones).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, value_parser = crate::cli::count, default_value_t = 7)]
     pub count: usize,
     /// Image size the occlusions are drawn at (the paper's 128; patches scale with it).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
     pub image_size: usize,
     /// Output PNG.
     #[arg(long)]
@@ -145,9 +145,21 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             message: "nothing to explain: give image files or --synthetic N".into(),
         });
     }
+    // Figures are named after their images: one must not land on an input (an image in the
+    // output folder, or the checkpoint).
+    let mut inputs: Vec<&Path> = a.images.iter().map(PathBuf::as_path).collect();
+    inputs.push(&a.checkpoint);
+    let stem_of = |path: &Path| {
+        path.file_stem()
+            .map_or("image".into(), |s| s.to_string_lossy().into_owned())
+    };
+    for path in &a.images {
+        fer_cbam::files::check_target(&a.out.join(format!("{}.png", stem_of(path))), &inputs)?;
+    }
+    fer_cbam::files::check_target(&a.out.join("explain.json"), &inputs)?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
-    let trained = checkpoint::load_training(&a.checkpoint)?;
+    let trained = checkpoint::load_training_meta(&a.checkpoint)?;
     let crop = super::run::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
     let (samples, faces) = super::run::file_samples(&a.images, crop)?;
     let mut items = Vec::new();
@@ -168,9 +180,7 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             .parent()
             .and_then(|p| p.file_name())
             .and_then(|n| folder::class_index(&n.to_string_lossy()));
-        let stem = path
-            .file_stem()
-            .map_or("image".into(), |s| s.to_string_lossy().into_owned());
+        let stem = stem_of(path);
         items.push(Item {
             name: path.display().to_string(),
             stem,

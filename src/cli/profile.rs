@@ -1,6 +1,5 @@
 //! `fer-cbam profile`: per-kernel times of training steps (see `fer_cbam::profile`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,10 +10,10 @@ use fer_cbam::{Error, Result};
 #[derive(Args)]
 pub struct ProfileArgs {
     /// Training batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
     batch_size: usize,
     /// Profiled training steps (as many unprofiled steps follow, for images/s).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = crate::cli::steps, default_value_t = 1)]
     steps: usize,
     /// How dispatches are timed: auto (the best the adapter has), inside-passes (timestamps
     /// between dispatches of one pass), per-pass (one pass per dispatch), wall-clock.
@@ -46,7 +45,10 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
         ),
     };
     let config = args.config.config()?;
-    let gpu = fer_cbam::Gpu::new_blocking()?;
+    if let Some(trace) = &args.trace {
+        fer_cbam::files::check_file(trace, &[])?;
+    }
+    let gpu = crate::new_gpu()?;
     let device_s = start.elapsed().as_secs_f64();
     let mut p = profile::run(
         &gpu,
@@ -64,44 +66,18 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
         write_atomic(path, text.as_bytes())?;
     }
     if args.json {
-        println!("{}", p.to_json());
+        super::print_line(p.to_json());
     } else {
-        print!("{}", p.render());
+        super::print_text(p.render());
         if let Some(path) = &args.trace {
-            println!("trace written to {}", path.display());
+            super::print_line(format!("trace written to {}", path.display()));
         }
     }
     Ok(())
 }
 
-/// Writes through a temporary file renamed into place, so a failed write leaves nothing behind.
+/// Writes through a temporary file renamed into place (only ever replacing a regular file), so
+/// a failed write leaves nothing behind.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |e: std::io::Error| Error::Data {
-        path: path.display().to_string(),
-        message: format!("cannot write the trace: {e}"),
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Data {
-        path: path.display().to_string(),
-        message: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
+    fer_cbam::model::checkpoint::write_atomic(path, bytes)
 }

@@ -45,26 +45,26 @@ pub struct ProtocolArgs {
     )]
     pub occlusions: Vec<String>,
     /// Epochs per model.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = crate::cli::epochs, default_value_t = 10)]
     pub epochs: usize,
     /// Batch size of training and evaluation.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
     pub batch_size: usize,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-3)]
     pub lr: f64,
     /// Decoupled (AdamW) weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = crate::cli::non_negative, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Seed of every model's initialisation, shuffling, dropout and occlusion draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Dropout probability of the head.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = crate::cli::dropout, default_value_t = 0.2)]
     pub dropout: f32,
     /// Fraction of training images that get one of the paper's five occlusions, redrawn every
     /// epoch.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = crate::cli::fraction, default_value_t = 0.0)]
     pub occlusion_mix: f64,
     /// Weight the loss by inverse class frequency of each model's training side (normalised
     /// to mean 1), for imbalanced data (the paper's Table 1).
@@ -75,13 +75,13 @@ pub struct ProtocolArgs {
     #[arg(long)]
     pub test_curve: bool,
     /// Square input size in pixels.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
     pub image_size: usize,
     /// Input channels: 3 (grayscale replicated) or 1.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = crate::cli::in_channels, default_value_t = 3)]
     pub in_channels: usize,
     /// Conv widths of the stages, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    #[arg(long, value_parser = crate::cli::width, value_delimiter = ',', default_value = "32,64,128,256")]
     pub widths: Vec<usize>,
     #[command(flatten)]
     pub recipe: RecipeArgs,
@@ -97,7 +97,7 @@ pub struct ProtocolArgs {
 pub struct KfoldArgs {
     /// Fold counts, comma-separated: each k gives k models per attention variant. The folds
     /// are drawn with --split-seed; without --data the pool is --synthetic faces.
-    #[arg(long, value_delimiter = ',', default_value = "3,5,10")]
+    #[arg(long, value_parser = crate::cli::folds, value_delimiter = ',', default_value = "3,5,10")]
     pub folds: Vec<usize>,
     #[command(flatten)]
     pub data: DataArgs,
@@ -781,7 +781,7 @@ fn run_protocol(
             validation.as_ref(),
             &mut |p, failures| {
                 for f in failures {
-                    bar.suspend(|| eprintln!("warning: skipped {f}"));
+                    bar.suspend(|| super::warn_line(format!("warning: skipped {f}")));
                 }
                 bar.set_position(done_steps + p.step as u64);
                 bar.set_message(format!(

@@ -1,6 +1,9 @@
 //! `train`, `eval` and `predict`: data selection, progress, reports.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use clap::Args;
 use fer_cbam::data::crop::{self, CropMode, CropReport, FaceCrop, FoundFace};
@@ -29,7 +32,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub format: Option<Format>,
     /// Number of synthetic faces when --data is not given (80% train, 20% test).
-    #[arg(long, default_value_t = 3500)]
+    #[arg(long, value_parser = crate::cli::synthetic_count, default_value_t = 3500)]
     pub synthetic: usize,
     /// Seed of the synthetic face set.
     #[arg(long, default_value_t = 2026)]
@@ -284,9 +287,9 @@ pub struct Output {
 }
 
 impl Output {
-    fn say(&self, line: impl AsRef<str>) {
+    pub fn say(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            println!("{}", line.as_ref());
+            super::print_line(line.as_ref());
         }
     }
 }
@@ -311,6 +314,8 @@ pub struct TrainJob<'a> {
     pub grouped: bool,
     /// The data's face crop, recorded in the checkpoint for eval and predict.
     pub crop: Option<FaceCrop>,
+    /// Saves during training, besides the one at the end.
+    pub saving: Saving,
 }
 
 /// What a training run did.
@@ -324,6 +329,213 @@ pub struct Trained {
     pub val_images: usize,
     pub kept: Option<usize>,
     pub best: Option<Score>,
+    /// Training images that could not be read (each named once).
+    pub unreadable: Vec<String>,
+}
+
+/// When training saves, besides at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Saving {
+    /// Every this many epochs.
+    pub every: Option<usize>,
+}
+
+/// True while a run trains or saves: a first Ctrl-C then asks the loop to stop and save
+/// instead of ending the program.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler (once per process). While training is armed, the first Ctrl-C
+/// asks the loop to stop after the step in flight, and the run saves what it reached; a second
+/// one, or one at any other time, ends the program at once (status 130).
+pub fn install_interrupt_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Without a handler (one already set by an embedding program) Ctrl-C keeps its default.
+        let _ = ctrlc::set_handler(|| {
+            if !ARMED.load(Ordering::SeqCst) || train::stop_requested() {
+                super::warn_line("interrupted: quit without saving");
+                std::process::exit(130);
+            }
+            train::request_stop();
+            super::warn_line(
+                "interrupted: stopping after this step to save (Ctrl-C again to quit without saving)",
+            );
+        });
+    });
+}
+
+/// Arms the Ctrl-C handler for as long as it lives.
+struct Armed;
+
+impl Armed {
+    fn new() -> Armed {
+        train::clear_stop();
+        ARMED.store(true, Ordering::SeqCst);
+        Armed
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reads the network's state back (parameters, running statistics, Adam's moments, the step)
+/// and saves it as `out_path` and its optimizer state, as one pair (see
+/// [`checkpoint::save_training`]), with `meta`. Parameters that are no longer finite are a
+/// divergence the loss has not shown yet (the last update ran after the last loss): nothing is
+/// written then. Returns the optimizer state's path.
+fn save_state(
+    gpu: &Gpu,
+    net: &Network,
+    out_path: &Path,
+    spe: u32,
+    meta: TrainingMeta,
+) -> Result<PathBuf> {
+    let params = gpu.read_blocking(net.params())?;
+    for e in net.table().entries() {
+        let t = &params[e.offset..e.offset + e.len()];
+        if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Diverged {
+                step: net.step(),
+                epoch: net.step().div_ceil(spe) as usize,
+                what: format!("parameter `{}`[{i}] is {}", e.name, t[i]),
+                kept: String::new(),
+            });
+        }
+    }
+    let buffers = match net.buffers() {
+        Some(t) => gpu.read_blocking(t)?,
+        None => Vec::new(),
+    };
+    let (m, v) = net.adam_state();
+    let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
+    let state = checkpoint::TrainingState {
+        checkpoint: checkpoint::Checkpoint {
+            config: net.config().clone(),
+            packed: params,
+            buffers,
+            batches_tracked: net.batches_tracked(),
+        },
+        m,
+        v,
+        step: net.step(),
+        meta: Some(meta),
+    };
+    checkpoint::save_training(out_path, &state)
+}
+
+/// [`train::fit`] with saves: every `saving.every` epochs (the state of that moment, so that
+/// `--resume` continues exactly) and at the end (the kept state: with best-validation
+/// selection, the best epoch's). `meta` gives the training metadata of a state from its
+/// validation score. A stop request (Ctrl-C) saves the step reached and comes back as
+/// [`Error::Interrupted`] saying how to continue; a divergence writes nothing more and says
+/// which save, if any, is kept.
+#[allow(clippy::too_many_arguments)]
+fn fit_and_save(
+    gpu: &Gpu,
+    net: &mut Network,
+    source: &dyn ImageSource,
+    idx: &[usize],
+    opts: &TrainLoop,
+    augment: Option<train::Augment<'_>>,
+    validation: Option<&train::Validation<'_>>,
+    saving: &Saving,
+    out_path: &Path,
+    meta: &dyn Fn(Option<Score>) -> TrainingMeta,
+    report: &mut dyn FnMut(&train::Progress, &[String]),
+    on_epoch: &mut dyn FnMut(&Network, &EpochEnd) -> Result<()>,
+) -> Result<train::Fitted> {
+    let spe = (idx.len() / net.batch()).max(1) as u32;
+    let epochs = opts.epochs;
+    // The step this run ends at: a run that starts mid-epoch finishes that epoch as its first.
+    let target = (net.step() / spe + epochs as u32) * spe;
+    let last_save = std::cell::Cell::new(None::<u32>);
+    // A divergence says what stays on disk: the last save of this run, or nothing.
+    let kept = |e: Error| match e {
+        Error::Diverged {
+            step, epoch, what, ..
+        } => Error::Diverged {
+            step,
+            epoch,
+            what,
+            kept: match last_save.get() {
+                Some(s) => format!(
+                    "; nothing more was written: {} (saved at step {s}) is the last good save",
+                    out_path.display()
+                ),
+                None => format!("; nothing was written to {}", out_path.display()),
+            },
+        },
+        e => e,
+    };
+    let mut done = 0;
+    let fitted = train::fit(
+        gpu,
+        net,
+        source,
+        idx,
+        opts,
+        augment,
+        validation,
+        report,
+        &mut |net, e| {
+            on_epoch(net, e)?;
+            done += 1;
+            if let Some(every) = saving.every {
+                if done % every == 0 && done < epochs {
+                    save_state(gpu, net, out_path, spe, meta(e.val))?;
+                    last_save.set(Some(net.step()));
+                }
+            }
+            Ok(())
+        },
+    );
+    let fitted = match fitted {
+        Ok(f) => f,
+        Err(Error::Interrupted { step, .. }) => {
+            let optim = save_state(gpu, net, out_path, spe, meta(None)).map_err(kept)?;
+            let more = target.saturating_sub(step).div_ceil(spe);
+            let how = if more == 0 {
+                "every epoch asked for was done".to_string()
+            } else {
+                format!(
+                    "continue with `--resume {} --epochs {more}` and the same data, \
+                     --batch-size, --seed and other training flags",
+                    out_path.display()
+                )
+            };
+            return Err(Error::Interrupted {
+                step,
+                saved: format!(
+                    " (epoch {}, step {} of {spe}): saved {} and {}; {how}",
+                    step.div_ceil(spe),
+                    (step - 1) % spe + 1,
+                    out_path.display(),
+                    optim.display()
+                ),
+            });
+        }
+        Err(e) => return Err(kept(e)),
+    };
+    // The written state's own validation score: the kept epoch's, or the last one's.
+    let written = match fitted.kept {
+        Some(_) => fitted.best,
+        None => fitted.epochs.last().and_then(|e| e.val),
+    };
+    save_state(gpu, net, out_path, spe, meta(written)).map_err(kept)?;
+    // Ctrl-C during the last save: the save finished, and the run stops as asked.
+    if train::stop_requested() {
+        return Err(Error::Interrupted {
+            step: net.step(),
+            saved: format!(
+                ": every epoch asked for was done and saved in {}",
+                out_path.display()
+            ),
+        });
+    }
+    Ok(fitted)
 }
 
 /// Trains and writes the checkpoint and its optimizer state; evaluates on the test side.
@@ -337,14 +549,15 @@ pub fn train_command(
     let recipe = job.recipe;
     let (ck, optim, previous) = match job.resume {
         Some(path) => {
-            let ck = checkpoint::load(path)?;
-            check_classes(path, &ck.config)?;
-            let optim = checkpoint::load_optimizer(&checkpoint::optimizer_path(path), &ck.config)?;
-            let meta = checkpoint::load_training(path)?;
-            (ck, Some(optim), meta)
+            let st = checkpoint::load_training(path)?;
+            check_classes(path, &st.checkpoint.config)?;
+            (st.checkpoint, Some((st.m, st.v, st.step)), st.meta)
         }
         None => {
+            // The parameters are one device buffer: a network too large for it fails here,
+            // before a gigabyte is initialised on the CPU for nothing.
             let table = ParamTable::new(&config);
+            gpu.check_size("params", 4 * table.packed_len() as u64, true)?;
             let ck = checkpoint::Checkpoint {
                 packed: table.init(job.seed),
                 buffers: table.init_buffers(),
@@ -453,7 +666,21 @@ pub fn train_command(
         keep_best: recipe.keep_best(),
         previous_best,
     });
-    let fitted = train::fit(
+    let mut unreadable = BTreeSet::new();
+    let meta = |validation: Option<Score>| TrainingMeta {
+        crop: job.crop,
+        recipe: recipe.to_json(&schedule, job.occlusion_mix),
+        validation: validation.map(|s| ValidationMeta {
+            fraction: recipe.val_fraction,
+            seed: job.split_seed,
+            grouped: job.grouped,
+            epoch: s.epoch,
+            accuracy: s.accuracy,
+            loss: s.loss,
+        }),
+    };
+    let armed = Armed::new();
+    let fitted = fit_and_save(
         gpu,
         &mut net,
         data.train(),
@@ -461,9 +688,20 @@ pub fn train_command(
         &opts,
         recipe::as_augment(&augment),
         validation.as_ref(),
+        &job.saving,
+        job.out_path,
+        &meta,
         &mut |p, failures| {
             for f in failures {
-                bar.suspend(|| eprintln!("warning: skipped {f}"));
+                // Named once: a broken file fails the same way every epoch.
+                if unreadable.insert(f.clone()) {
+                    bar.suspend(|| {
+                        super::warn_line(format!(
+                            "warning: unreadable, its row of the batch filled with a copy of a \
+                             readable image: {f}"
+                        ))
+                    });
+                }
             }
             bar.set_position((p.step - first_step) as u64);
             bar.set_message(format!(
@@ -493,47 +731,9 @@ pub fn train_command(
             Ok(())
         },
     )?;
+    drop(armed);
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    // The written state's own validation score: the kept epoch's, or the last one's.
-    let written = match fitted.kept {
-        Some(_) => fitted.best,
-        None => fitted.epochs.last().and_then(|e| e.val),
-    };
-    let meta = TrainingMeta {
-        crop: job.crop,
-        recipe: recipe.to_json(&schedule, job.occlusion_mix),
-        validation: written.map(|s| ValidationMeta {
-            fraction: recipe.val_fraction,
-            seed: job.split_seed,
-            grouped: job.grouped,
-            epoch: s.epoch,
-            accuracy: s.accuracy,
-            loss: s.loss,
-        }),
-    };
-    let params = gpu.read_blocking(net.params())?;
-    let buffers = match net.buffers() {
-        Some(t) => gpu.read_blocking(t)?,
-        None => Vec::new(),
-    };
-    checkpoint::save_trained(
-        job.out_path,
-        &config,
-        &params,
-        &buffers,
-        net.batches_tracked(),
-        &meta,
-    )?;
-    let (m, v) = net.adam_state();
-    let (m, v) = (gpu.read_blocking(m)?, gpu.read_blocking(v)?);
-    checkpoint::save_optimizer(
-        &checkpoint::optimizer_path(job.out_path),
-        &config,
-        &m,
-        &v,
-        net.step(),
-    )?;
     if let (Some(k), Some(b)) = (fitted.kept, fitted.best) {
         out.say(format!(
             "kept the state after epoch {k} (the best validation accuracy, {:.4}; loss {:.4}){}",
@@ -562,6 +762,7 @@ pub fn train_command(
         val_images: val_idx.len(),
         kept: fitted.kept,
         best: fitted.best,
+        unreadable: unreadable.into_iter().collect(),
     })
 }
 
@@ -643,12 +844,24 @@ pub fn report(e: &Evaluation, classes: &[String]) -> String {
         s += "\n";
     }
     if !e.failures.is_empty() {
-        s += &format!(
-            "{} images could not be read and were left out\n",
-            e.failures.len()
-        );
+        s += &unreadable_lines("images could not be read and were left out", &e.failures);
     }
     s
+}
+
+/// "N <what>:" and one indented line per failure (each names its file).
+pub fn unreadable_lines(what: &str, failures: &[String]) -> String {
+    let mut s = format!("{} {what}:\n", failures.len());
+    for f in failures {
+        s += &format!("  {f}\n");
+    }
+    s
+}
+
+/// Every image that could not be read, training and test side, each once.
+pub fn all_unreadable(e: &Evaluation, train: &[String]) -> Vec<String> {
+    let all: BTreeSet<&String> = e.failures.iter().chain(train).collect();
+    all.into_iter().cloned().collect()
 }
 
 /// JSON for scripts.
@@ -671,12 +884,37 @@ pub fn report_json(e: &Evaluation, classes: &[String]) -> serde_json::Value {
     })
 }
 
-/// An image, its top-3 classes with probabilities, and the face crop used (with a face crop:
-/// `Some(None)` when no face was found and the whole image was used).
+/// An image, its top-3 classes with probabilities, and the face crop used (with a
+/// face crop: `Some(None)` when no face was found and the whole image was used); or why
+/// it could not be predicted (`top` is then empty).
 pub struct Prediction {
     pub path: PathBuf,
     pub top: Vec<(String, f32)>,
     pub face: Option<Option<FoundFace>>,
+    pub error: Option<String>,
+}
+
+/// An [`ImageSource`] that remembers which examples failed to load, so that results can be
+/// matched back to their images when unreadable ones are left out.
+struct Recording<'a> {
+    inner: &'a DatasetSource,
+    failed: Mutex<BTreeSet<usize>>,
+}
+
+impl ImageSource for Recording<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
+        let r = self.inner.load(i, channels, size);
+        if r.is_err() {
+            self.failed.lock().unwrap().insert(i);
+        }
+        r
+    }
+    fn describe(&self, i: usize) -> String {
+        self.inner.describe(i)
+    }
 }
 
 /// Image files named by `inputs`: files as given, folders as their images in name order.
@@ -750,7 +988,8 @@ pub fn file_samples(
 }
 
 /// Top-3 classes of each image (files, or every image in a folder); with `crop`, each image
-/// is first cropped to its face.
+/// is first cropped to its face. An image that cannot be read gets its error instead, and the
+/// others are still predicted.
 pub fn predict_command(
     gpu: &Gpu,
     path: &Path,
@@ -763,24 +1002,93 @@ pub fn predict_command(
     let batch = files.len().clamp(1, 32);
     let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
     net.load(gpu, &ck)?;
-    let (samples, faces) = file_samples(&files, crop)?;
+    // Per file: its sample's index, or why there is none; and the face crop.
+    let mut samples = Vec::with_capacity(files.len());
+    let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(files.len());
+    for f in &files {
+        match landmarks::pts_beside(f) {
+            Ok(landmarks) => {
+                slots.push(Ok(samples.len()));
+                samples.push(Sample {
+                    name: f.display().to_string(),
+                    pixels: Pixels::File(f.clone()),
+                    label: 0,
+                    split: folder::Split::Unsplit,
+                    group: None,
+                    landmarks,
+                });
+            }
+            Err(e) => slots.push(Err(e.to_string())),
+        }
+    }
+    // An image that cannot be read to search it is left whole for the loader, which names it
+    // below.
+    let found: Vec<FaceResult> = match crop {
+        Some(c) => crop::crop_samples(&mut samples, c, &|_, _| {})?
+            .1
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; samples.len()],
+    };
+    let faces: Vec<FaceResult> = slots
+        .iter()
+        .map(|s| s.as_ref().ok().and_then(|&i| found[i]))
+        .collect();
     let source = DatasetSource {
         samples,
         template: Template::Fer2013,
     };
-    let idx: Vec<usize> = (0..files.len()).collect();
-    let e = train::evaluate(gpu, &net, &source, &idx, true, None)?;
+    let recording = Recording {
+        inner: &source,
+        failed: Mutex::default(),
+    };
+    let idx: Vec<usize> = (0..source.len()).collect();
+    let (e, failed) = if idx.is_empty() {
+        (None, BTreeSet::new())
+    } else {
+        let e = train::evaluate(gpu, &net, &recording, &idx, false, None)?;
+        (Some(e), recording.failed.into_inner().unwrap())
+    };
+    // Rows of the evaluation, in order, for the samples that loaded.
     let k = c.classes.len();
+    let mut rows = e.as_ref().map(|e| e.probs.chunks_exact(k));
+    let mut load_errors = e.as_ref().map(|e| e.failures.iter());
     Ok(files
         .into_iter()
         .zip(faces)
-        .zip(e.probs.chunks_exact(k))
-        .map(|((path, face), row)| {
+        .zip(slots)
+        .map(|((path, face), slot)| {
+            let error = match slot {
+                Err(message) => Some(message),
+                Ok(i) if failed.contains(&i) => load_errors
+                    .as_mut()
+                    .and_then(|f| f.next().cloned())
+                    .or_else(|| Some(format!("{}: cannot be read", path.display()))),
+                Ok(_) => None,
+            };
+            if error.is_some() {
+                return Prediction {
+                    path,
+                    top: Vec::new(),
+                    face,
+                    error,
+                };
+            }
+            let row = rows
+                .as_mut()
+                .and_then(|r| r.next())
+                .expect("one row per image that loaded");
             let mut top: Vec<(String, f32)> =
                 c.classes.iter().cloned().zip(row.iter().copied()).collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
             top.truncate(3);
-            Prediction { path, top, face }
+            Prediction {
+                path,
+                top,
+                face,
+                error: None,
+            }
         })
         .collect())
 }

@@ -240,7 +240,7 @@ pub fn find(sample: &Sample, crop: FaceCrop, detector: &mut Option<FaceDetector>
         *detector = Some(FaceDetector::new()?);
     }
     let d = detector.as_mut().expect("made above");
-    let found = d.largest(gray.as_raw(), w, h).map(|b| {
+    let found = d.largest_in(&gray).map(|b| {
         let face = b.map(|b| FoundFace {
             crop: square_crop(b, crop.margin, w, h),
             from: FaceSource::Detector,

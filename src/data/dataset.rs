@@ -146,7 +146,7 @@ pub struct Sample {
 impl Sample {
     /// Pixels `[channels, size, size]` (grayscale replicated), resized like [`folder::decode`].
     pub fn load(&self, size: usize, channels: usize) -> Result<Vec<u8>> {
-        if size == 0 || channels == 0 {
+        if size == 0 || channels == 0 || size > folder::MAX_IMAGE_SIDE as usize || channels > 4 {
             return Err(Error::Data {
                 path: self.name.clone(),
                 message: format!("cannot make a {size}x{size}x{channels} image"),
@@ -171,7 +171,7 @@ impl Sample {
                 height,
                 data,
             } => {
-                if width * height != data.len() || data.is_empty() {
+                if width.checked_mul(*height) != Some(data.len()) || data.is_empty() {
                     return Err(Error::Data {
                         path: self.name.clone(),
                         message: format!(
@@ -192,15 +192,27 @@ impl Sample {
                 width,
                 height,
             } => {
-                if *width == 0 || *height == 0 {
-                    return Err(Error::Data {
-                        path: path.display().to_string(),
-                        message: format!("cannot cut an image from a {width}x{height} box"),
-                    });
+                // The sample's name says which annotation row gave the box.
+                let fail = |message: String| Error::Data {
+                    path: self.name.clone(),
+                    message,
+                };
+                let side = folder::MAX_IMAGE_SIDE as usize;
+                if *width == 0 || *height == 0 || *width > side || *height > side {
+                    return Err(fail(format!(
+                        "cannot cut an image from a {width}x{height} box (boxes up to {side} \
+                         pixels on a side)"
+                    )));
                 }
                 // Through the folder decoder, which also reads JAFFE's palette TIFFs (a face
                 // crop of a JAFFE image is a box of one).
                 let full = folder::decode_original(path)?;
+                let (fw, fh) = (full.width() as i64, full.height() as i64);
+                if *x >= fw || *y >= fh || x + *width as i64 <= 0 || y + *height as i64 <= 0 {
+                    return Err(fail(format!(
+                        "the {width}x{height} box at ({x}, {y}) lies outside the {fw}x{fh} image"
+                    )));
+                }
                 let mut img = image::GrayImage::new(*width as u32, *height as u32);
                 // Only the overlap of the box and the image is copied; the rest stays black.
                 image::imageops::replace(&mut img, &full, -*x, -*y);

@@ -157,11 +157,13 @@ fn list(dir: &Path) -> Result<Listing> {
             continue;
         }
         let path = entry.path();
-        // metadata() follows symbolic links, so linked class folders work.
+        // metadata() follows symbolic links, so linked class folders work. An entry it cannot
+        // follow (a dangling or looping link, no permission) is listed as a file: as an image it
+        // is then unreadable like any broken image (reported and counted, or fatal with
+        // --strict), instead of stopping the whole listing.
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => dirs.push((name, path)),
-            Ok(_) => files.push(path),
-            Err(e) => return Err(data_err(&path, format!("cannot read: {e}"))),
+            _ => files.push(path),
         }
     }
     dirs.sort();
@@ -385,7 +387,7 @@ impl FolderDataset {
 /// averages instead of aliasing. An image already `size` x `size` is not resampled.
 pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Vec<u8>> {
     let path = path.as_ref();
-    if size == 0 || channels == 0 {
+    if size == 0 || channels == 0 || size > MAX_IMAGE_SIDE as usize || channels > 4 {
         return Err(data_err(
             path,
             format!("cannot decode to size {size} with {channels} channels"),
@@ -401,25 +403,68 @@ pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Ve
     Ok(gray.into_raw().repeat(channels))
 }
 
+/// Largest width or height of an image that is decoded: a camera's 200-megapixel photo fits,
+/// a small file that claims 20000x20000 (and would take gigabytes decoded) does not.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// Largest image file that is read.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// The decoder limits every image is read with: [`MAX_IMAGE_SIDE`] on each side, and the
+/// `image` crate's own cap on what one decode may allocate (512 MiB).
+pub fn image_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(MAX_IMAGE_SIDE);
+    l.max_image_height = Some(MAX_IMAGE_SIDE);
+    l
+}
+
+/// Decodes an image file's bytes, its size checked from the header before any pixel is.
+fn decode_checked(
+    path: &Path,
+    bytes: &[u8],
+    format: Option<image::ImageFormat>,
+) -> Result<image::DynamicImage> {
+    let undecodable = |e: image::ImageError| data_err(path, format!("cannot decode image: {e}"));
+    let reader = || -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        let cursor = std::io::Cursor::new(bytes);
+        Ok(match format {
+            Some(f) => image::ImageReader::with_format(cursor, f),
+            None => image::ImageReader::new(cursor)
+                .with_guessed_format()
+                .map_err(|e| data_err(path, format!("cannot read image: {e}")))?,
+        })
+    };
+    // The header alone, to say how large the image is when it is too large.
+    let (w, h) = reader()?.into_dimensions().map_err(undecodable)?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(data_err(
+            path,
+            format!(
+                "image is {w}x{h} pixels; images up to {MAX_IMAGE_SIDE} pixels on a side are read"
+            ),
+        ));
+    }
+    let mut r = reader()?;
+    r.limits(image_limits());
+    r.decode().map_err(undecodable)
+}
+
 /// The image at `path` as 8-bit luma at its own size (see [`decode`] for the formats).
 pub fn decode_original(path: impl AsRef<Path>) -> Result<image::GrayImage> {
     let path = path.as_ref();
-    let bytes =
-        std::fs::read(path).map_err(|e| data_err(path, format!("cannot read image: {e}")))?;
-    let undecodable = |e: image::ImageError| data_err(path, format!("cannot decode image: {e}"));
+    let bytes = crate::files::read_file(path, MAX_IMAGE_FILE_BYTES)
+        .map_err(|e| data_err(path, format!("cannot read image: {e}")))?;
     Ok(match palette_tiff(&bytes) {
         Some((as_gray, lut)) => {
-            let mut g = image::load_from_memory_with_format(&as_gray, image::ImageFormat::Tiff)
-                .map_err(undecodable)?
-                .to_luma8();
+            let mut g =
+                decode_checked(path, &as_gray, Some(image::ImageFormat::Tiff))?.into_luma8();
             for v in g.iter_mut() {
                 *v = lut[*v as usize];
             }
             g
         }
-        None => image::load_from_memory(&bytes)
-            .map_err(undecodable)?
-            .to_luma8(),
+        None => decode_checked(path, &bytes, None)?.into_luma8(),
     })
 }
 

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::dataset::{Dataset, LandmarkOrigin, Pixels, SampleLandmarks};
+use crate::data::folder;
 use crate::data::formats::{csv_err, data_err, line_err};
 use crate::data::synthetic::Landmarks;
 use crate::Result;
@@ -26,7 +27,7 @@ use crate::Result;
 pub const POINTS: usize = 68;
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| data_err(path, format!("cannot read: {e}")))
+    crate::data::formats::read_text(path)
 }
 
 /// One `x y` line.
@@ -144,7 +145,7 @@ pub fn image_size(path: &Path) -> Result<(usize, usize)> {
 
 /// ImageWidth and ImageLength of a classic TIFF's first directory.
 fn tiff_size(path: &Path) -> Option<(usize, usize)> {
-    let b = std::fs::read(path).ok()?;
+    let b = crate::files::read_file(path, folder::MAX_IMAGE_FILE_BYTES).ok()?;
     let le = match b.get(0..2)? {
         b"II" => true,
         b"MM" => false,
@@ -210,7 +211,10 @@ pub fn pts_beside(img: &Path) -> Result<Option<SampleLandmarks>> {
         return Ok(None);
     }
     let points = read_pts(&pts)?;
-    let (w, h) = image_size(img)?;
+    // An unreadable image gets no landmarks; it is reported as unreadable when loaded.
+    let Ok((w, h)) = image_size(img) else {
+        return Ok(None);
+    };
     Ok(Some(SampleLandmarks::from_pixels(
         &points,
         w,
@@ -237,8 +241,7 @@ pub fn read_sidecar(path: &Path) -> Result<Vec<SidecarRow>> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| data_err(path, format!("cannot open: {e}")))?;
+        .from_reader(crate::data::formats::open_regular(path)?);
     let mut rows = Vec::new();
     let mut rec = csv::StringRecord::new();
     let mut first = true;
@@ -376,7 +379,12 @@ pub fn attach_sidecar(ds: &mut Dataset, csv: &Path) -> Result<SidecarReport> {
         };
         let lm = match &s.pixels {
             Pixels::File(p) => {
-                let (w, h) = image_size(p)?;
+                // An unreadable image is reported as such when it is loaded; its row cannot be
+                // placed and is counted with the rows that match nothing.
+                let Ok((w, h)) = image_size(p) else {
+                    report.unknown += 1;
+                    continue;
+                };
                 SampleLandmarks::from_pixels(&row.points, w, h, origin)
             }
             Pixels::Crop {

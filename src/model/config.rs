@@ -10,6 +10,18 @@ pub const CLASSES: [&str; 7] = [
     "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
 ];
 
+/// Largest input side: 32 times the spec's 128.
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// Largest conv width (and hidden width): 16 times the spec's widest stage.
+pub const MAX_WIDTH: usize = 4096;
+/// Most stages (each halves the image: 4096 >> 12 = 1).
+pub const MAX_STAGES: usize = 12;
+/// Most classes.
+pub const MAX_CLASSES: usize = 1000;
+/// Most parameters: 2^28 f32 (1 GiB), about 600 times the spec's network; the packed
+/// parameters are one device buffer, and devices cap a buffer at a few GiB at most.
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 /// Which CBAM gates each stage has ("none" is the paper's Table 5 ablation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,7 +192,9 @@ impl ModelConfig {
         (c / 16).max(1)
     }
 
-    /// Fails with a message naming the offending field.
+    /// Fails with a message naming the offending field. Every size is bounded here, before
+    /// anything is allocated from it: a config comes from flags and from checkpoint headers,
+    /// and a size trusted unchecked is an allocation abort or an overflowed product later.
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| {
             Err(Error::InvalidConfig {
@@ -194,8 +208,32 @@ impl ModelConfig {
                 self.widths
             ));
         }
-        if self.in_channels == 0 || self.hidden == 0 {
-            return bad("in_channels and hidden must be positive".into());
+        if self.widths.len() > MAX_STAGES {
+            return bad(format!(
+                "{} stages; at most {MAX_STAGES} are supported",
+                self.widths.len()
+            ));
+        }
+        if let Some(w) = self.widths.iter().find(|&&w| w > MAX_WIDTH) {
+            return bad(format!("width {w} is above the limit of {MAX_WIDTH}"));
+        }
+        if self.in_channels != 1 && self.in_channels != 3 {
+            return bad(format!(
+                "in_channels must be 1 (gray) or 3 (gray replicated), got {}",
+                self.in_channels
+            ));
+        }
+        if self.hidden == 0 || self.hidden > MAX_WIDTH {
+            return bad(format!(
+                "hidden must be in 1..={MAX_WIDTH}, got {}",
+                self.hidden
+            ));
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return bad(format!(
+                "image size {} is above the limit of {MAX_IMAGE_SIZE}",
+                self.image_size
+            ));
         }
         let stages = self.widths.len();
         if self.image_size >> stages == 0 {
@@ -208,10 +246,19 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        if self.classes.len() < 2 {
+        if self.classes.len() < 2 || self.classes.len() > MAX_CLASSES {
             return bad(format!(
-                "at least 2 classes are needed, got {:?}",
-                self.classes
+                "2 to {MAX_CLASSES} classes are needed, got {}",
+                self.classes.len()
+            ));
+        }
+        // Every field is bounded above, so the table's products cannot overflow; the total
+        // still can be far more than any device holds.
+        let count = crate::model::ParamTable::new(self).count();
+        if count > MAX_PARAMETERS {
+            return bad(format!(
+                "{count} parameters; at most {MAX_PARAMETERS} ({} MiB of f32) are supported",
+                (MAX_PARAMETERS * 4) >> 20
             ));
         }
         Ok(())

@@ -30,7 +30,8 @@ pub struct Batch {
 
 /// Reads and checks a batch file against the model's input shape and class count.
 pub fn read_batch(path: &Path, in_channels: usize, size: usize, classes: usize) -> Result<Batch> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let bytes = crate::files::read_file(path, checkpoint::MAX_FILE_BYTES)
+        .map_err(|e| err(path, format!("cannot read: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
     let images = st
@@ -95,6 +96,7 @@ pub async fn debug_step(
     adam: AdamConfig,
     out: &Path,
 ) -> Result<()> {
+    crate::files::check_file(out, &[checkpoint, batch])?;
     let ck = checkpoint::load(checkpoint)?;
     let config = ck.config.clone();
     let b = read_batch(

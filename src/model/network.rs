@@ -79,6 +79,10 @@ impl Stage {
     }
 }
 
+/// Largest batch [`Network::new`] builds: beyond it the per-op shape uniforms (u32) and any
+/// device's memory are long exceeded.
+pub const MAX_BATCH: usize = 1 << 16;
+
 /// Steps of (loss, correct) kept on the device between readbacks.
 pub const HISTORY: usize = 64;
 
@@ -173,10 +177,10 @@ impl Network {
         options: TrainOptions,
     ) -> Result<Network> {
         config.validate()?;
-        if batch == 0 {
+        if batch == 0 || batch > MAX_BATCH {
             return Err(Error::InvalidConfig {
                 op: "network".into(),
-                message: "batch size must be positive".into(),
+                message: format!("batch size {batch} is outside 1..={MAX_BATCH}"),
             });
         }
         let n = batch;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::{class, csv_err, csv_kind, csvs_of, data_err, file_name, line_err};
 use crate::data::dataset::{Dataset, Format, LandmarkOrigin, Pixels, Sample, SampleLandmarks};
-use crate::data::folder::Split;
+use crate::data::folder::{Split, MAX_IMAGE_SIDE};
 use crate::data::landmarks::POINTS;
 use crate::Result;
 
@@ -66,8 +66,7 @@ fn read_csv(
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| data_err(path, format!("cannot open: {e}")))?;
+        .from_reader(crate::data::formats::open_regular(path)?);
     let mut rec = csv::StringRecord::new();
     let mut columns: Option<Vec<String>> = None;
     let mut idx = [0usize; 7];
@@ -152,12 +151,21 @@ fn read_csv(
         if w <= 0 || h <= 0 {
             return Err(err(format!("face box {w}x{h} is empty")));
         }
+        // Boxes are cut out of images of at most MAX_IMAGE_SIDE pixels a side: a larger one
+        // (or one that far away) is a corrupt row, and would be gigabytes of black pixels.
+        let side = MAX_IMAGE_SIDE as i64;
+        if w > side || h > side || x.abs() > side || y.abs() > side {
+            return Err(err(format!(
+                "face box {w}x{h} at ({x}, {y}) is outside any image this reads (at most \
+                 {side} pixels a side)"
+            )));
+        }
         let rel = field(0);
         if rel.is_empty() {
             return Err(err("subDirectory_filePath is empty".into()));
         }
-        let img: PathBuf = images.join(rel);
-        if !img.is_file() {
+        let img: PathBuf = super::inside(&images, rel).map_err(&err)?;
+        if !super::present(&img) {
             return Err(err(format!("image {} is missing", img.display())));
         }
         let lm_text = field(5);
@@ -233,9 +241,13 @@ pub fn read(root: &Path) -> Result<Dataset> {
         read_csv(f, &mut samples, &mut left_out, &mut no_landmarks)?;
     }
     if samples.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         return Err(data_err(
             root,
-            "no row with one of the seven expressions (0-6)",
+            format!(
+                "no row with one of the seven expressions (0-6) in {}",
+                names.join(", ")
+            ),
         ));
     }
     let mut notes = Vec::new();

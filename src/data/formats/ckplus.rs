@@ -40,8 +40,7 @@ const CODES: [Option<&str>; 8] = [
 
 /// The code in an `_emotion.txt`: one number on one line.
 fn read_code(path: &Path) -> Result<usize> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| data_err(path, format!("cannot read: {e}")))?;
+    let text = super::read_text(path)?;
     let mut values = text
         .lines()
         .enumerate()
@@ -107,7 +106,7 @@ pub fn read(root: &Path) -> Result<Dataset> {
                     continue;
                 };
                 let img = images.join(&rel).join(format!("{stem}.png"));
-                if !img.is_file() {
+                if !super::present(&img) {
                     return Err(data_err(
                         &f,
                         format!("labels frame {}, which does not exist", img.display()),
@@ -116,13 +115,11 @@ pub fn read(root: &Path) -> Result<Dataset> {
                 let lm_file = lm_dir.join(&rel).join(format!("{stem}_landmarks.txt"));
                 let lm = if lm_file.is_file() {
                     let points = landmarks::read_ckplus(&lm_file)?;
-                    let (w, h) = landmarks::image_size(&img)?;
-                    Some(SampleLandmarks::from_pixels(
-                        &points,
-                        w,
-                        h,
-                        LandmarkOrigin::File(lm_file),
-                    ))
+                    // An unreadable frame keeps no landmarks; the frame itself is reported as
+                    // unreadable when it is loaded.
+                    landmarks::image_size(&img).ok().map(|(w, h)| {
+                        SampleLandmarks::from_pixels(&points, w, h, LandmarkOrigin::File(lm_file))
+                    })
                 } else {
                     no_landmarks += 1;
                     None

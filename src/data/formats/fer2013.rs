@@ -61,8 +61,7 @@ pub fn read(root: &Path) -> Result<Dataset> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_path(&path)
-        .map_err(|e| data_err(&path, format!("cannot open: {e}")))?;
+        .from_reader(crate::data::formats::open_regular(&path)?);
     let header: Vec<String> = r
         .headers()
         .map_err(|e| csv_err(&path, e))?

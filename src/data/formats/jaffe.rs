@@ -50,11 +50,26 @@ pub fn parse_name(name: &str) -> Option<(&str, &str, u32, u32)> {
     ))
 }
 
-fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+/// Folders below the root that are read: copies nest the images one or two levels down, and a
+/// link that loops back up must not recurse forever.
+const MAX_DEPTH: usize = 8;
+
+fn walk(
+    dir: &Path,
+    depth: usize,
+    seen: &mut std::collections::HashSet<std::path::PathBuf>,
+    out: &mut Vec<std::path::PathBuf>,
+) -> Result<()> {
+    // A folder reached twice (through a link) is read once.
+    if !seen.insert(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())) {
+        return Ok(());
+    }
     let (dirs, files) = list(dir)?;
     out.extend(files);
-    for d in dirs {
-        walk(&d, out)?;
+    if depth < MAX_DEPTH {
+        for d in dirs {
+            walk(&d, depth + 1, seen, out)?;
+        }
     }
     Ok(())
 }
@@ -66,7 +81,7 @@ pub fn read(root: &Path) -> Result<Dataset> {
         return Err(data_err(root, "JAFFE is read from a folder of images"));
     }
     let mut files = Vec::new();
-    walk(root, &mut files)?;
+    walk(root, 0, &mut Default::default(), &mut files)?;
     let (mut samples, mut other_images) = (Vec::new(), 0usize);
     for f in files {
         if !is_image(&f) {

@@ -31,6 +31,22 @@ pub(crate) fn data_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// Opens a file the readers stream (a CSV, a list): it must be a regular file, so that a
+/// device or a pipe given by mistake is an error rather than an endless read.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(data_err(path, "cannot open: not a regular file")),
+        _ => std::fs::File::open(path).map_err(|e| data_err(path, format!("cannot open: {e}"))),
+    }
+}
+
+/// Reads a small text file (landmarks, an emotion code) of at most 16 MiB.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    let bytes = crate::files::read_file(path, 16 << 20)
+        .map_err(|e| data_err(path, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| data_err(path, "cannot read: not UTF-8 text"))
+}
+
 /// An error in a text file, at a 1-based line.
 pub(crate) fn line_err(path: &Path, line: u64, message: impl Into<String>) -> Error {
     Error::Data {
@@ -64,15 +80,44 @@ pub(crate) fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             continue;
         }
         let path = entry.path();
+        // An entry that cannot be followed (a dangling or looping link) is listed as a file:
+        // reading it then fails like any unreadable file, named, without stopping the listing.
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => dirs.push(path),
-            Ok(_) => files.push(path),
-            Err(e) => return Err(data_err(&path, format!("cannot read: {e}"))),
+            _ => files.push(path),
         }
     }
     dirs.sort();
     files.sort();
     Ok((dirs, files))
+}
+
+/// `dir` joined with `rel`, a path written in an annotation file: it must stay inside `dir`.
+/// Absolute paths, drive prefixes and `..` are refused, so a list entry cannot make the reader
+/// open a file outside the dataset. (Links inside the dataset are the dataset's own layout and
+/// are followed.)
+pub(crate) fn inside(dir: &Path, rel: &str) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let p = Path::new(rel);
+    let escapes = rel.starts_with(['/', '\\'])
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        || rel.split(['/', '\\']).any(|part| part == "..");
+    if escapes {
+        return Err(format!(
+            "{rel:?} is not a relative path inside {}: absolute paths and `..` are refused",
+            dir.display()
+        ));
+    }
+    Ok(dir.join(p))
+}
+
+/// True when `path` is a file, or a link that cannot be followed (dangling, looping): such an
+/// entry is kept as a sample whose image is unreadable (reported and counted when it is
+/// loaded, or fatal with --strict), not an error that stops reading the whole dataset.
+pub(crate) fn present(path: &Path) -> bool {
+    path.is_file()
+        || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink() && !path.is_dir())
 }
 
 pub(crate) fn file_name(path: &Path) -> String {
@@ -92,8 +137,7 @@ pub(crate) fn csv_header(path: &Path) -> Result<Vec<String>> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| data_err(path, format!("cannot open: {e}")))?;
+        .from_reader(crate::data::formats::open_regular(path)?);
     let mut rec = csv::StringRecord::new();
     match r.read_record(&mut rec) {
         Ok(true) => Ok(rec.iter().map(|f| f.trim().to_ascii_lowercase()).collect()),

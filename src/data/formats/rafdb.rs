@@ -34,8 +34,7 @@ pub fn read(root: &Path) -> Result<Dataset> {
         .has_headers(false)
         .delimiter(b' ')
         .flexible(true)
-        .from_path(&list)
-        .map_err(|e| data_err(&list, format!("cannot open: {e}")))?;
+        .from_reader(crate::data::formats::open_regular(&list)?);
     let (aligned, original) = (root.join("Image/aligned"), root.join("Image/original"));
     let (mut samples, mut from_original) = (Vec::new(), 0usize);
     let mut rec = csv::StringRecord::new();
@@ -62,6 +61,8 @@ pub fn read(root: &Path) -> Result<Dataset> {
                 fields.len()
             )));
         };
+        // The name is joined below Image/: one that climbs out of it is refused.
+        super::inside(&original, name).map_err(&err)?;
         let label = match code.parse::<usize>().ok().and_then(|c| c.checked_sub(1)) {
             Some(c) if c < CODES.len() => class(CODES[c]),
             _ => {
@@ -90,9 +91,9 @@ pub fn read(root: &Path) -> Result<Dataset> {
             .unwrap_or_else(|| "jpg".into());
         let a = aligned.join(format!("{stem}_aligned.{ext}"));
         let o = original.join(name);
-        let path = if a.is_file() {
+        let path = if super::present(&a) {
             a
-        } else if o.is_file() {
+        } else if super::present(&o) {
             from_original += 1;
             o
         } else {
