@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod protocol;
+pub mod rng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sources;
 pub mod tensor;

@@ -579,7 +579,7 @@ pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
 
 /// A deterministic batch: pixels in [0, 1), labels cycling through the classes.
 fn batch(config: &crate::model::ModelConfig, n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
-    let mut rng = crate::model::params::SplitMix64(seed ^ 0x9e37_79b9);
+    let mut rng = crate::rng::SplitMix64(seed ^ 0x9e37_79b9);
     let len = n * config.in_channels * config.image_size * config.image_size;
     let images = (0..len).map(|_| rng.next_unit() as f32).collect();
     let k = config.classes.len() as u32;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::network::{Network, HISTORY};
-use crate::model::params::SplitMix64;
+use crate::rng::SplitMix64;
 
 pub mod schedule;
 pub use schedule::{Decay, LrSchedule};

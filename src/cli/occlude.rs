@@ -2,7 +2,7 @@
 
 use fer_cbam::data::occlusion::{self, Occlusion};
 use fer_cbam::data::synthetic::Landmarks;
-use fer_cbam::model::params::SplitMix64;
+use fer_cbam::rng::SplitMix64;
 
 use super::run::Data;
 

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::params::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Which geometric augmentations a training run applies; the default applies none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::synthetic::{mean_shape, Landmarks};
-use crate::model::params::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Margin around the landmark boxes, as a fraction of the face width (the distance between jaw
 /// points 0 and 16): enough to cover the lids, lashes and lip outline that the points only

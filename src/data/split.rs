@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::params::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// The paper's 80:20 split.

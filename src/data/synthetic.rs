@@ -33,7 +33,7 @@
 //! of the brow, as in iBUG.
 
 use super::raster::{self, Canvas, P};
-use crate::model::params::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Number of expression classes (the spec's order: angry, disgust, fear, happy, neutral, sad,
 /// surprise; see [`crate::model::CLASSES`]).
