@@ -11,8 +11,24 @@ use std::task::{Context, Poll, Waker};
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineCache;
+use crate::pipeline::{now_or_never, Dispatch, Kernel, KernelDesc, PipelineCache};
 use crate::tensor::Tensor;
+
+/// Records a submission's dispatches in place of [`Gpu::submit_with_copies`]'s single compute
+/// pass, while installed with [`Gpu::set_submit_hook`]: the profiler's timestamps go in here.
+pub trait SubmitHook: Send {
+    /// Records `dispatches`, in order, into `encoder` (which the submission then finishes and
+    /// submits, with its copies after them).
+    fn record(
+        &mut self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: &mut dyn Iterator<Item = &Dispatch>,
+    ) -> Result<()>;
+}
+
+/// A hook shared between the [`Gpu`] that calls it and the code that installed it.
+pub type SharedHook = Arc<Mutex<dyn SubmitHook>>;
 
 /// One device and queue with the limits we asked for, plus the pipeline cache.
 pub struct Gpu {
@@ -28,10 +44,8 @@ pub struct Gpu {
     last_submit: Mutex<String>,
     /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
     pub(crate) dummy: wgpu::Buffer,
-    /// While `fer-cbam profile` runs: records every submission's dispatches with timestamps
-    /// (native only: the profiler blocks on its readbacks).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) recorder: Mutex<Option<crate::profile::Recorder>>,
+    /// While installed (the profiler's recorder): records every submission's dispatches.
+    hook: Mutex<Option<SharedHook>>,
     /// Set when the adapter in use is a slow fallback the user may not have meant: the OpenGL
     /// backend, or a CPU adapter while a GPU is there. The CLI prints it on every command.
     pub warning: Option<String>,
@@ -158,8 +172,7 @@ impl Gpu {
             lost,
             last_submit: Mutex::new(String::new()),
             dummy,
-            #[cfg(not(target_arch = "wasm32"))]
-            recorder: Mutex::new(None),
+            hook: Mutex::new(None),
             warning,
         })
     }
@@ -352,9 +365,33 @@ impl Gpu {
         }
     }
 
+    /// The pipeline for `desc`, compiled on first use and cached under (shader, entry point,
+    /// binding list, override constants). Compilation and validation errors name the WGSL file
+    /// and entry point.
+    pub async fn kernel(&self, desc: KernelDesc<'_>) -> Result<Arc<Kernel>> {
+        self.pipelines.kernel(&self.device, desc).await
+    }
+
+    /// Replaces the embedded source of `shaders/<name>.wgsl` for this device, before any of its
+    /// pipelines is built: for kernel development (try an edited shader without rebuilding)
+    /// and for testing the error path. Fails once the shader has been compiled.
+    pub fn override_shader(&self, name: &'static str, source: String) -> Result<()> {
+        self.pipelines.override_shader(name, source)
+    }
+
+    /// Number of distinct pipelines built so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Installs `hook` to record every submission from now on (`None` uninstalls it).
+    pub fn set_submit_hook(&self, hook: Option<SharedHook>) {
+        *self.hook.lock().unwrap() = hook;
+    }
+
     /// Records `dispatches` in order into one compute pass and submits them in one submission.
     /// Validation errors come back naming the WGSL file and entry point of the failing dispatch.
-    pub fn submit(&self, dispatches: &[&crate::ops::Dispatch]) -> Result<wgpu::SubmissionIndex> {
+    pub fn submit(&self, dispatches: &[&Dispatch]) -> Result<wgpu::SubmissionIndex> {
         self.submit_with_copies(dispatches.iter().copied(), &[])
     }
 
@@ -369,7 +406,7 @@ impl Gpu {
         copies: &[(&Tensor, &Tensor, usize)],
     ) -> Result<wgpu::SubmissionIndex>
     where
-        I: IntoIterator<Item = &'a crate::ops::Dispatch>,
+        I: IntoIterator<Item = &'a Dispatch>,
         I::IntoIter: Clone,
     {
         let dispatches = dispatches.into_iter();
@@ -390,17 +427,13 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("submit"),
             });
-        #[cfg(not(target_arch = "wasm32"))]
-        let recorded = match self.recorder.lock().unwrap().as_mut() {
-            Some(recorder) => {
-                recorder.record(self, &mut encoder, dispatches.clone())?;
-                true
-            }
-            None => false,
-        };
-        #[cfg(target_arch = "wasm32")]
-        let recorded = false;
-        if !recorded {
+        // Cloned out of the lock: the hook may submit work of its own.
+        let hook = self.hook.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook.lock()
+                .unwrap()
+                .record(self, &mut encoder, &mut dispatches.clone())?;
+        } else {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ops"),
                 timestamp_writes: None,
@@ -604,13 +637,8 @@ impl Future for MapFuture {
     }
 }
 
-/// Polls a future once. wgpu-core resolves error-scope futures immediately, so native code gets
-/// its answer here; on the web an unresolved scope is treated as "no error yet".
-pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
+impl AsRef<wgpu::Device> for Gpu {
+    fn as_ref(&self) -> &wgpu::Device {
+        &self.device
     }
 }

@@ -31,9 +31,11 @@ pub mod rng;
 pub mod sources;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod timing;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;
-pub use ops::Dispatch;
+pub use pipeline::Dispatch;
 pub use tensor::Tensor;

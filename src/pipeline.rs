@@ -1,14 +1,19 @@
-//! Compute pipelines, built once and cached by (shader, entry point, override constants).
+//! Compute pipelines, built once and cached by (shader, entry point, override constants), and
+//! the [`Dispatch`]es built from them.
 //!
 //! Shaders are real files under `shaders/`, embedded at compile time so the binary (and the
 //! wasm build) carries them. Bind group layouts are explicit: every entry point of a file uses
 //! a subset of one binding list declared by its op wrapper.
+//!
+//! This layer knows only a `wgpu::Device`; [`crate::gpu::Gpu`] owns the cache and hands it
+//! its device.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::gpu::{now_or_never, Gpu};
 
 /// Every WGSL file of the engine, by op name (`shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -77,10 +82,14 @@ pub(crate) struct PipelineCache {
     overrides: Mutex<HashMap<String, String>>,
 }
 
-impl Gpu {
-    /// The pipeline for `desc`, compiled on first use. Compilation and validation errors name
-    /// the WGSL file and entry point.
-    pub async fn kernel(&self, desc: KernelDesc<'_>) -> Result<Arc<Kernel>> {
+impl PipelineCache {
+    /// The pipeline for `desc`, compiled on `device` on first use. Compilation and validation
+    /// errors name the WGSL file and entry point.
+    pub(crate) async fn kernel(
+        &self,
+        device: &wgpu::Device,
+        desc: KernelDesc<'_>,
+    ) -> Result<Arc<Kernel>> {
         let key: Key = (
             desc.shader,
             desc.entry,
@@ -90,7 +99,7 @@ impl Gpu {
                 .map(|(k, v)| (*k, v.to_bits()))
                 .collect(),
         );
-        if let Some(k) = self.pipelines.kernels.lock().unwrap().get(&key) {
+        if let Some(k) = self.kernels.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
         let shader_err = |message: String| Error::Shader {
@@ -98,45 +107,27 @@ impl Gpu {
             entry: desc.entry.into(),
             message,
         };
-        let cached = self
-            .pipelines
-            .modules
-            .lock()
-            .unwrap()
-            .get(desc.shader)
-            .cloned();
+        let cached = self.modules.lock().unwrap().get(desc.shader).cloned();
         let module = match cached {
             Some(m) => m,
             None => {
-                let overridden = self
-                    .pipelines
-                    .overrides
-                    .lock()
-                    .unwrap()
-                    .get(desc.shader)
-                    .cloned();
+                let overridden = self.overrides.lock().unwrap().get(desc.shader).cloned();
                 let source = match overridden {
                     Some(s) => s,
                     None => shader_source(desc.shader)
                         .ok_or_else(|| shader_err("no such shader file".into()))?
                         .to_string(),
                 };
-                let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                let m = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(desc.shader),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
+                let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+                let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(desc.shader),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
                 if let Some(e) = scope.pop().await {
                     return Err(shader_err(e.to_string()));
                 }
                 // Two threads compiling the same file at once both succeed; either copy serves.
-                self.pipelines
-                    .modules
-                    .lock()
-                    .unwrap()
-                    .insert(desc.shader, m.clone());
+                self.modules.lock().unwrap().insert(desc.shader, m.clone());
                 m
             }
         };
@@ -159,33 +150,27 @@ impl Gpu {
                 count: None,
             })
             .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&label),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&label),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(desc.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: desc.constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(desc.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: desc.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = scope.pop().await {
             return Err(shader_err(e.to_string()));
         }
@@ -197,27 +182,21 @@ impl Gpu {
             label,
             bindings: desc.bindings.to_vec(),
         });
-        self.pipelines
-            .kernels
-            .lock()
-            .unwrap()
-            .insert(key, kernel.clone());
+        self.kernels.lock().unwrap().insert(key, kernel.clone());
         Ok(kernel)
     }
 
-    /// Replaces the embedded source of `shaders/<name>.wgsl` for this device, before any of its
-    /// pipelines is built: for kernel development (try an edited shader without rebuilding)
-    /// and for testing the error path. Fails once the shader has been compiled.
-    pub fn override_shader(&self, name: &'static str, source: String) -> Result<()> {
-        if self.pipelines.modules.lock().unwrap().contains_key(name) {
+    /// Replaces the embedded source of `shaders/<name>.wgsl` before any of its pipelines is
+    /// built; fails once the shader has been compiled.
+    pub(crate) fn override_shader(&self, name: &'static str, source: String) -> Result<()> {
+        if self.modules.lock().unwrap().contains_key(name) {
             return Err(Error::Shader {
                 file: name.into(),
                 entry: String::new(),
                 message: "already compiled; override shaders before building any op".into(),
             });
         }
-        self.pipelines
-            .overrides
+        self.overrides
             .lock()
             .unwrap()
             .insert(name.to_string(), source);
@@ -225,20 +204,22 @@ impl Gpu {
     }
 
     /// Number of distinct pipelines built so far.
-    pub fn pipeline_count(&self) -> usize {
-        self.pipelines.kernels.lock().unwrap().len()
+    pub(crate) fn len(&self) -> usize {
+        self.kernels.lock().unwrap().len()
     }
 }
 
 impl Kernel {
     /// A dispatch to record later: the bind group is created here, once, not per step.
     /// `resources` follow the order of the kernel's binding list.
+    /// `device` is the one the kernel was built on (a [`crate::gpu::Gpu`] serves).
     pub fn dispatch(
         &self,
-        gpu: &Gpu,
+        device: &impl AsRef<wgpu::Device>,
         resources: &[wgpu::BindingResource<'_>],
         workgroups: [u32; 3],
-    ) -> Result<crate::ops::Dispatch> {
+    ) -> Result<Dispatch> {
+        let device = device.as_ref();
         if resources.len() != self.bindings.len() {
             return Err(Error::Shader {
                 file: self.shader.into(),
@@ -258,8 +239,8 @@ impl Kernel {
                 resource: r.clone(),
             })
             .collect();
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&self.label),
             layout: &self.layout,
             entries: &entries,
@@ -282,7 +263,7 @@ impl Kernel {
                 _ => 0,
             })
             .sum();
-        Ok(crate::ops::Dispatch {
+        Ok(Dispatch {
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
@@ -292,5 +273,72 @@ impl Kernel {
             flops: 0,
             bytes,
         })
+    }
+}
+
+/// One recorded-later kernel launch. Built once (the bind group is created at build time).
+pub struct Dispatch {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub(crate) workgroups: [u32; 3],
+    pub(crate) label: String,
+    pub(crate) shader: &'static str,
+    pub(crate) entry: &'static str,
+    /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
+    /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
+    pub(crate) flops: u64,
+    /// Bytes of every storage buffer bound, each counted once (read or written): the least
+    /// memory traffic the kernel can have. For the profiler's GB/s.
+    pub(crate) bytes: u64,
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dispatch({} {:?})", self.label, self.workgroups)
+    }
+}
+
+impl Dispatch {
+    /// Records the launch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+    /// `<shader>.wgsl:<entry point>`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+    /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
+    pub fn kernel(&self) -> (&'static str, &'static str) {
+        (self.shader, self.entry)
+    }
+    /// Counted FLOPs (0 where the wrapper does not count them).
+    pub fn flops(&self) -> u64 {
+        self.flops
+    }
+    /// Bytes of the storage buffers bound, each once.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Sets the counted FLOPs (op wrappers that know their shapes).
+    pub(crate) fn with_flops(mut self, flops: u64) -> Dispatch {
+        self.flops = flops;
+        self
+    }
+}
+
+/// Polls a future once. wgpu-core resolves error-scope futures immediately, so native code gets
+/// its answer here; on the web an unresolved scope is treated as "no error yet".
+pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
     }
 }

@@ -20,7 +20,7 @@ use crate::ops::global_avgpool::{GlobalAvgPool, GlobalAvgPoolShape};
 use crate::ops::linear::{Linear, LinearShape};
 use crate::ops::maxpool2d::{MaxPool2d, MaxPool2dShape};
 use crate::ops::softmax_xent::{SoftmaxXent, SoftmaxXentShape};
-use crate::ops::Dispatch;
+use crate::pipeline::Dispatch;
 use crate::tensor::Tensor;
 
 /// Training options that live on the device.

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{Dispatch, WG};
-use crate::pipeline::{Binding, Kernel, KernelDesc};
+use crate::ops::WG;
+use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
 /// Hyper-parameters; the default is the spec's (lr 0.001, betas 0.9 / 0.999, eps 1e-8, no decay).

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::conv2d::{Conv2d, Conv2dShape};
-use crate::ops::{Dispatch, WG};
-use crate::pipeline::{Binding, Kernel, KernelDesc};
+use crate::ops::WG;
+use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
 /// Side of the gate's square convolution kernel.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{Dispatch, WG};
-use crate::pipeline::{Binding, Kernel, KernelDesc};
+use crate::ops::WG;
+use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
 /// (n, c) planes written by one invocation of the backward (the shader's `ROWS`): one element

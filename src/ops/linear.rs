@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{check_optional, optional, Dispatch, WG};
-use crate::pipeline::{Binding, Kernel, KernelDesc};
+use crate::ops::{check_optional, optional, WG};
+use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
 /// The sizes one linear layer is built for.

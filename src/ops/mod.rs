@@ -1,5 +1,6 @@
-//! Op wrappers: each builds its pipelines once, checks tensor shapes, and returns [`Dispatch`]es
-//! (pipeline + bind group + grid) that a training step records in order, with no allocation.
+//! Op wrappers: each builds its pipelines once, checks tensor shapes, and returns
+//! [`Dispatch`](crate::pipeline::Dispatch)es (pipeline + bind group + grid) that a training step
+//! records in order, with no allocation.
 
 pub mod activation;
 pub mod adam;
@@ -19,62 +20,6 @@ use crate::tensor::Tensor;
 /// Default workgroup size for element-wise kernels: a multiple of every subgroup size in use
 /// (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
 pub const WG: u32 = 64;
-
-/// One recorded-later kernel launch. Built once (the bind group is created at build time).
-pub struct Dispatch {
-    pub(crate) pipeline: wgpu::ComputePipeline,
-    pub(crate) bind_group: wgpu::BindGroup,
-    pub(crate) workgroups: [u32; 3],
-    pub(crate) label: String,
-    pub(crate) shader: &'static str,
-    pub(crate) entry: &'static str,
-    /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
-    /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
-    pub(crate) flops: u64,
-    /// Bytes of every storage buffer bound, each counted once (read or written): the least
-    /// memory traffic the kernel can have. For the profiler's GB/s.
-    pub(crate) bytes: u64,
-}
-
-impl std::fmt::Debug for Dispatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dispatch({} {:?})", self.label, self.workgroups)
-    }
-}
-
-impl Dispatch {
-    /// Records the launch into a compute pass.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
-    }
-    /// `<shader>.wgsl:<entry point>`.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-    pub fn workgroups(&self) -> [u32; 3] {
-        self.workgroups
-    }
-    /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
-    pub fn kernel(&self) -> (&'static str, &'static str) {
-        (self.shader, self.entry)
-    }
-    /// Counted FLOPs (0 where the wrapper does not count them).
-    pub fn flops(&self) -> u64 {
-        self.flops
-    }
-    /// Bytes of the storage buffers bound, each once.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-    /// Sets the counted FLOPs (op wrappers that know their shapes).
-    pub(crate) fn with_flops(mut self, flops: u64) -> Dispatch {
-        self.flops = flops;
-        self
-    }
-}
 
 /// Checks an optional input (a bias, class weights) against how the op was built: present with
 /// `shape` when the op was built with it (`shape` is `Some`), absent otherwise. Errors name the
