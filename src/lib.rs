@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod preprocess;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]

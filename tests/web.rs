@@ -290,7 +290,7 @@ fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
     // The page hands the wasm module canvas RGBA, not the file: that path must give the same input.
     let rgba: Vec<u8> = image::open(png).unwrap().to_rgba8().into_raw();
     assert_eq!(
-        infer::input_from_rgba(&rgba, 48, 48, c.image_size, c.in_channels).unwrap(),
+        fer_cbam::preprocess::input_from_rgba(&rgba, 48, 48, c.image_size, c.in_channels).unwrap(),
         pixels,
         "the RGBA path (browser) and the file path (native) preprocess differently"
     );

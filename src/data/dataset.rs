@@ -153,13 +153,14 @@ impl Sample {
             });
         }
         let img = self.load_original()?;
-        let n = size as u32;
-        let img = if img.dimensions() == (n, n) {
-            img
-        } else {
-            image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle)
-        };
-        Ok(img.into_raw().repeat(channels))
+        let (w, h) = img.dimensions();
+        Ok(crate::preprocess::input_from_gray(
+            img.as_raw(),
+            w as usize,
+            h as usize,
+            size,
+            channels,
+        ))
     }
 
     /// The sample's 8-bit gray pixels at their own size (a box is cut out of its image).

@@ -382,9 +382,10 @@ impl FolderDataset {
 /// (`[C, H, W]`, the spec's 3-channel input is three copies of the gray plane).
 ///
 /// Any format the `image` crate reads (PNG, JPEG, TIFF), plus 8-bit palette TIFFs (which it
-/// refuses, so they are read through a relabelled copy), is converted to luma (Rec. 709 weights), then resized with a
-/// bilinear (triangle) filter, which the `image` crate widens when shrinking so downscaling
-/// averages instead of aliasing. An image already `size` x `size` is not resampled.
+/// refuses, so they are read through a relabelled copy), is converted to luma (the `image`
+/// crate's sRGB weights), then resized with a bilinear (triangle) filter, widened when shrinking
+/// so downscaling averages instead of aliasing ([`crate::preprocess::resize`], the browser's
+/// too). An image already `size` x `size` is not resampled.
 pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Vec<u8>> {
     let path = path.as_ref();
     if size == 0 || channels == 0 || size > MAX_IMAGE_SIDE as usize || channels > 4 {
@@ -394,13 +395,14 @@ pub fn decode(path: impl AsRef<Path>, size: usize, channels: usize) -> Result<Ve
         ));
     }
     let gray = decode_original(path)?;
-    let n = size as u32;
-    let gray = if gray.dimensions() == (n, n) {
-        gray
-    } else {
-        image::imageops::resize(&gray, n, n, image::imageops::FilterType::Triangle)
-    };
-    Ok(gray.into_raw().repeat(channels))
+    let (w, h) = gray.dimensions();
+    Ok(crate::preprocess::input_from_gray(
+        gray.as_raw(),
+        w as usize,
+        h as usize,
+        size,
+        channels,
+    ))
 }
 
 /// Largest width or height of an image that is decoded: a camera's 200-megapixel photo fits,

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use fer_cbam::model::infer::{self, Inference};
 use fer_cbam::model::{checkpoint, Network, TrainOptions};
+use fer_cbam::preprocess;
 use fer_cbam::Gpu;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -98,8 +99,8 @@ impl Model {
         wasm_bindgen_futures::future_to_promise(async move {
             let c = inner.net.config();
             let (size, channels) = (c.image_size, c.in_channels);
-            let pixels =
-                infer::input_from_rgba(&rgba, width, height, size, channels).map_err(js_err)?;
+            let pixels = preprocess::input_from_rgba(&rgba, width, height, size, channels)
+                .map_err(js_err)?;
             let r = infer::infer(&inner.gpu, &inner.net, &pixels)
                 .await
                 .map_err(js_err)?;
