@@ -745,11 +745,5 @@ pub fn save_png(path: &std::path::Path, img: &RgbImage) -> Result<()> {
         path: path.display().to_string(),
         message: format!("cannot encode PNG: {e}"),
     })?;
-    crate::model::checkpoint::write_atomic(path, &bytes).map_err(|e| Error::Data {
-        path: path.display().to_string(),
-        message: match e {
-            Error::Checkpoint { message, .. } => message,
-            other => other.to_string(),
-        },
-    })
+    crate::files::write_atomic(path, &bytes)
 }

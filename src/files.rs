@@ -4,9 +4,11 @@
 //! train for an hour and then find its folder missing), an output that is also an input is
 //! refused (it would be destroyed), and only regular files are ever replaced.
 //!
-//! Writing itself is [`crate::model::checkpoint::write_atomic`]: a temporary file beside the
-//! target, synced, then renamed into place.
+//! Every write is atomic ([`write_atomic`], [`stage`]): a temporary file beside the target,
+//! synced, then renamed into place, so a crash or a full disk leaves the old file or the new
+//! one, never half of one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -45,6 +47,48 @@ pub fn read_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// A file written and synced beside its target, not yet in place: [`Staged::commit`] renames
+/// it over the target; dropped without that, it is removed.
+pub struct Staged {
+    temp: tempfile::TempPath,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// Renames the file into place.
+    pub fn commit(self) -> std::io::Result<()> {
+        self.temp.persist(&self.path).map_err(|e| e.error)
+    }
+}
+
+/// Writes `bytes` to a temporary file in `path`'s folder (named `.<name>.tmp-<random>`) and
+/// syncs it; [`Staged::commit`] puts it in place. Two files that must appear together (a
+/// checkpoint and its optimizer state) are both staged before either is committed.
+pub fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<Staged> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{}.tmp-", name.to_string_lossy()))
+        .tempfile_in(parent_of(path))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    Ok(Staged {
+        temp: file.into_temp_path(),
+        path: path.to_path_buf(),
+    })
+}
+
+/// Writes `bytes` to `path` atomically (see [`stage`]). Only a regular file (or nothing) at
+/// `path` is replaced: a rename would put the new file in place of a folder's entry, a device
+/// node or a link. Errors are [`Error::Data`] naming the path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    ensure_replaceable(path)?;
+    stage(path, bytes)
+        .and_then(Staged::commit)
+        .map_err(|e| err(path, format!("cannot write: {e}")))
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {

@@ -5,11 +5,12 @@
 mod common;
 use common::*;
 
-use fer_cbam::data::crop::{self, landmark_box, FaceCrop, FaceSource};
+use fer_cbam::data::crop::{self, landmark_box, FaceSource};
 use fer_cbam::data::dataset::{self, LandmarkOrigin, Pixels, Sample, SampleLandmarks};
 use fer_cbam::data::face::FaceBox;
 use fer_cbam::data::folder::Split;
 use fer_cbam::data::occlusion::{self, Occlusion, Template};
+use fer_cbam::model::checkpoint::FaceCrop;
 
 /// Frame size of the fixture (CK+'s are 640x490; small here to keep the test fast).
 const W: u32 = 120;

@@ -175,7 +175,8 @@ fn unwritable_path_errors_name_it() {
     let missing = dir.join("no-such-dir").join("x.png");
     let occupied = dir.join("a-folder");
     std::fs::create_dir(&occupied).unwrap();
-    for path in [&missing, &occupied] {
+    // A missing folder fails at the write; a folder in the file's place is refused before it.
+    for (path, why) in [(&missing, "cannot write"), (&occupied, "is a folder")] {
         let results = [
             confusion_png(path, &m, "t"),
             roc_png(path, &m, "t"),
@@ -185,7 +186,7 @@ fn unwritable_path_errors_name_it() {
         for r in results {
             let e = r.expect_err("writing must fail").to_string();
             assert!(e.contains(&path.display().to_string()), "{e}");
-            assert!(e.contains("cannot write"), "{e}");
+            assert!(e.contains(why), "{e}");
         }
     }
     let left: Vec<_> = std::fs::read_dir(&dir.0)

@@ -603,7 +603,7 @@ fn an_output_that_is_an_input_or_not_a_regular_file_is_refused_and_left_intact()
         assert_one_line_error(&o, 1, &["link.safetensors", "symbolic link"]);
         assert_eq!(std::fs::read(&ck).unwrap(), ck_bytes);
         // And the library's own writer, whoever calls it.
-        let e = checkpoint::write_atomic(&link, b"x")
+        let e = fer_cbam::files::write_atomic(&link, b"x")
             .unwrap_err()
             .to_string();
         assert!(e.contains("symbolic link"), "{e}");

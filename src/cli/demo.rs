@@ -245,9 +245,8 @@ pub fn demo(
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    let write = |name: &str, text: &str| {
-        fer_cbam::model::checkpoint::write_atomic(&out.join(name), text.as_bytes())
-    };
+    let write =
+        |name: &str, text: &str| fer_cbam::files::write_atomic(&out.join(name), text.as_bytes());
     write("report.md", &md)?;
     write("report.json", &serde_json::to_string_pretty(&json).unwrap())?;
     Ok(md)

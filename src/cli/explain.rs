@@ -364,7 +364,7 @@ pub fn explain_items(
         "landmarks": landmark_origin,
         "images": entries,
     });
-    checkpoint::write_atomic(
+    fer_cbam::files::write_atomic(
         &out.join("explain.json"),
         serde_json::to_string_pretty(&doc).unwrap().as_bytes(),
     )?;

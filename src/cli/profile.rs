@@ -1,6 +1,6 @@
 //! `fer-cbam profile`: per-kernel times of training steps (see `fer_cbam::profile`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
@@ -63,7 +63,7 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
     p.startup.device_s = Some(device_s);
     if let Some(path) = &args.trace {
         let text = serde_json::to_string(&p.chrome_trace()).expect("JSON values serialize");
-        write_atomic(path, text.as_bytes())?;
+        fer_cbam::files::write_atomic(path, text.as_bytes())?;
     }
     if args.json {
         super::print_line(p.to_json());
@@ -74,10 +74,4 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes through a temporary file renamed into place (only ever replacing a regular file), so
-/// a failed write leaves nothing behind.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    fer_cbam::model::checkpoint::write_atomic(path, bytes)
 }

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use fer_cbam::data::crop::{CropMode, CropReport, FaceCrop};
+use fer_cbam::data::crop::{CropMode, CropReport};
 use fer_cbam::data::dataset::{self, Dataset, Format};
 use fer_cbam::data::occlusion::{Occlusion, Template};
 use fer_cbam::data::split;
 use fer_cbam::data::synthetic::Landmarks;
-use fer_cbam::model::checkpoint::write_atomic;
+use fer_cbam::files::write_atomic;
+use fer_cbam::model::checkpoint::FaceCrop;
 use fer_cbam::model::{Attention, ModelConfig, Network, ParamTable, TrainOptions, CLASSES};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::protocol::{

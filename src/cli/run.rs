@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use clap::Args;
-use fer_cbam::data::crop::{self, CropMode, CropReport, FaceCrop, FoundFace};
+use fer_cbam::data::crop::{self, CropMode, CropReport, FoundFace};
 use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
 use fer_cbam::data::occlusion::Template;
 use fer_cbam::data::{folder, landmarks, split};
-use fer_cbam::model::checkpoint::{TrainingMeta, ValidationMeta};
+use fer_cbam::model::checkpoint::{FaceCrop, TrainingMeta, ValidationMeta};
 use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::{DatasetSource, SyntheticSource};

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::{LandmarkOrigin, Pixels, Sample};
 use crate::data::face::{square_crop, FaceBox, FaceDetector};
+use crate::model::checkpoint::FaceCrop;
 use crate::{Error, Result};
 
 /// `predict --detect-face`'s margin: a quarter of the face's size on every side.
@@ -55,24 +56,6 @@ impl fmt::Display for CropMode {
             CropMode::None => "none",
             CropMode::Face => "face",
         })
-    }
-}
-
-/// A face crop with its margin (a fraction of the face box's side, added on every side).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FaceCrop {
-    pub margin: f32,
-}
-
-impl FaceCrop {
-    pub fn new(margin: f32) -> Result<FaceCrop> {
-        if !(0.0..=2.0).contains(&margin) {
-            return Err(Error::InvalidConfig {
-                op: "--face-margin".into(),
-                message: format!("{margin} is outside 0..2"),
-            });
-        }
-        Ok(FaceCrop { margin })
     }
 }
 

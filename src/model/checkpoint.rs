@@ -4,18 +4,17 @@
 //! scalar) sit beside the parameters under PyTorch's state_dict names. A checkpoint written by
 //! training also records its step, the hash of its parameters and how it was trained; its
 //! optimizer state is a second file beside it, checked against it on `--resume`.
-//! Writes are atomic (a temporary file in the same folder, then a rename).
+//! Writes are atomic ([`crate::files::stage`]: a temporary file in the same folder, then a
+//! rename).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::data::crop::FaceCrop;
 use crate::error::{Error, Result};
-use crate::files::read_file;
+use crate::files::{read_file, Staged};
 use crate::model::config::ModelConfig;
 use crate::model::params::{ParamEntry, ParamTable};
 
@@ -49,6 +48,26 @@ pub struct TrainingMeta {
     pub validation: Option<ValidationMeta>,
 }
 
+/// A face crop with its margin (a fraction of the face box's side, added on every side): how
+/// the images a checkpoint was trained on were cut out of their photos, which `eval`,
+/// `predict` and `explain` then repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaceCrop {
+    pub margin: f32,
+}
+
+impl FaceCrop {
+    pub fn new(margin: f32) -> Result<FaceCrop> {
+        if !(0.0..=2.0).contains(&margin) {
+            return Err(Error::InvalidConfig {
+                op: "--face-margin".into(),
+                message: format!("{margin} is outside 0..2"),
+            });
+        }
+        Ok(FaceCrop { margin })
+    }
+}
+
 /// The validation split a checkpoint was selected on, and the score of its state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ValidationMeta {
@@ -69,48 +88,22 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temporary(path, bytes)?;
-    commit(&tmp, path)
-}
-
-/// The temporary file [`write_atomic`] writes before renaming it to `path`.
-fn temporary_path(path: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| err(path, "not a file path"))?;
-    Ok(crate::files::parent_of(path).join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-/// Writes and syncs the temporary file for `path`; [`commit`] renames it into place. Only a
-/// regular file (or nothing) at `path` may be replaced: a rename would put the new file in
-/// place of a folder's entry, a device node or a link.
-fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+/// Stages `bytes` for `path` ([`crate::files::stage`]), errors naming the checkpoint. Only a
+/// regular file (or nothing) at `path` may be replaced.
+fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
     crate::files::ensure_replaceable(path)?;
-    let tmp = temporary_path(path)?;
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(path, format!("cannot write: {e}")));
-    }
-    Ok(tmp)
+    crate::files::stage(path, bytes).map_err(|e| err(path, format!("cannot write: {e}")))
 }
 
-fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    if let Err(e) = std::fs::rename(tmp, path) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(err(path, format!("cannot write: {e}")));
-    }
-    Ok(())
+fn commit(staged: Staged, path: &Path) -> Result<()> {
+    staged
+        .commit()
+        .map_err(|e| err(path, format!("cannot write: {e}")))
+}
+
+/// Writes `bytes` to `path` atomically, errors naming the checkpoint.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    commit(stage(path, bytes)?, path)
 }
 
 /// FNV-1a (64 bits) of the parameters' f32 little-endian bytes, tensor by tensor in the
@@ -234,7 +227,7 @@ pub fn save_with_buffers(
         buffers: buffers.to_vec(),
         batches_tracked,
     };
-    write_atomic(path, &checkpoint_bytes(path, &ck, None, None)?)
+    write_file(path, &checkpoint_bytes(path, &ck, None, None)?)
 }
 
 /// The bytes of a checkpoint: the spec's tensors (parameters, then batch norm buffers and
@@ -571,20 +564,12 @@ pub fn save_training(path: &Path, state: &TrainingState) -> Result<PathBuf> {
         format!("{:016x}", params_hash(&table, packed)),
     );
     let opt = to_bytes(&tensors, metadata)?;
-    let tmp_ck = write_temporary(path, &ck)?;
-    let tmp_opt = match write_temporary(&optim, &opt) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp_ck);
-            return Err(e);
-        }
-    };
-    // The optimizer state first: a checkpoint that appears always has its state beside it.
-    if let Err(e) = commit(&tmp_opt, &optim) {
-        let _ = std::fs::remove_file(&tmp_ck);
-        return Err(e);
-    }
-    commit(&tmp_ck, path)?;
+    // Both staged before either is in place (a failed stage removes what was staged), and the
+    // optimizer state committed first: a checkpoint that appears always has its state beside it.
+    let staged_ck = stage(path, &ck)?;
+    let staged_opt = stage(&optim, &opt)?;
+    commit(staged_opt, &optim)?;
+    commit(staged_ck, path)?;
     Ok(optim)
 }
 

@@ -157,5 +157,5 @@ pub async fn debug_step(
             adam.lr, adam.beta1, adam.beta2, adam.eps, adam.weight_decay
         ),
     );
-    checkpoint::write_atomic(out, &checkpoint::to_bytes(&tensors, meta)?)
+    crate::files::write_atomic(out, &checkpoint::to_bytes(&tensors, meta)?)
 }
