@@ -1,42 +1,28 @@
-//! fer-cbam: a from-scratch wgpu/WGSL engine for the CBAM attention CNN of facial expression
-//! recognition under occlusion.
-//!
-//! - [`gpu::Gpu`]: adapter, device limits, checked allocations, submission, async readback;
-//! - [`pipeline`]: WGSL files embedded from `shaders/`, pipelines cached by
-//!   (shader, entry point, binding list, override constants);
-//! - [`ops`]: one wrapper per op (`shaders/<op>.wgsl`, `reference/src/<op>.rs`, `tests/<op>.rs`).
+//! fer-cbam: trains and evaluates the CBAM attention CNN for facial expression recognition under
+//! occlusion, on the engine of `fer-cbam-engine` (whose modules it re-exports, so
+//! `fer_cbam::model::Network` is the engine's): datasets and their readers, the training loop,
+//! the paper's protocols, metrics, figures, attention maps and the profiler's front end.
+
+pub use fer_cbam_engine::{
+    error, files, gpu, model, ops, pipeline, preprocess, rng, tensor, timing, Dispatch, Error, Gpu,
+    Result, Tensor,
+};
 
 // Modules marked native-only block on the GPU (pollster), spawn threads or write files; the
 // browser build (web/) uses the rest.
 pub mod data;
-pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
 pub mod figure_text;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod figures;
-pub mod files;
-pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
-pub mod model;
-pub mod ops;
-pub mod pipeline;
-pub mod preprocess;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod protocol;
-pub mod rng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sources;
-pub mod tensor;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod timing;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
-
-pub use error::{Error, Result};
-pub use gpu::Gpu;
-pub use pipeline::Dispatch;
-pub use tensor::Tensor;

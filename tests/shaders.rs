@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[test]
 fn every_wgsl_file_validates_with_naga() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/shaders");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -44,7 +44,7 @@ fn every_wgsl_file_validates_with_naga() {
 
 #[test]
 fn every_shader_file_is_embedded_under_its_name() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/shaders");
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use fer_cbam::model::infer::{self, Inference};
-use fer_cbam::model::{checkpoint, Network, TrainOptions};
-use fer_cbam::preprocess;
-use fer_cbam::Gpu;
+use fer_cbam_engine::model::infer::{self, Inference};
+use fer_cbam_engine::model::{checkpoint, Network, TrainOptions};
+use fer_cbam_engine::preprocess;
+use fer_cbam_engine::Gpu;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
@@ -22,7 +22,7 @@ extern "C" {
     fn error(s: &str);
 }
 
-fn js_err(e: fer_cbam::Error) -> JsValue {
+fn js_err(e: fer_cbam_engine::Error) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
