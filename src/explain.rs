@@ -11,6 +11,7 @@ use image::{Rgb, RgbImage};
 use crate::error::{Error, Result};
 use crate::figure_text as text;
 use crate::gpu::Gpu;
+use crate::metrics;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::{ModelConfig, Network, TrainOptions};
 
@@ -69,18 +70,8 @@ pub struct Inspection {
 impl Inspection {
     /// The most probable class.
     pub fn predicted(&self) -> usize {
-        argmax(&self.probs)
+        metrics::argmax(&self.probs)
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &p) in v.iter().enumerate() {
-        if p > v[best] {
-            best = j;
-        }
-    }
-    best
 }
 
 /// Occlusion sensitivity of one image: a black `patch` x `patch` square slid over it.
@@ -286,7 +277,7 @@ impl<'g> Explainer<'g> {
             img
         })?;
         let k = c.classes.len();
-        let class = class.unwrap_or_else(|| argmax(&probs[..k]));
+        let class = class.unwrap_or_else(|| metrics::argmax(&probs[..k]));
         let base = probs[class];
         let mut sum = vec![0.0f32; size * size];
         let mut hits = vec![0u32; size * size];

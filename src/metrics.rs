@@ -1,8 +1,9 @@
 //! Classification metrics of an evaluation: per-class precision, recall, F1 and one-vs-rest ROC
 //! curves with their AUC, the confusion matrix, and their summaries.
 //!
-//! Definitions (the same as [`crate::train::Evaluation`], so the numbers a training log prints
-//! and the numbers a report prints agree):
+//! Every metric of the program is computed here, so the numbers a training log prints
+//! ([`crate::train::Evaluation`] delegates to these functions) and the numbers a report prints
+//! agree. Definitions:
 //! - the prediction of a row is its argmax, the lowest index winning ties;
 //! - precision of class c = TP / (examples predicted c), 0 for a class never predicted;
 //! - recall of class c = TP / support (examples labelled c), 0 for a class with no support;
@@ -57,6 +58,78 @@ pub struct Metrics {
     pub macro_auc: Option<f64>,
 }
 
+/// Precision, recall, F1 and support of one class, from a confusion matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClassScores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// The index of the largest value of `row`, the lowest index winning ties (a NaN never wins
+/// against a number before it).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &p) in row.iter().enumerate() {
+        if p > row[best] {
+            best = j;
+        }
+    }
+    best
+}
+
+/// The prediction ([`argmax`]) of each row of `[n, k]` probabilities.
+pub fn predictions(probs: &[f32], k: usize) -> Vec<usize> {
+    probs.chunks_exact(k).map(argmax).collect()
+}
+
+/// `confusion[true][predicted]` of `[n, k]` probabilities against their labels.
+pub fn confusion(probs: &[f32], labels: &[u32], k: usize) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0usize; k]; k];
+    for (&y, p) in labels.iter().zip(predictions(probs, k)) {
+        m[y as usize][p] += 1;
+    }
+    m
+}
+
+/// The share of a confusion matrix on its diagonal (0 for an empty one).
+pub fn accuracy(confusion: &[Vec<usize>]) -> f64 {
+    let hits: usize = (0..confusion.len()).map(|c| confusion[c][c]).sum();
+    let n: usize = confusion.iter().flatten().sum();
+    hits as f64 / n.max(1) as f64
+}
+
+/// Every class's scores from a confusion matrix, see the [module](self) for the definitions.
+pub fn class_scores(confusion: &[Vec<usize>]) -> Vec<ClassScores> {
+    (0..confusion.len())
+        .map(|c| {
+            let tp = confusion[c][c] as f64;
+            let predicted: usize = confusion.iter().map(|row| row[c]).sum();
+            let support: usize = confusion[c].iter().sum();
+            let precision = ratio(tp, predicted);
+            let recall = ratio(tp, support);
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            ClassScores {
+                precision,
+                recall,
+                f1,
+                support,
+            }
+        })
+        .collect()
+}
+
+/// The unweighted mean F1 over the classes with support.
+pub fn macro_f1(scores: &[ClassScores]) -> f64 {
+    let present: Vec<&ClassScores> = scores.iter().filter(|c| c.support > 0).collect();
+    present.iter().map(|c| c.f1).sum::<f64>() / present.len().max(1) as f64
+}
+
 impl Metrics {
     /// probs: `[n, K]` row-major class probabilities; labels: `[n]`; classes: K names.
     ///
@@ -78,13 +151,8 @@ impl Metrics {
             panic!("Metrics::new: label {bad} out of range for {k} classes");
         }
         let n = labels.len();
-        let predictions = argmax_rows(probs, k);
-        let mut confusion = vec![vec![0usize; k]; k];
-        for (&y, &p) in labels.iter().zip(&predictions) {
-            confusion[y as usize][p] += 1;
-        }
-        let hits: usize = (0..k).map(|c| confusion[c][c]).sum();
-        let accuracy = hits as f64 / n.max(1) as f64;
+        let confusion = confusion(probs, labels, k);
+        let accuracy = accuracy(&confusion);
 
         let roc: Vec<RocCurve> = (0..k)
             .map(|c| {
@@ -99,31 +167,21 @@ impl Metrics {
             })
             .collect();
 
-        let per_class: Vec<ClassMetrics> = (0..k)
-            .map(|c| {
-                let tp = confusion[c][c] as f64;
-                let predicted: usize = confusion.iter().map(|row| row[c]).sum();
-                let support: usize = confusion[c].iter().sum();
-                let precision = ratio(tp, predicted);
-                let recall = ratio(tp, support);
-                let f1 = if precision + recall > 0.0 {
-                    2.0 * precision * recall / (precision + recall)
-                } else {
-                    0.0
-                };
-                ClassMetrics {
-                    class: classes[c].clone(),
-                    precision,
-                    recall,
-                    f1,
-                    support,
-                    auc: roc[c].auc,
-                }
+        let scores = class_scores(&confusion);
+        let macro_f1 = macro_f1(&scores);
+        let per_class: Vec<ClassMetrics> = scores
+            .iter()
+            .enumerate()
+            .map(|(c, s)| ClassMetrics {
+                class: classes[c].clone(),
+                precision: s.precision,
+                recall: s.recall,
+                f1: s.f1,
+                support: s.support,
+                auc: roc[c].auc,
             })
             .collect();
 
-        let present: Vec<&ClassMetrics> = per_class.iter().filter(|c| c.support > 0).collect();
-        let macro_f1 = present.iter().map(|c| c.f1).sum::<f64>() / present.len().max(1) as f64;
         let weighted_f1 = per_class
             .iter()
             .map(|c| c.support as f64 * c.f1)
@@ -142,21 +200,6 @@ impl Metrics {
             roc,
             macro_auc,
         }
-    }
-
-    /// The metrics of an evaluation; `classes` names its K columns.
-    ///
-    /// # Panics
-    /// When `classes.len()` differs from the evaluation's class count (see [`Metrics::new`]).
-    pub fn from_evaluation(e: &crate::train::Evaluation, classes: &[String]) -> Metrics {
-        assert_eq!(
-            classes.len(),
-            e.classes,
-            "Metrics::from_evaluation: {} class names for an evaluation of {} classes",
-            classes.len(),
-            e.classes
-        );
-        Metrics::new(&e.probs, &e.labels, classes)
     }
 
     /// A Markdown table: per class P/R/F1/support/AUC, then accuracy, macro and weighted F1, macro AUC.
@@ -216,22 +259,6 @@ fn ratio(num: f64, den: usize) -> f64 {
 /// A `|` inside a class name would end the table cell.
 fn escape_cell(s: &str) -> String {
     s.replace('|', "\\|")
-}
-
-/// Argmax of each row of `[n, k]`, the lowest index winning ties (as `Evaluation::predictions`).
-fn argmax_rows(probs: &[f32], k: usize) -> Vec<usize> {
-    probs
-        .chunks_exact(k)
-        .map(|row| {
-            let mut best = 0;
-            for (j, &p) in row.iter().enumerate() {
-                if p > row[best] {
-                    best = j;
-                }
-            }
-            best
-        })
-        .collect()
 }
 
 fn same(a: f32, b: f32) -> bool {

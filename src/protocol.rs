@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::crop::CropReport;
 use crate::data::split;
+use crate::metrics::mean_std;
 use crate::model::Attention;
 use crate::train::Evaluation;
 use crate::{Error, Result};
@@ -39,21 +40,6 @@ pub fn class_weights(labels: &[usize], classes: usize) -> Vec<f32> {
             }
         })
         .collect()
-}
-
-/// Mean and sample standard deviation (n - 1 in the denominator, as the spread of a k-fold
-/// estimate is usually quoted); the deviation of fewer than two values is 0.
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    if v.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 /// One model to train: on `train`, evaluated on `test` (indices into the protocol's sources).
@@ -549,15 +535,6 @@ mod tests {
         assert_eq!(w, vec![1.5, 0.5, 1.0]);
         // Balanced classes: all ones.
         assert_eq!(class_weights(&[0, 1, 0, 1], 2), vec![1.0, 1.0]);
-    }
-
-    #[test]
-    fn mean_std_is_the_sample_deviation() {
-        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
-        assert!((m - 2.5).abs() < 1e-12);
-        // sum of squares 5, / 3.
-        assert!((s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert_eq!(mean_std(&[0.7]), (0.7, 0.0));
     }
 
     #[test]

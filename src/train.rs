@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::metrics::{self, Metrics};
 use crate::model::network::{Network, HISTORY};
 use crate::rng::SplitMix64;
 
@@ -472,63 +473,40 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// Each example's predicted class ([`metrics::argmax`] of its row).
     pub fn predictions(&self) -> Vec<u32> {
-        self.probs
-            .chunks_exact(self.classes)
-            .map(|row| {
-                let mut best = 0;
-                for (j, &p) in row.iter().enumerate() {
-                    if p > row[best] {
-                        best = j;
-                    }
-                }
-                best as u32
-            })
+        metrics::predictions(&self.probs, self.classes)
+            .into_iter()
+            .map(|p| p as u32)
             .collect()
     }
     /// `confusion[true][predicted]`.
     pub fn confusion(&self) -> Vec<Vec<usize>> {
-        let mut m = vec![vec![0; self.classes]; self.classes];
-        for (y, p) in self.labels.iter().zip(self.predictions()) {
-            m[*y as usize][p as usize] += 1;
-        }
-        m
+        metrics::confusion(&self.probs, &self.labels, self.classes)
     }
     pub fn accuracy(&self) -> f64 {
-        let hits = self
-            .labels
-            .iter()
-            .zip(self.predictions())
-            .filter(|(y, p)| **y == *p)
-            .count();
-        hits as f64 / self.labels.len().max(1) as f64
+        metrics::accuracy(&self.confusion())
     }
     /// Per class: (precision, recall, F1, support); a class never predicted has precision 0.
     pub fn per_class(&self) -> Vec<(f64, f64, f64, usize)> {
-        let m = self.confusion();
-        (0..self.classes)
-            .map(|c| {
-                let tp = m[c][c] as f64;
-                let predicted: usize = (0..self.classes).map(|r| m[r][c]).sum();
-                let support: usize = m[c].iter().sum();
-                let precision = if predicted > 0 {
-                    tp / predicted as f64
-                } else {
-                    0.0
-                };
-                let recall = if support > 0 {
-                    tp / support as f64
-                } else {
-                    0.0
-                };
-                let f1 = if precision + recall > 0.0 {
-                    2.0 * precision * recall / (precision + recall)
-                } else {
-                    0.0
-                };
-                (precision, recall, f1, support)
-            })
+        metrics::class_scores(&self.confusion())
+            .into_iter()
+            .map(|s| (s.precision, s.recall, s.f1, s.support))
             .collect()
+    }
+    /// Everything [`Metrics`] reports of this evaluation; `classes` names its K columns.
+    ///
+    /// # Panics
+    /// When `classes.len()` differs from the evaluation's class count (see [`Metrics::new`]).
+    pub fn metrics(&self, classes: &[String]) -> Metrics {
+        assert_eq!(
+            classes.len(),
+            self.classes,
+            "Evaluation::metrics: {} class names for an evaluation of {} classes",
+            classes.len(),
+            self.classes
+        );
+        Metrics::new(&self.probs, &self.labels, classes)
     }
     /// Mean cross-entropy `-ln p(label)` (a probability that rounded to 0 counts as the
     /// smallest positive f32).
@@ -544,8 +522,7 @@ impl Evaluation {
     }
     /// Unweighted mean of the per-class F1 over classes present in the labels.
     pub fn macro_f1(&self) -> f64 {
-        let pc: Vec<_> = self.per_class().into_iter().filter(|c| c.3 > 0).collect();
-        pc.iter().map(|c| c.2).sum::<f64>() / pc.len().max(1) as f64
+        metrics::macro_f1(&metrics::class_scores(&self.confusion()))
     }
 }
 

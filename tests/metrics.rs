@@ -243,7 +243,7 @@ fn agrees_with_evaluation() {
         classes: k,
         failures: Vec::new(),
     };
-    let m = Metrics::from_evaluation(&e, &names(k));
+    let m = e.metrics(&names(k));
     assert_eq!(m.confusion, e.confusion());
     assert_eq!(m.accuracy, e.accuracy());
     assert_eq!(m.macro_f1, e.macro_f1());
