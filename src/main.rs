@@ -380,7 +380,7 @@ fn main() {
                 inputs.extend([r.clone(), checkpoint::optimizer_path(r)]);
             }
             let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
-            fer_cbam::files::check_checkpoint_pair(&out, &inputs)?;
+            checkpoint::check_pair_outputs(&out, &inputs)?;
             // A resumed run takes its config from the checkpoint it continues, once the
             // checkpoint and its optimizer state are known to be a pair, and its face crop
             // unless --crop says otherwise.

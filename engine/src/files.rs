@@ -257,12 +257,3 @@ pub fn check_folder(dir: &Path, inputs: &[&Path]) -> Result<()> {
         )
     })
 }
-
-/// The checkpoint path and the optimizer-state path beside it, both checked like
-/// [`check_file`] against `inputs`.
-pub fn check_checkpoint_pair(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
-    let optim = crate::model::checkpoint::optimizer_path(path);
-    check_file(path, inputs)?;
-    check_file(&optim, inputs)?;
-    Ok(optim)
-}

@@ -573,6 +573,15 @@ pub fn save_training(path: &Path, state: &TrainingState) -> Result<PathBuf> {
     Ok(optim)
 }
 
+/// The checkpoint path and the optimizer-state path beside it, both checked like
+/// [`crate::files::check_file`] against `inputs`; returns the optimizer state's path.
+pub fn check_pair_outputs(path: &Path, inputs: &[&Path]) -> Result<PathBuf> {
+    let optim = optimizer_path(path);
+    crate::files::check_file(path, inputs)?;
+    crate::files::check_file(&optim, inputs)?;
+    Ok(optim)
+}
+
 /// Loads checkpoint `path` and its optimizer state and checks they belong together: the same
 /// config, the same step, and the optimizer state's record of the parameters' hash matches the
 /// checkpoint's parameters.
