@@ -8,21 +8,14 @@ pub use fer_cbam_engine::{
     Result, Tensor,
 };
 
-// Modules marked native-only block on the GPU (pollster), spawn threads or write files; the
-// browser build (web/) uses the rest.
+// The application is native only (it blocks on the device, spawns threads, reads files); the
+// browser build (web/) uses the engine alone.
 pub mod data;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
 pub mod figure_text;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod figures;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod protocol;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod sources;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod train;

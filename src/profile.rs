@@ -109,7 +109,6 @@ pub struct Profile {
 /// Profiles `opts.steps` training steps of a freshly initialised network on `gpu`: one
 /// unprofiled first step (timed from the network's construction), the profiled steps, then as
 /// many unprofiled steps for the throughput.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
     use crate::model::network::{Network, TrainOptions};
     // The recorder records every submission to the device while it is installed, so two

@@ -281,7 +281,6 @@ pub fn crop_samples(
 
 /// [`find`] for every sample, on up to four threads with a detector each. An error making a
 /// detector stops everything; an error reading one image is that image's result.
-#[cfg(not(target_arch = "wasm32"))]
 fn find_all(
     samples: &[Sample],
     crop: FaceCrop,
@@ -319,21 +318,6 @@ fn find_all(
     let mut all = Vec::with_capacity(total);
     for p in parts {
         all.extend(p?);
-    }
-    Ok(all)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn find_all(
-    samples: &[Sample],
-    crop: FaceCrop,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Vec<Found>> {
-    let mut detector = None;
-    let mut all = Vec::with_capacity(samples.len());
-    for (i, s) in samples.iter().enumerate() {
-        all.push(find(s, crop, &mut detector)?);
-        progress(i + 1, samples.len());
     }
     Ok(all)
 }
