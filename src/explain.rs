@@ -13,7 +13,7 @@ use crate::figure_text as text;
 use crate::gpu::Gpu;
 use crate::metrics;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::{ModelConfig, Network, TrainOptions};
+use crate::model::{Evaluate, InferenceNetwork, ModelConfig};
 
 /// A 2-D map `[h, w]`, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,27 +93,21 @@ pub struct Sensitivity {
 /// One network, built once for a batch size, that answers every question of this module.
 pub struct Explainer<'g> {
     gpu: &'g Gpu,
-    net: Network,
+    net: InferenceNetwork,
 }
 
 impl<'g> Explainer<'g> {
     /// Builds the network for `config` at `batch` images per submission and loads `packed`
     /// (with batch norm, on its initial running statistics: a model that has not trained).
     pub fn new(gpu: &'g Gpu, config: &ModelConfig, packed: &[f32], batch: usize) -> Result<Self> {
-        let net = pollster::block_on(Network::new(gpu, config, batch, TrainOptions::default()))?;
+        let net = pollster::block_on(InferenceNetwork::new(gpu, config, batch))?;
         net.write_params(gpu, packed)?;
         Ok(Explainer { gpu, net })
     }
 
     /// Builds the network for a checkpoint's config and loads its parameters and buffers.
     pub fn from_checkpoint(gpu: &'g Gpu, ck: &Checkpoint, batch: usize) -> Result<Self> {
-        let net = pollster::block_on(Network::new(
-            gpu,
-            &ck.config,
-            batch,
-            TrainOptions::default(),
-        ))?;
-        net.load(gpu, ck)?;
+        let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, ck, batch))?;
         Ok(Explainer { gpu, net })
     }
 

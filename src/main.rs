@@ -728,6 +728,13 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
             let floats: usize = table.buffers().iter().map(|e| e.len()).sum();
             cli::print_line(format!("{:<40} {:<18} {:>10}", "total f32", "", floats));
         }
+        // Both networks, allocated for real: what `predict`, `eval` and `explain` hold (the
+        // inference network), and what `train` holds.
+        let inference = pollster::block_on(fer_cbam::model::InferenceNetwork::new(
+            &gpu, &config, batch_size,
+        ))?;
+        let inferred: Vec<fer_cbam::model::network::PlanEntry> = inference.plan().to_vec();
+        drop(inference);
         let net = pollster::block_on(fer_cbam::model::Network::new(
             &gpu,
             &config,
@@ -736,23 +743,34 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
         ))?;
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         cli::print_line(format!(
-            "\nmemory plan at batch {batch_size} (the network's device tensors, f32; each gate's and batch norm's small saved tensors come on top):"
+            "\nmemory plan at batch {batch_size} (the networks' device tensors, f32; each gate's and batch norm's small saved tensors come on top):"
         ));
-        let mut total = 0;
+        cli::print_line(format!(
+            "{:<40} {:<22} {:>14} {:>14}",
+            "tensor", "shape", "inference", "training"
+        ));
         for e in net.plan() {
-            total += e.bytes;
+            let inf = inferred
+                .iter()
+                .find(|i| i.name == e.name)
+                .map_or("-".to_string(), |i| format!("{:.2} MiB", mib(i.bytes)));
             cli::print_line(format!(
-                "{:<40} {:<22} {:>10.2} MiB",
+                "{:<40} {:<22} {:>14} {:>14}",
                 e.name,
                 format!("{:?}", e.shape),
-                mib(e.bytes)
+                inf,
+                format!("{:.2} MiB", mib(e.bytes))
             ));
         }
+        let total = |plan: &[fer_cbam::model::network::PlanEntry]| {
+            format!("{:.2} MiB", mib(plan.iter().map(|e| e.bytes).sum()))
+        };
         cli::print_line(format!(
-            "{:<40} {:<22} {:>10.2} MiB",
+            "{:<40} {:<22} {:>14} {:>14}",
             "total",
             "",
-            mib(total)
+            total(&inferred),
+            total(net.plan())
         ));
     }
     Ok(())

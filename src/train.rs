@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::metrics::{self, Metrics};
 use crate::model::network::{Network, HISTORY};
+use crate::model::Evaluate;
 use crate::rng::SplitMix64;
 
 pub mod schedule;
@@ -530,7 +531,7 @@ impl Evaluation {
 /// into one device buffer and read back once at the end.
 pub fn evaluate(
     gpu: &Gpu,
-    net: &Network,
+    net: &dyn Evaluate,
     source: &dyn ImageSource,
     indices: &[usize],
     strict: bool,

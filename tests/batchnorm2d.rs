@@ -142,7 +142,7 @@ fn run_gpu(k: &Case) -> GpuResult {
     GpuResult {
         y: read(&y),
         y_eval: read(&y_eval),
-        stats: read(op.stats()),
+        stats: read(op.stats().expect("built for training")),
         running_mean: read(&rm),
         running_var: read(&rv),
         dx: read(&dx),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use fer_cbam::data::{folder, synthetic};
 use fer_cbam::model::infer::{self, Inference};
-use fer_cbam::model::{checkpoint, Attention, ModelConfig, Network, ParamTable, TrainOptions};
+use fer_cbam::model::{checkpoint, Attention, InferenceNetwork, ModelConfig, ParamTable};
 
 /// Two implementations of WebGPU/Vulkan (SwiftShader in Chromium, lavapipe natively) run the
 /// same WGSL. Every reduction in our kernels has a fixed order, so the only freedom left is how
@@ -284,8 +284,7 @@ fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
     let ck = checkpoint::load(ck).unwrap();
     let c = &ck.config;
     let gpu = common::gpu();
-    let net = common::block_on(Network::new(gpu, c, 1, TrainOptions::default())).unwrap();
-    net.write_params(gpu, &ck.packed).unwrap();
+    let net = common::block_on(InferenceNetwork::from_checkpoint(gpu, &ck, 1)).unwrap();
     let pixels = folder::decode(png, c.image_size, c.in_channels).unwrap();
     // The page hands the wasm module canvas RGBA, not the file: that path must give the same input.
     let rgba: Vec<u8> = image::open(png).unwrap().to_rgba8().into_raw();

@@ -384,6 +384,12 @@ impl Gpu {
         self.pipelines.len()
     }
 
+    /// The WGSL file and entry point (`<shader>.wgsl:<entry>`) of every pipeline built so far,
+    /// sorted, each once.
+    pub fn pipeline_labels(&self) -> Vec<String> {
+        self.pipelines.labels()
+    }
+
     /// Installs `hook` to record every submission from now on (`None` uninstalls it).
     pub fn set_submit_hook(&self, hook: Option<SharedHook>) {
         *self.hook.lock().unwrap() = hook;

@@ -207,6 +207,20 @@ impl PipelineCache {
     pub(crate) fn len(&self) -> usize {
         self.kernels.lock().unwrap().len()
     }
+
+    /// `<shader>.wgsl:<entry>` of every pipeline built so far, sorted, each once.
+    pub(crate) fn labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .kernels
+            .lock()
+            .unwrap()
+            .values()
+            .map(|k| k.label.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 impl Kernel {

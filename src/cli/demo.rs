@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fer_cbam::data::occlusion::Occlusion;
-use fer_cbam::model::{Attention, Gate, Init, ModelConfig, Network, Norm, TrainOptions};
+use fer_cbam::model::{Attention, Gate, InferenceNetwork, Init, ModelConfig, Norm};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
@@ -161,13 +161,7 @@ pub fn demo(
         );
         // One network serves all six test sets: built and loaded once, not per test set.
         let saved = fer_cbam::model::checkpoint::load(&ck)?;
-        let net = pollster::block_on(Network::new(
-            gpu,
-            &saved.config,
-            plan.batch,
-            TrainOptions::default(),
-        ))?;
-        net.load(gpu, &saved)?;
+        let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &saved, plan.batch))?;
         if attention == Attention::Full {
             let dir = out.join("explain");
             figures =

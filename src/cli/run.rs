@@ -11,7 +11,9 @@ use fer_cbam::data::dataset::{self, Format, Pixels, Sample};
 use fer_cbam::data::occlusion::Template;
 use fer_cbam::data::{folder, landmarks, split};
 use fer_cbam::model::checkpoint::{FaceCrop, TrainingMeta, ValidationMeta};
-use fer_cbam::model::{checkpoint, ModelConfig, Network, ParamTable, TrainOptions};
+use fer_cbam::model::{
+    checkpoint, InferenceNetwork, ModelConfig, Network, ParamTable, TrainOptions,
+};
 use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::{DatasetSource, SyntheticSource};
 use fer_cbam::train::{self, EpochEnd, Evaluation, ImageSource, LrSchedule, Score, TrainLoop};
@@ -778,13 +780,7 @@ pub fn eval_command(
 ) -> Result<Evaluation> {
     let ck = checkpoint::load(path)?;
     check_classes(path, &ck.config)?;
-    let net = pollster::block_on(Network::new(
-        gpu,
-        &ck.config,
-        batch,
-        TrainOptions::default(),
-    ))?;
-    net.load(gpu, &ck)?;
+    let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &ck, batch))?;
     let source = match which {
         "train" => data.train(),
         _ => data.test(),
@@ -1000,8 +996,7 @@ pub fn predict_command(
     let files = image_files(inputs)?;
     let c = &ck.config;
     let batch = files.len().clamp(1, 32);
-    let net = pollster::block_on(Network::new(gpu, c, batch, TrainOptions::default()))?;
-    net.load(gpu, &ck)?;
+    let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &ck, batch))?;
     // Per file: its sample's index, or why there is none; and the face crop.
     let mut samples = Vec::with_capacity(files.len());
     let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(files.len());

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use fer_cbam_engine::model::infer::{self, Inference};
-use fer_cbam_engine::model::{checkpoint, Network, TrainOptions};
+use fer_cbam_engine::model::{checkpoint, InferenceNetwork};
 use fer_cbam_engine::preprocess;
 use fer_cbam_engine::Gpu;
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
@@ -28,7 +28,7 @@ fn js_err(e: fer_cbam_engine::Error) -> JsValue {
 
 struct Inner {
     gpu: Gpu,
-    net: Network,
+    net: InferenceNetwork,
 }
 
 /// A loaded checkpoint on the browser's GPU: a network of batch 1 with its parameters written.
@@ -46,10 +46,9 @@ pub async fn load(checkpoint_bytes: Vec<u8>, name: String) -> Result<Model, JsVa
     std::panic::set_hook(Box::new(|info| error(&info.to_string())));
     let ck = checkpoint::from_bytes(&checkpoint_bytes, Path::new(&name)).map_err(js_err)?;
     let gpu = Gpu::new().await.map_err(js_err)?;
-    let net = Network::new(&gpu, &ck.config, 1, TrainOptions::default())
+    let net = InferenceNetwork::from_checkpoint(&gpu, &ck, 1)
         .await
         .map_err(js_err)?;
-    net.load(&gpu, &ck).map_err(js_err)?;
     Ok(Model {
         inner: Rc::new(Inner { gpu, net }),
     })

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::network::Network;
+use crate::model::inference::Evaluate;
 
 /// What one forward pass shows: the logits, their softmax and each stage's spatial attention
 /// map (stages without a spatial gate have none).
@@ -20,7 +20,7 @@ pub struct Inference {
 /// network in evaluation mode and queues the readbacks; nothing waits here.
 fn submit(
     gpu: &Gpu,
-    net: &Network,
+    net: &dyn Evaluate,
     pixels: &[u8],
 ) -> Result<impl std::future::Future<Output = Result<Inference>> + use<>> {
     let c = net.config();
@@ -70,13 +70,13 @@ fn submit(
 
 /// Runs one image; resolves as the device finishes. In a browser the event loop drives the
 /// buffer mapping; native callers use [`infer_blocking`] (or poll the device themselves).
-pub async fn infer(gpu: &Gpu, net: &Network, pixels: &[u8]) -> Result<Inference> {
+pub async fn infer(gpu: &Gpu, net: &dyn Evaluate, pixels: &[u8]) -> Result<Inference> {
     submit(gpu, net, pixels)?.await
 }
 
 /// [`infer`], waiting for the device (native only).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn infer_blocking(gpu: &Gpu, net: &Network, pixels: &[u8]) -> Result<Inference> {
+pub fn infer_blocking(gpu: &Gpu, net: &dyn Evaluate, pixels: &[u8]) -> Result<Inference> {
     let fut = submit(gpu, net, pixels)?;
     gpu.wait()?;
     pollster::block_on(fut)

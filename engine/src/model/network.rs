@@ -7,19 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::config::{Gate, ModelConfig, Norm};
+use crate::model::config::{ModelConfig, Norm};
+pub use crate::model::forward::PlanEntry;
+use crate::model::forward::{Dropouts, Forward, Part, Planner, StageViews, Views};
+use crate::model::inference::Evaluate;
 use crate::model::params::ParamTable;
-use crate::ops::activation::{Activation, ActivationKind};
 use crate::ops::adam::{Adam, AdamConfig};
-use crate::ops::batchnorm2d::{BatchNorm2d, BatchNorm2dShape, BnAffine, BnRunning};
-use crate::ops::cbam_channel::{CbamChannel, CbamChannelShape, ChannelMlp};
-use crate::ops::cbam_spatial::{CbamSpatial, CbamSpatialShape};
-use crate::ops::conv2d::{Conv2d, Conv2dShape};
+use crate::ops::batchnorm2d::BnAffine;
 use crate::ops::dropout::Dropout;
-use crate::ops::global_avgpool::{GlobalAvgPool, GlobalAvgPoolShape};
-use crate::ops::linear::{Linear, LinearShape};
-use crate::ops::maxpool2d::{MaxPool2d, MaxPool2dShape};
-use crate::ops::softmax_xent::{SoftmaxXent, SoftmaxXentShape};
+use crate::ops::Passes;
 use crate::pipeline::Dispatch;
 use crate::tensor::Tensor;
 
@@ -34,21 +30,9 @@ pub struct TrainOptions {
     pub class_weights: Option<Vec<f32>>,
 }
 
-/// The tensors of one stage (conv, optional batch norm, ELU, pool, optional gates) and their
-/// gradients.
-struct Stage {
-    conv: Conv2d,
-    bn: Option<BatchNorm2d>,
-    elu: Activation,
-    pool: MaxPool2d,
-    channel: Option<CbamChannel>,
-    spatial: Option<CbamSpatial>,
-    conv_out: Tensor,
-    bn_out: Option<Tensor>,
-    elu_out: Tensor,
-    pool_out: Tensor,
-    channel_out: Option<Tensor>,
-    spatial_out: Option<Tensor>,
+/// The gradients of one stage's activations; each optional one is there exactly when the
+/// stage's forward has the op that writes the activation.
+struct StageGrads {
     d_conv_out: Tensor,
     d_bn_out: Option<Tensor>,
     d_elu_out: Tensor,
@@ -57,26 +41,31 @@ struct Stage {
     d_spatial_out: Option<Tensor>,
 }
 
-impl Stage {
-    /// The ELU's input: the batch norm's output, or the conv's without one.
-    fn act_in(&self) -> &Tensor {
-        self.bn_out.as_ref().unwrap_or(&self.conv_out)
-    }
+impl StageGrads {
+    /// The gradient at the ELU's input.
     fn d_act_in(&self) -> &Tensor {
         self.d_bn_out.as_ref().unwrap_or(&self.d_conv_out)
     }
-    fn output(&self) -> &Tensor {
-        self.spatial_out
-            .as_ref()
-            .or(self.channel_out.as_ref())
-            .unwrap_or(&self.pool_out)
+    /// The gradient at the spatial gate's input.
+    fn d_spatial_in(&self) -> &Tensor {
+        self.d_channel_out.as_ref().unwrap_or(&self.d_pool_out)
     }
+    /// The gradient at the stage's output.
     fn d_output(&self) -> &Tensor {
         self.d_spatial_out
             .as_ref()
-            .or(self.d_channel_out.as_ref())
-            .unwrap_or(&self.d_pool_out)
+            .unwrap_or_else(|| self.d_spatial_in())
     }
+}
+
+/// The head's activation gradients.
+struct HeadGrads {
+    d_logits: Tensor,
+    d_drop2_out: Tensor,
+    d_elu_out: Tensor,
+    d_fc1_out: Tensor,
+    d_drop1_out: Tensor,
+    d_pooled: Tensor,
 }
 
 /// Largest batch [`Network::new`] builds: beyond it the per-op shape uniforms (u32) and any
@@ -85,14 +74,6 @@ pub const MAX_BATCH: usize = 1 << 16;
 
 /// Steps of (loss, correct) kept on the device between readbacks.
 pub const HISTORY: usize = 64;
-
-/// One entry of the memory plan.
-#[derive(Clone, Debug)]
-pub struct PlanEntry {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub bytes: u64,
-}
 
 /// The network for one config and one batch size.
 pub struct Network {
@@ -109,21 +90,15 @@ pub struct Network {
     /// `num_batches_tracked`; counted here, as every training submission tracks one batch).
     /// Atomic because the GPU state it counts changes through `&self` too.
     batches_tracked: AtomicU64,
-    input: Tensor,
-    labels: Tensor,
-    logits: Tensor,
-    probs: Tensor,
-    loss: Tensor,
-    correct: Tensor,
+    /// The forward's ops and activations, as the inference network has them.
+    net: Forward,
+    dropouts: Dropouts,
     /// `[HISTORY, 2]`: (loss, correct) of the last HISTORY steps, slot (t - 1) % HISTORY.
     history: Tensor,
     plan: Vec<PlanEntry>,
-    stages: Vec<Stage>,
-    dropouts: [Dropout; 2],
-    xent: SoftmaxXent,
     adam: Adam,
-    /// Kept for their uniform buffers, which the recorded dispatches bind.
-    _head: (GlobalAvgPool, Linear, Linear, Activation),
+    /// Kept for their buffers, which the recorded dispatches bind.
+    _grads: (Vec<StageGrads>, HeadGrads),
     /// The loss's class weights, bound by the recorded loss dispatches.
     _class_weights: Option<Tensor>,
     forward: Vec<Dispatch>,
@@ -149,22 +124,15 @@ impl Snapshot {
     }
 }
 
-/// Allocates tensors while recording the memory plan.
-struct Planner<'a> {
-    gpu: &'a Gpu,
-    plan: Vec<PlanEntry>,
-}
-
-impl Planner<'_> {
-    fn alloc(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.gpu.zeros(name, shape)?;
-        self.plan.push(PlanEntry {
-            name: name.into(),
-            shape: shape.to_vec(),
-            bytes: 4 * t.len() as u64,
+/// Checks a batch size against [`MAX_BATCH`].
+pub(crate) fn check_batch(batch: usize) -> Result<()> {
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(Error::InvalidConfig {
+            op: "network".into(),
+            message: format!("batch size {batch} is outside 1..={MAX_BATCH}"),
         });
-        Ok(t)
     }
+    Ok(())
 }
 
 impl Network {
@@ -177,12 +145,7 @@ impl Network {
         options: TrainOptions,
     ) -> Result<Network> {
         config.validate()?;
-        if batch == 0 || batch > MAX_BATCH {
-            return Err(Error::InvalidConfig {
-                op: "network".into(),
-                message: format!("batch size {batch} is outside 1..={MAX_BATCH}"),
-            });
-        }
+        check_batch(batch)?;
         let n = batch;
         let table = ParamTable::new(config);
         let mut p = Planner {
@@ -191,426 +154,114 @@ impl Network {
         };
         let packed = table.packed_len();
         let params = p.alloc("params", &[packed])?;
+        let buffers = match table.buffers_len() {
+            0 => None,
+            len => {
+                let t = p.alloc("buffers", &[len])?;
+                gpu.write(&t, &table.init_buffers())?;
+                Some(t)
+            }
+        };
+        let k = config.classes.len();
+        let class_weights = match &options.class_weights {
+            Some(w) if w.len() != k || w.iter().any(|v| !v.is_finite() || *v < 0.0) => {
+                return Err(Error::InvalidConfig {
+                    op: "network".into(),
+                    message: format!(
+                        "class weights must be {k} finite non-negative numbers, got {w:?}"
+                    ),
+                })
+            }
+            Some(_) => Some(()),
+            None => None,
+        };
+        let net =
+            Forward::new(&mut p, config, n, Passes::Training, class_weights.is_some()).await?;
         let grads = p.alloc("grads", &[packed])?;
         let adam_m = p.alloc("adam.m", &[packed])?;
         let adam_v = p.alloc("adam.v", &[packed])?;
-        let buffers = if table.buffers_len() > 0 {
-            let t = p.alloc("buffers", &[table.buffers_len()])?;
-            gpu.write(&t, &table.init_buffers())?;
-            Some(t)
-        } else {
-            None
-        };
-        let view = |t: &Tensor, prefix: &str, name: &str| -> Result<Tensor> {
-            let e = table.get(name).expect("parameter from the table");
-            t.view(&format!("{prefix}{name}"), e.offset, &e.shape)
-        };
-        let param = |name: &str| view(&params, "", name);
-        let grad = |name: &str| view(&grads, "grad.", name);
-        let buffer = |name: &str| -> Result<Tensor> {
-            let e = table.buffer(name).expect("buffer from the table");
-            let t = buffers
-                .as_ref()
-                .expect("allocated with the table's buffers");
-            t.view(name, e.offset, &e.shape)
-        };
-        let residual = config.gate == Gate::Residual;
-
-        let size = config.image_size;
-        let input = p.alloc("input", &[n, config.in_channels, size, size])?;
-        let mut stages: Vec<Stage> = Vec::new();
-        let mut c_prev = config.in_channels;
-        for (i, &w) in config.widths.iter().enumerate() {
-            let s = config.stage_size(i);
-            let full = [n, w, s, s];
-            let half = [n, w, s / 2, s / 2];
-            let conv_shape = Conv2dShape {
-                n,
-                c_in: c_prev,
-                c_out: w,
-                h: s,
-                w: s,
-                k: 3,
-                pad: 1,
-            };
-            let gate_shape = (n, w, s / 2, s / 2);
-            let bn = if config.norm == Norm::Batch {
-                Some(
-                    BatchNorm2d::new(
-                        gpu,
-                        BatchNorm2dShape {
-                            n,
-                            c: w,
-                            h: s,
-                            w: s,
-                        },
-                    )
-                    .await?,
-                )
-            } else {
-                None
-            };
-            let channel = if config.attention.has_channel() {
-                let (n, c, h, w) = gate_shape;
-                Some(
-                    CbamChannel::with_residual(gpu, CbamChannelShape { n, c, h, w }, residual)
-                        .await?,
-                )
-            } else {
-                None
-            };
-            let spatial = if config.attention.has_spatial() {
-                let (n, c, h, w) = gate_shape;
-                Some(
-                    CbamSpatial::with_residual(gpu, CbamSpatialShape { n, c, h, w }, residual)
-                        .await?,
-                )
-            } else {
-                None
-            };
-            let mut opt = |on: bool, name: String, shape: &[usize]| -> Result<Option<Tensor>> {
-                on.then(|| p.alloc(&name, shape)).transpose()
-            };
-            let bn_out = opt(bn.is_some(), format!("stages.{i}.bn_out"), &full)?;
-            let d_bn_out = opt(bn.is_some(), format!("stages.{i}.d_bn_out"), &full)?;
-            let channel_out = opt(channel.is_some(), format!("stages.{i}.channel_out"), &half)?;
-            let spatial_out = opt(spatial.is_some(), format!("stages.{i}.spatial_out"), &half)?;
-            let d_channel_out = opt(
-                channel.is_some(),
-                format!("stages.{i}.d_channel_out"),
-                &half,
-            )?;
-            let d_spatial_out = opt(
-                spatial.is_some(),
-                format!("stages.{i}.d_spatial_out"),
-                &half,
-            )?;
-            stages.push(Stage {
-                conv: Conv2d::new(gpu, conv_shape, true).await?,
-                bn,
-                elu: Activation::new(gpu, ActivationKind::Elu { alpha: 1.0 }, &full).await?,
-                pool: MaxPool2d::new(
+        let (c_last, hid) = (*config.widths.last().expect("a stage"), config.hidden);
+        let dropouts = Dropouts {
+            drop1: Part {
+                op: Dropout::new(
                     gpu,
-                    MaxPool2dShape {
-                        n,
-                        c: w,
-                        h: s,
-                        w: s,
-                    },
+                    &[n, c_last],
+                    config.dropout,
+                    options.seed.wrapping_mul(2),
                 )
                 .await?,
-                channel,
-                spatial,
-                conv_out: p.alloc(&format!("stages.{i}.conv_out"), &full)?,
-                bn_out,
-                elu_out: p.alloc(&format!("stages.{i}.elu_out"), &full)?,
-                pool_out: p.alloc(&format!("stages.{i}.pool_out"), &half)?,
-                channel_out,
-                spatial_out,
-                d_conv_out: p.alloc(&format!("stages.{i}.d_conv_out"), &full)?,
-                d_bn_out,
-                d_elu_out: p.alloc(&format!("stages.{i}.d_elu_out"), &full)?,
-                d_pool_out: p.alloc(&format!("stages.{i}.d_pool_out"), &half)?,
-                d_channel_out,
-                d_spatial_out,
-            });
-            c_prev = w;
-        }
-
-        // Head: global average pool, dropout, fc1, ELU, dropout, fc2, softmax cross-entropy.
-        let last = stages.last().expect("at least one stage");
-        let s_last = config.stage_size(config.widths.len() - 1) / 2;
-        let hid = config.hidden;
-        let k = config.classes.len();
-        let gap = GlobalAvgPool::new(
-            gpu,
-            GlobalAvgPoolShape {
-                n,
-                c: c_prev,
-                h: s_last,
-                w: s_last,
+                out: p.alloc("head.drop1_out", &[n, c_last])?,
             },
-        )
-        .await?;
-        let pooled = p.alloc("head.pooled", &[n, c_prev])?;
-        let drop1_out = p.alloc("head.drop1_out", &[n, c_prev])?;
-        let fc1_out = p.alloc("head.fc1_out", &[n, hid])?;
-        let elu_out = p.alloc("head.elu_out", &[n, hid])?;
-        let drop2_out = p.alloc("head.drop2_out", &[n, hid])?;
-        let logits = p.alloc("logits", &[n, k])?;
-        let probs = p.alloc("probs", &[n, k])?;
-        let labels = p.alloc("labels", &[n])?;
-        let loss = p.alloc("loss", &[1])?;
-        let correct = p.alloc("correct", &[1])?;
-        let history = p.alloc("history", &[HISTORY, 2])?;
-        let d_logits = p.alloc("head.d_logits", &[n, k])?;
-        let d_drop2_out = p.alloc("head.d_drop2_out", &[n, hid])?;
-        let d_elu_out = p.alloc("head.d_elu_out", &[n, hid])?;
-        let d_fc1_out = p.alloc("head.d_fc1_out", &[n, hid])?;
-        let d_drop1_out = p.alloc("head.d_drop1_out", &[n, c_prev])?;
-        let d_pooled = p.alloc("head.d_pooled", &[n, c_prev])?;
-
-        let drop1 = Dropout::new(
-            gpu,
-            &[n, c_prev],
-            config.dropout,
-            options.seed.wrapping_mul(2),
-        )
-        .await?;
-        let drop2 = Dropout::new(
-            gpu,
-            &[n, hid],
-            config.dropout,
-            options.seed.wrapping_mul(2).wrapping_add(1),
-        )
-        .await?;
-        let fc1 = Linear::new(
-            gpu,
-            LinearShape {
-                n,
-                in_features: c_prev,
-                out_features: hid,
-            },
-            true,
-        )
-        .await?;
-        let head_elu = Activation::new(gpu, ActivationKind::Elu { alpha: 1.0 }, &[n, hid]).await?;
-        let fc2 = Linear::new(
-            gpu,
-            LinearShape {
-                n,
-                in_features: hid,
-                out_features: k,
-            },
-            true,
-        )
-        .await?;
-        let class_weights = match &options.class_weights {
-            Some(w) => {
-                if w.len() != k || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                    return Err(Error::InvalidConfig {
-                        op: "network".into(),
-                        message: format!(
-                            "class weights must be {k} finite non-negative numbers, got {w:?}"
-                        ),
-                    });
-                }
-                Some(p.alloc("class_weights", &[k])?)
-            }
-            None => None,
-        };
-        if let (Some(t), Some(w)) = (&class_weights, &options.class_weights) {
-            gpu.write(t, w)?;
-        }
-        let xent =
-            SoftmaxXent::new(gpu, SoftmaxXentShape { n, k }, class_weights.is_some()).await?;
-
-        // The forward, in training mode (batch norm on the batch's statistics, moving the
-        // running ones) or evaluation mode (on the running statistics). Dropout's mode is its
-        // uniform's, set per submission, so both lists share its dispatches' form.
-        let record_forward = |training: bool| -> Result<Vec<Dispatch>> {
-            let mut forward = Vec::new();
-            for (i, st) in stages.iter().enumerate() {
-                let x = if i == 0 {
-                    &input
-                } else {
-                    stages[i - 1].output()
-                };
-                let pre = format!("stages.{i}");
-                forward.push(st.conv.forward(
+            drop2: Part {
+                op: Dropout::new(
                     gpu,
-                    x,
-                    &param(&format!("{pre}.conv.weight"))?,
-                    Some(&param(&format!("{pre}.conv.bias"))?),
-                    &st.conv_out,
-                )?);
-                if let (Some(bn), Some(out)) = (&st.bn, &st.bn_out) {
-                    let (g, b) = (
-                        param(&format!("{pre}.bn.weight"))?,
-                        param(&format!("{pre}.bn.bias"))?,
-                    );
-                    let (rm, rv) = (
-                        buffer(&format!("{pre}.bn.running_mean"))?,
-                        buffer(&format!("{pre}.bn.running_var"))?,
-                    );
-                    let affine = BnAffine {
-                        weight: &g,
-                        bias: &b,
-                    };
-                    let running = BnRunning {
-                        mean: &rm,
-                        var: &rv,
-                    };
-                    forward.extend(if training {
-                        bn.forward_train(gpu, &st.conv_out, &affine, &running, out)?
-                    } else {
-                        bn.forward_eval(gpu, &st.conv_out, &affine, &running, out)?
-                    });
-                }
-                forward.push(st.elu.forward(gpu, st.act_in(), &st.elu_out)?);
-                forward.push(st.pool.forward(gpu, &st.elu_out, &st.pool_out)?);
-                let mut gate_in = st.pool_out.clone();
-                if let (Some(ch), Some(out)) = (&st.channel, &st.channel_out) {
-                    let t = mlp_tensors(&param, &pre)?;
-                    forward.extend(ch.forward(gpu, &gate_in, &t.as_mlp(), out)?);
-                    gate_in = out.clone();
-                }
-                if let (Some(sp), Some(out)) = (&st.spatial, &st.spatial_out) {
-                    forward.extend(sp.forward(
-                        gpu,
-                        &gate_in,
-                        &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
-                        &param(&format!("{pre}.cbam.spatial.conv.bias"))?,
-                        out,
-                    )?);
-                }
-            }
-            forward.push(gap.forward(gpu, last.output(), &pooled)?);
-            forward.push(drop1.forward(gpu, &pooled, &drop1_out)?);
-            forward.push(fc1.forward(
-                gpu,
-                &drop1_out,
-                &param("head.fc1.weight")?,
-                Some(&param("head.fc1.bias")?),
-                &fc1_out,
-            )?);
-            forward.push(head_elu.forward(gpu, &fc1_out, &elu_out)?);
-            forward.push(drop2.forward(gpu, &elu_out, &drop2_out)?);
-            forward.push(fc2.forward(
-                gpu,
-                &drop2_out,
-                &param("head.fc2.weight")?,
-                Some(&param("head.fc2.bias")?),
-                &logits,
-            )?);
-            forward.push(xent.forward(
-                gpu,
-                &logits,
-                &labels,
-                class_weights.as_ref(),
-                &probs,
-                &loss,
-                &correct,
-            )?);
-            Ok(forward)
+                    &[n, hid],
+                    config.dropout,
+                    options.seed.wrapping_mul(2).wrapping_add(1),
+                )
+                .await?,
+                out: p.alloc("head.drop2_out", &[n, hid])?,
+            },
         };
-        let forward = record_forward(true)?;
+        let history = p.alloc("history", &[HISTORY, 2])?;
+        let class_weights = match (&class_weights, &options.class_weights) {
+            (Some(()), Some(w)) => {
+                let t = p.alloc("class_weights", &[k])?;
+                gpu.write(&t, w)?;
+                Some(t)
+            }
+            _ => None,
+        };
+        let mut stage_grads = Vec::with_capacity(config.widths.len());
+        for (i, st) in net.stages.iter().enumerate() {
+            let mut like =
+                |t: &Tensor, name: &str| p.alloc(&format!("stages.{i}.{name}"), t.shape());
+            stage_grads.push(StageGrads {
+                d_conv_out: like(&st.conv.out, "d_conv_out")?,
+                d_bn_out: st
+                    .bn
+                    .as_ref()
+                    .map(|b| like(&b.out, "d_bn_out"))
+                    .transpose()?,
+                d_elu_out: like(&st.elu.out, "d_elu_out")?,
+                d_pool_out: like(&st.pool.out, "d_pool_out")?,
+                d_channel_out: st
+                    .channel
+                    .as_ref()
+                    .map(|c| like(&c.out, "d_channel_out"))
+                    .transpose()?,
+                d_spatial_out: st
+                    .spatial
+                    .as_ref()
+                    .map(|s| like(&s.out, "d_spatial_out"))
+                    .transpose()?,
+            });
+        }
+        let head_grads = HeadGrads {
+            d_logits: p.alloc("head.d_logits", &[n, k])?,
+            d_drop2_out: p.alloc("head.d_drop2_out", &[n, hid])?,
+            d_elu_out: p.alloc("head.d_elu_out", &[n, hid])?,
+            d_fc1_out: p.alloc("head.d_fc1_out", &[n, hid])?,
+            d_drop1_out: p.alloc("head.d_drop1_out", &[n, c_last])?,
+            d_pooled: p.alloc("head.d_pooled", &[n, c_last])?,
+        };
+
+        let views = Views::of(&table, config, &params, "", buffers.as_ref())?;
+        let gviews = Views::of(&table, config, &grads, "grad.", None)?;
+        let cw = class_weights.as_ref();
+        let forward = net.record(gpu, &views, true, Some(&dropouts), cw)?;
         let forward_eval = match config.norm {
-            Norm::Batch => Some(record_forward(false)?),
+            Norm::Batch => Some(net.record(gpu, &views, false, Some(&dropouts), cw)?),
             Norm::None => None,
         };
-
-        // Backward, in reverse. Every op overwrites its gradients, so nothing is zeroed per step.
-        let mut backward =
-            vec![xent.backward(gpu, &probs, &labels, class_weights.as_ref(), &d_logits)?];
-        let fc2_w = param("head.fc2.weight")?;
-        backward.push(fc2.backward_input(gpu, &d_logits, &fc2_w, &d_drop2_out)?);
-        backward.push(fc2.backward_weight(
+        let backward = record_backward(
             gpu,
-            &d_logits,
-            &drop2_out,
-            &grad("head.fc2.weight")?,
-        )?);
-        backward.push(fc2.backward_bias(gpu, &d_logits, &grad("head.fc2.bias")?)?);
-        backward.push(drop2.backward(gpu, &d_drop2_out, &d_elu_out)?);
-        backward.push(head_elu.backward(gpu, &fc1_out, &d_elu_out, &d_fc1_out)?);
-        let fc1_w = param("head.fc1.weight")?;
-        backward.push(fc1.backward_input(gpu, &d_fc1_out, &fc1_w, &d_drop1_out)?);
-        backward.push(fc1.backward_weight(
-            gpu,
-            &d_fc1_out,
-            &drop1_out,
-            &grad("head.fc1.weight")?,
-        )?);
-        backward.push(fc1.backward_bias(gpu, &d_fc1_out, &grad("head.fc1.bias")?)?);
-        backward.push(drop1.backward(gpu, &d_drop1_out, &d_pooled)?);
-        backward.push(gap.backward(gpu, &d_pooled, last.d_output())?);
-        for i in (0..stages.len()).rev() {
-            let st = &stages[i];
-            let pre = format!("stages.{i}");
-            let x = if i == 0 {
-                &input
-            } else {
-                stages[i - 1].output()
-            };
-            let mut gate_in = st.pool_out.clone();
-            let mut d_gate_in = st.d_pool_out.clone();
-            if let Some(out) = &st.channel_out {
-                gate_in = out.clone();
-                d_gate_in = st
-                    .d_channel_out
-                    .clone()
-                    .expect("allocated with channel_out");
-            }
-            if let (Some(sp), Some(d_out)) = (&st.spatial, &st.d_spatial_out) {
-                backward.extend(sp.backward(
-                    gpu,
-                    &gate_in,
-                    d_out,
-                    &param(&format!("{pre}.cbam.spatial.conv.weight"))?,
-                    &d_gate_in,
-                    &grad(&format!("{pre}.cbam.spatial.conv.weight"))?,
-                    &grad(&format!("{pre}.cbam.spatial.conv.bias"))?,
-                )?);
-            }
-            if let (Some(ch), Some(d_out)) = (&st.channel, &st.d_channel_out) {
-                let t = mlp_tensors(&param, &pre)?;
-                let g = mlp_tensors(&grad, &pre)?;
-                backward.extend(ch.backward(
-                    gpu,
-                    &st.pool_out,
-                    &t.as_mlp(),
-                    d_out,
-                    &st.d_pool_out,
-                    &g.as_mlp(),
-                )?);
-            }
-            backward.push(
-                st.pool
-                    .backward(gpu, &st.elu_out, &st.d_pool_out, &st.d_elu_out)?,
-            );
-            backward.push(
-                st.elu
-                    .backward(gpu, st.act_in(), &st.d_elu_out, st.d_act_in())?,
-            );
-            if let (Some(bn), Some(d_out)) = (&st.bn, &st.d_bn_out) {
-                let (dg, db) = (
-                    grad(&format!("{pre}.bn.weight"))?,
-                    grad(&format!("{pre}.bn.bias"))?,
-                );
-                backward.extend(bn.backward(
-                    gpu,
-                    &st.conv_out,
-                    &param(&format!("{pre}.bn.weight"))?,
-                    d_out,
-                    &st.d_conv_out,
-                    &BnAffine {
-                        weight: &dg,
-                        bias: &db,
-                    },
-                )?);
-            }
-            backward.push(st.conv.backward_weight(
-                gpu,
-                &st.d_conv_out,
-                x,
-                &grad(&format!("{pre}.conv.weight"))?,
-            )?);
-            backward.push(st.conv.backward_bias(
-                gpu,
-                &st.d_conv_out,
-                &grad(&format!("{pre}.conv.bias"))?,
-            )?);
-            // The image's own gradient is never needed.
-            if i > 0 {
-                backward.push(st.conv.backward_input(
-                    gpu,
-                    &st.d_conv_out,
-                    &param(&format!("{pre}.conv.weight"))?,
-                    stages[i - 1].d_output(),
-                )?);
-            }
-        }
+            &net,
+            &dropouts,
+            (&stage_grads, &head_grads),
+            (&views, &gviews),
+            cw,
+        )?;
         let mut adam = Adam::new(gpu, packed, options.adam).await?;
         adam.set_step(gpu, 1)?;
         let update = adam.step(gpu, &params, &grads, &adam_m, &adam_v)?;
@@ -624,19 +275,12 @@ impl Network {
             adam_v,
             buffers,
             batches_tracked: AtomicU64::new(0),
-            input,
-            labels,
-            logits,
-            probs,
-            loss,
-            correct,
+            net,
+            dropouts,
             history,
             plan: p.plan,
-            stages,
-            dropouts: [drop1, drop2],
-            xent,
             adam,
-            _head: (gap, fc1, fc2, head_elu),
+            _grads: (stage_grads, head_grads),
             _class_weights: class_weights,
             forward,
             forward_eval,
@@ -647,28 +291,124 @@ impl Network {
     }
 }
 
-/// The four tensors of a stage's channel-gate MLP, taken from `source` (parameters or grads).
-struct MlpTensors([Tensor; 4]);
-
-impl MlpTensors {
-    fn as_mlp(&self) -> ChannelMlp<'_> {
-        ChannelMlp {
-            fc1_weight: &self.0[0],
-            fc1_bias: &self.0[1],
-            fc2_weight: &self.0[2],
-            fc2_bias: &self.0[3],
+/// The backward, in reverse. Every op overwrites its gradients, so nothing is zeroed per step.
+fn record_backward(
+    gpu: &Gpu,
+    net: &Forward,
+    dropouts: &Dropouts,
+    (stage_grads, g): (&[StageGrads], &HeadGrads),
+    (views, gviews): (&Views, &Views),
+    class_weights: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let h = &net.head;
+    let d = dropouts;
+    let [fc2_w, _] = &views.head.fc2;
+    let [fc2_dw, fc2_db] = &gviews.head.fc2;
+    let [fc1_w, _] = &views.head.fc1;
+    let [fc1_dw, fc1_db] = &gviews.head.fc1;
+    let last = stage_grads.last().expect("a stage").d_output();
+    let mut backward = vec![
+        h.xent
+            .backward(gpu, &h.probs, &h.labels, class_weights, &g.d_logits)?,
+        h.fc2
+            .op
+            .backward_input(gpu, &g.d_logits, fc2_w, &g.d_drop2_out)?,
+        h.fc2
+            .op
+            .backward_weight(gpu, &g.d_logits, &d.drop2.out, fc2_dw)?,
+        h.fc2.op.backward_bias(gpu, &g.d_logits, fc2_db)?,
+        d.drop2.op.backward(gpu, &g.d_drop2_out, &g.d_elu_out)?,
+        h.elu
+            .op
+            .backward(gpu, &h.fc1.out, &g.d_elu_out, &g.d_fc1_out)?,
+        h.fc1
+            .op
+            .backward_input(gpu, &g.d_fc1_out, fc1_w, &g.d_drop1_out)?,
+        h.fc1
+            .op
+            .backward_weight(gpu, &g.d_fc1_out, &d.drop1.out, fc1_dw)?,
+        h.fc1.op.backward_bias(gpu, &g.d_fc1_out, fc1_db)?,
+        d.drop1.op.backward(gpu, &g.d_drop1_out, &g.d_pooled)?,
+        h.gap.op.backward(gpu, &g.d_pooled, last)?,
+    ];
+    for i in (0..net.stages.len()).rev() {
+        let (st, sg) = (&net.stages[i], &stage_grads[i]);
+        let (v, gv) = (&views.stages[i], &gviews.stages[i]);
+        let x = match i {
+            0 => &net.input,
+            _ => net.stages[i - 1].output(),
+        };
+        if let (Some(sp), Some(d_out), Some([w, _]), Some([dw, db])) =
+            (&st.spatial, &sg.d_spatial_out, &v.spatial, &gv.spatial)
+        {
+            backward.extend(sp.op.backward(
+                gpu,
+                st.spatial_in(),
+                d_out,
+                w,
+                sg.d_spatial_in(),
+                dw,
+                db,
+            )?);
+        }
+        if let (Some(ch), Some(d_out), Some(t), Some(dt)) =
+            (&st.channel, &sg.d_channel_out, &v.channel, &gv.channel)
+        {
+            backward.extend(ch.op.backward(
+                gpu,
+                &st.pool.out,
+                &StageViews::mlp(t),
+                d_out,
+                &sg.d_pool_out,
+                &StageViews::mlp(dt),
+            )?);
+        }
+        backward.push(
+            st.pool
+                .op
+                .backward(gpu, &st.elu.out, &sg.d_pool_out, &sg.d_elu_out)?,
+        );
+        backward.push(
+            st.elu
+                .op
+                .backward(gpu, st.act_in(), &sg.d_elu_out, sg.d_act_in())?,
+        );
+        if let (Some(bn), Some(d_out), Some([gamma, _]), Some([dg, db])) =
+            (&st.bn, &sg.d_bn_out, &v.bn, &gv.bn)
+        {
+            backward.extend(bn.op.backward(
+                gpu,
+                &st.conv.out,
+                gamma,
+                d_out,
+                &sg.d_conv_out,
+                &BnAffine {
+                    weight: dg,
+                    bias: db,
+                },
+            )?);
+        }
+        backward.push(
+            st.conv
+                .op
+                .backward_weight(gpu, &sg.d_conv_out, x, &gv.conv_weight)?,
+        );
+        backward.push(
+            st.conv
+                .op
+                .backward_bias(gpu, &sg.d_conv_out, &gv.conv_bias)?,
+        );
+        // The image's own gradient is never needed.
+        if i > 0 {
+            backward.push(st.conv.op.backward_input(
+                gpu,
+                &sg.d_conv_out,
+                &v.conv_weight,
+                stage_grads[i - 1].d_output(),
+            )?);
         }
     }
-}
-
-fn mlp_tensors(source: &dyn Fn(&str) -> Result<Tensor>, pre: &str) -> Result<MlpTensors> {
-    let t = |s: &str| source(&format!("{pre}.cbam.channel.{s}"));
-    Ok(MlpTensors([
-        t("fc1.weight")?,
-        t("fc1.bias")?,
-        t("fc2.weight")?,
-        t("fc2.bias")?,
-    ]))
+    Ok(backward)
 }
 
 impl Network {
@@ -711,18 +451,18 @@ impl Network {
         &self.grads
     }
     pub fn logits(&self) -> &Tensor {
-        &self.logits
+        &self.net.head.fc2.out
     }
     pub fn probs(&self) -> &Tensor {
-        &self.probs
+        &self.net.head.probs
     }
     /// `[1]`: the batch's mean cross-entropy after the last forward.
     pub fn loss(&self) -> &Tensor {
-        &self.loss
+        &self.net.head.loss
     }
     /// `[1]`, f32: how many rows' argmax equalled the label after the last forward.
     pub fn correct(&self) -> &Tensor {
-        &self.correct
+        &self.net.head.correct
     }
     /// Adam's first and second moments, packed like the parameters.
     pub fn adam_state(&self) -> (&Tensor, &Tensor) {
@@ -730,11 +470,11 @@ impl Network {
     }
     /// Stage `i`'s spatial attention map M_s `[N, 1, S/2, S/2]`, if the stage has the gate.
     pub fn spatial_map(&self, i: usize) -> Option<&Tensor> {
-        self.stages.get(i)?.spatial.as_ref().map(|s| s.m_s())
+        self.net.spatial_map(i)
     }
     /// Stage `i`'s channel gate M_c `[N, C]`, if the stage has the gate.
     pub fn channel_gate(&self, i: usize) -> Option<&Tensor> {
-        self.stages.get(i)?.channel.as_ref().map(|c| c.gate())
+        self.net.channel_gate(i)
     }
 
     /// Overwrites the parameters (packed by [`Network::table`]); queued until the next submit.
@@ -868,15 +608,16 @@ impl Network {
     /// Uploads a batch: `images` `[N, C, S, S]` in network input scale, `labels` class indices.
     /// Queued; takes effect at the next submit.
     pub fn write_batch(&self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
-        gpu.write(&self.input, images)?;
-        self.xent.write_labels(gpu, &self.labels, labels)
+        let h = &self.net.head;
+        gpu.write(&self.net.input, images)?;
+        h.xent.write_labels(gpu, &h.labels, labels)
     }
 
     /// One training step (forward, loss, backward, Adam) in one submission, on the batch last
     /// written. `dropout: false` runs the step with dropout as the identity (`debug-step`).
     pub fn train_step(&mut self, gpu: &Gpu, dropout: bool) -> Result<wgpu::SubmissionIndex> {
         let t = self.step + 1;
-        for d in &self.dropouts {
+        for d in self.dropouts.ops() {
             d.set_training(gpu, dropout);
             d.set_step(gpu, t);
         }
@@ -885,8 +626,8 @@ impl Network {
         let index = gpu.submit_with_copies(
             self.dispatches(),
             &[
-                (&self.loss, &self.history, slot),
-                (&self.correct, &self.history, slot + 1),
+                (&self.net.head.loss, &self.history, slot),
+                (&self.net.head.correct, &self.history, slot + 1),
             ],
         )?;
         self.step = t;
@@ -918,19 +659,19 @@ impl Network {
         dst: &Tensor,
         row: usize,
     ) -> Result<wgpu::SubmissionIndex> {
-        for d in &self.dropouts {
+        for d in self.dropouts.ops() {
             d.set_training(gpu, false);
         }
         gpu.submit_with_copies(
             self.eval_forward(),
-            &[(&self.probs, dst, row * self.config.classes.len())],
+            &[(&self.net.head.probs, dst, row * self.config.classes.len())],
         )
     }
 
     /// The forward pass and the loss only, in evaluation mode (dropout off, batch norm on the
     /// running statistics): evaluation and inference.
     pub fn forward_eval(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
-        for d in &self.dropouts {
+        for d in self.dropouts.ops() {
             d.set_training(gpu, false);
         }
         gpu.submit_with_copies(self.eval_forward(), &[])
@@ -940,12 +681,47 @@ impl Network {
     /// (gradient checks). Like any training-mode forward, it moves the batch norms' running
     /// statistics.
     pub fn forward_backward(&self, gpu: &Gpu, dropout: bool) -> Result<wgpu::SubmissionIndex> {
-        for d in &self.dropouts {
+        for d in self.dropouts.ops() {
             d.set_training(gpu, dropout);
             d.set_step(gpu, self.step + 1);
         }
         let index = gpu.submit_with_copies(self.forward.iter().chain(&self.backward), &[])?;
         self.track_batch();
         Ok(index)
+    }
+}
+
+impl Evaluate for Network {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn batch(&self) -> usize {
+        self.batch
+    }
+    fn write_batch(&self, gpu: &Gpu, images: &[f32], labels: &[u32]) -> Result<()> {
+        Network::write_batch(self, gpu, images, labels)
+    }
+    fn forward_eval(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
+        Network::forward_eval(self, gpu)
+    }
+    fn forward_eval_into(
+        &self,
+        gpu: &Gpu,
+        dst: &Tensor,
+        row: usize,
+    ) -> Result<wgpu::SubmissionIndex> {
+        Network::forward_eval_into(self, gpu, dst, row)
+    }
+    fn probs(&self) -> &Tensor {
+        Network::probs(self)
+    }
+    fn logits(&self) -> &Tensor {
+        Network::logits(self)
+    }
+    fn spatial_map(&self, i: usize) -> Option<&Tensor> {
+        Network::spatial_map(self, i)
+    }
+    fn channel_gate(&self, i: usize) -> Option<&Tensor> {
+        Network::channel_gate(self, i)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -60,7 +60,7 @@ pub struct Activation {
     version: ActivationVersion,
     shape: Vec<usize>,
     forward: Arc<Kernel>,
-    backward: Arc<Kernel>,
+    backward: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
 }
 
@@ -70,12 +70,38 @@ impl Activation {
         Activation::with_version(gpu, kind, shape, ActivationVersion::default()).await
     }
 
+    /// [`Activation::new`] without the backward pass (an inference network's).
+    pub async fn forward_only(
+        gpu: &Gpu,
+        kind: ActivationKind,
+        shape: &[usize],
+    ) -> Result<Activation> {
+        Activation::build(
+            gpu,
+            kind,
+            shape,
+            ActivationVersion::default(),
+            Passes::Inference,
+        )
+        .await
+    }
+
     /// `version`'s kernels where it has them for `kind` (see [`Activation::version`]).
     pub async fn with_version(
         gpu: &Gpu,
         kind: ActivationKind,
         shape: &[usize],
         version: ActivationVersion,
+    ) -> Result<Activation> {
+        Activation::build(gpu, kind, shape, version, Passes::Training).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        kind: ActivationKind,
+        shape: &[usize],
+        version: ActivationVersion,
+        passes: Passes,
     ) -> Result<Activation> {
         let len: usize = shape.iter().product();
         if len == 0 {
@@ -124,7 +150,7 @@ impl Activation {
             version,
             shape: shape.to_vec(),
             forward: kernel(fwd, &[UNIFORM, X, Y]).await?,
-            backward: kernel(bwd, &[UNIFORM, saved, DY, DX]).await?,
+            backward: backward_part(passes, || kernel(bwd, &[UNIFORM, saved, DY, DX])).await?,
             params: gpu.uniform_buffer(
                 &format!("{name}.params"),
                 &Params {
@@ -178,7 +204,7 @@ impl Activation {
         saved.expect_shape(&op, &self.shape)?;
         dy.expect_shape(&op, &self.shape)?;
         dx.expect_shape(&op, &self.shape)?;
-        self.backward.dispatch(
+        built(&self.backward, &op)?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -155,20 +155,26 @@ pub struct BatchNorm2d {
     shape: BatchNorm2dShape,
     /// H*W is a multiple of 4: the big passes use their vec4 entry points.
     vec4: bool,
+    normalize: Arc<Kernel>,
+    eval_stats: Arc<Kernel>,
+    /// `None` for a batch norm built for inference.
+    train: Option<Training>,
+    params: wgpu::Buffer,
+    eval_stats_t: Tensor,
+}
+
+/// The training forward and the backward: their pipelines, saved statistics and scratch.
+struct Training {
     partial_sum: Arc<Kernel>,
     finish_mean: Arc<Kernel>,
     partial_dev: Arc<Kernel>,
     finish_var: Arc<Kernel>,
-    normalize: Arc<Kernel>,
-    eval_stats: Arc<Kernel>,
     backward_partial: Arc<Kernel>,
     backward_finish: Arc<Kernel>,
     backward_input: Arc<Kernel>,
-    params: wgpu::Buffer,
     part_a: Tensor,
     part_b: Tensor,
     stats: Tensor,
-    eval_stats_t: Tensor,
     coef: Tensor,
 }
 
@@ -176,6 +182,16 @@ impl BatchNorm2d {
     /// Builds the op. Training needs at least two values per channel (an unbiased variance of
     /// one value does not exist; PyTorch refuses it too): `n h w >= 2`.
     pub async fn new(gpu: &Gpu, shape: BatchNorm2dShape) -> Result<BatchNorm2d> {
+        BatchNorm2d::build(gpu, shape, Passes::Training).await
+    }
+
+    /// The evaluation forward alone (an inference network's): no training forward, no
+    /// backward, none of their statistics or scratch.
+    pub async fn forward_only(gpu: &Gpu, shape: BatchNorm2dShape) -> Result<BatchNorm2d> {
+        BatchNorm2d::build(gpu, shape, Passes::Inference).await
+    }
+
+    async fn build(gpu: &Gpu, shape: BatchNorm2dShape, passes: Passes) -> Result<BatchNorm2d> {
         let s = shape;
         let invalid = |message: String| Error::InvalidConfig {
             op: "batchnorm2d".into(),
@@ -184,7 +200,7 @@ impl BatchNorm2d {
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
             return Err(invalid(format!("every size must be positive, got {s:?}")));
         }
-        if s.count() < 2 {
+        if passes == Passes::Training && s.count() < 2 {
             return Err(invalid(format!(
                 "{s:?} has one value per channel: batch statistics need at least two"
             )));
@@ -206,39 +222,74 @@ impl BatchNorm2d {
             })
         };
         let vec4 = (s.h * s.w).is_multiple_of(4);
-        let (partial_sum, partial_dev, normalize, backward_partial, backward_input) = if vec4 {
-            (
-                kernel("partial_sum_vec4", &[UNIFORM, X4, PART_A_OUT]).await?,
-                kernel(
-                    "partial_dev_vec4",
-                    &[UNIFORM, X4, STATS, PART_A_OUT, PART_B_OUT],
-                )
-                .await?,
-                kernel("normalize_vec4", &[UNIFORM, X4, STATS, GAMMA, BETA, Y4]).await?,
-                kernel(
-                    "backward_partial_vec4",
-                    &[UNIFORM, X4, DY4, STATS, PART_A_OUT, PART_B_OUT],
-                )
-                .await?,
-                kernel(
-                    "backward_input_vec4",
-                    &[UNIFORM, X4, DY4, STATS, GAMMA, COEF, DX4],
-                )
-                .await?,
-            )
+        let normalize = if vec4 {
+            kernel("normalize_vec4", &[UNIFORM, X4, STATS, GAMMA, BETA, Y4]).await?
         } else {
-            (
-                kernel("partial_sum", &[UNIFORM, X, PART_A_OUT]).await?,
-                kernel("partial_dev", &[UNIFORM, X, STATS, PART_A_OUT, PART_B_OUT]).await?,
-                kernel("normalize", &[UNIFORM, X, STATS, GAMMA, BETA, Y]).await?,
-                kernel(
-                    "backward_partial",
-                    &[UNIFORM, X, DY, STATS, PART_A_OUT, PART_B_OUT],
+            kernel("normalize", &[UNIFORM, X, STATS, GAMMA, BETA, Y]).await?
+        };
+        let partials = s.c * s.partials();
+        let train = backward_part(passes, || async {
+            let (partial_sum, partial_dev, backward_partial, backward_input) = if vec4 {
+                (
+                    kernel("partial_sum_vec4", &[UNIFORM, X4, PART_A_OUT]).await?,
+                    kernel(
+                        "partial_dev_vec4",
+                        &[UNIFORM, X4, STATS, PART_A_OUT, PART_B_OUT],
+                    )
+                    .await?,
+                    kernel(
+                        "backward_partial_vec4",
+                        &[UNIFORM, X4, DY4, STATS, PART_A_OUT, PART_B_OUT],
+                    )
+                    .await?,
+                    kernel(
+                        "backward_input_vec4",
+                        &[UNIFORM, X4, DY4, STATS, GAMMA, COEF, DX4],
+                    )
+                    .await?,
+                )
+            } else {
+                (
+                    kernel("partial_sum", &[UNIFORM, X, PART_A_OUT]).await?,
+                    kernel("partial_dev", &[UNIFORM, X, STATS, PART_A_OUT, PART_B_OUT]).await?,
+                    kernel(
+                        "backward_partial",
+                        &[UNIFORM, X, DY, STATS, PART_A_OUT, PART_B_OUT],
+                    )
+                    .await?,
+                    kernel("backward_input", &[UNIFORM, X, DY, STATS, GAMMA, COEF, DX]).await?,
+                )
+            };
+            Ok(Training {
+                partial_sum,
+                finish_mean: kernel("finish_mean", &[UNIFORM, PART_A, STATS_OUT]).await?,
+                partial_dev,
+                finish_var: kernel(
+                    "finish_var",
+                    &[
+                        UNIFORM,
+                        PART_A,
+                        PART_B,
+                        STATS_OUT,
+                        RUNNING_MEAN,
+                        RUNNING_VAR,
+                    ],
                 )
                 .await?,
-                kernel("backward_input", &[UNIFORM, X, DY, STATS, GAMMA, COEF, DX]).await?,
-            )
-        };
+                backward_partial,
+                backward_finish: kernel(
+                    "backward_finish",
+                    &[UNIFORM, PART_A, PART_B, DGAMMA, DBETA, COEF_OUT],
+                )
+                .await?,
+                backward_input,
+                part_a: gpu.zeros("batchnorm2d.part_a", &[partials])?,
+                part_b: gpu.zeros("batchnorm2d.part_b", &[partials])?,
+                stats: gpu.zeros("batchnorm2d.stats", &[4, s.c])?,
+                coef: gpu.zeros("batchnorm2d.coef", &[2, s.c])?,
+            })
+        })
+        .await?;
         let m = s.count() as f64;
         let params = Params {
             n: s.n as u32,
@@ -250,44 +301,18 @@ impl BatchNorm2d {
             momentum: MOMENTUM as f32,
             unbias: (m / (m - 1.0)) as f32,
         };
-        let partials = s.c * s.partials();
         Ok(BatchNorm2d {
             shape,
             vec4,
-            partial_sum,
-            finish_mean: kernel("finish_mean", &[UNIFORM, PART_A, STATS_OUT]).await?,
-            partial_dev,
-            finish_var: kernel(
-                "finish_var",
-                &[
-                    UNIFORM,
-                    PART_A,
-                    PART_B,
-                    STATS_OUT,
-                    RUNNING_MEAN,
-                    RUNNING_VAR,
-                ],
-            )
-            .await?,
             normalize,
             eval_stats: kernel(
                 "eval_stats",
                 &[UNIFORM, RUNNING_MEAN, RUNNING_VAR, STATS_OUT],
             )
             .await?,
-            backward_partial,
-            backward_finish: kernel(
-                "backward_finish",
-                &[UNIFORM, PART_A, PART_B, DGAMMA, DBETA, COEF_OUT],
-            )
-            .await?,
-            backward_input,
+            train,
             params: gpu.uniform_buffer("batchnorm2d.params", &params),
-            part_a: gpu.zeros("batchnorm2d.part_a", &[partials])?,
-            part_b: gpu.zeros("batchnorm2d.part_b", &[partials])?,
-            stats: gpu.zeros("batchnorm2d.stats", &[4, s.c])?,
             eval_stats_t: gpu.zeros("batchnorm2d.eval_stats", &[4, s.c])?,
-            coef: gpu.zeros("batchnorm2d.coef", &[2, s.c])?,
         })
     }
 
@@ -296,9 +321,10 @@ impl BatchNorm2d {
     }
 
     /// Saved: `[4, C]`, the last training forward's batch mean hi, biased variance,
-    /// 1 / sqrt(var + eps) and the mean's remainder lo (the mean is hi + lo).
-    pub fn stats(&self) -> &Tensor {
-        &self.stats
+    /// 1 / sqrt(var + eps) and the mean's remainder lo (the mean is hi + lo); `None` for a
+    /// batch norm built for inference.
+    pub fn stats(&self) -> Option<&Tensor> {
+        self.train.as_ref().map(|t| &t.stats)
     }
 
     /// `[4, C]`: the running mean, variance, 1 / sqrt(var + eps) and 0 that the last evaluation
@@ -309,11 +335,10 @@ impl BatchNorm2d {
 
     /// Bytes of the op's own tensors (saved statistics and scratch), for the memory plan.
     pub fn scratch_bytes(&self) -> u64 {
-        4 * (self.part_a.len()
-            + self.part_b.len()
-            + self.stats.len()
-            + self.eval_stats_t.len()
-            + self.coef.len()) as u64
+        let train = self.train.as_ref().map_or(0, |t| {
+            t.part_a.len() + t.part_b.len() + t.stats.len() + t.coef.len()
+        });
+        4 * (train + self.eval_stats_t.len()) as u64
     }
 
     fn check(&self, op: &str, t: &[(&Tensor, &[usize])]) -> Result<()> {
@@ -357,38 +382,36 @@ impl BatchNorm2d {
         let u = || self.params.as_entire_binding();
         let partials = gpu.grid(s.c * s.partials(), WG);
         let channels = gpu.grid(s.c, WG);
+        let t = built(&self.train, OP)?;
         Ok(vec![
-            self.partial_sum
-                .dispatch(gpu, &[u(), x.binding(), self.part_a.binding()], partials)?,
-            self.finish_mean.dispatch(
-                gpu,
-                &[u(), self.part_a.binding(), self.stats.binding()],
-                channels,
-            )?,
-            self.partial_dev.dispatch(
+            t.partial_sum
+                .dispatch(gpu, &[u(), x.binding(), t.part_a.binding()], partials)?,
+            t.finish_mean
+                .dispatch(gpu, &[u(), t.part_a.binding(), t.stats.binding()], channels)?,
+            t.partial_dev.dispatch(
                 gpu,
                 &[
                     u(),
                     x.binding(),
-                    self.stats.binding(),
-                    self.part_a.binding(),
-                    self.part_b.binding(),
+                    t.stats.binding(),
+                    t.part_a.binding(),
+                    t.part_b.binding(),
                 ],
                 partials,
             )?,
-            self.finish_var.dispatch(
+            t.finish_var.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.part_a.binding(),
-                    self.part_b.binding(),
-                    self.stats.binding(),
+                    t.part_a.binding(),
+                    t.part_b.binding(),
+                    t.stats.binding(),
                     running.mean.binding(),
                     running.var.binding(),
                 ],
                 channels,
             )?,
-            self.normalize_dispatch(gpu, x, &self.stats, affine, y)?,
+            self.normalize_dispatch(gpu, x, &t.stats, affine, y)?,
         ])
     }
 
@@ -479,40 +502,41 @@ impl BatchNorm2d {
             ],
         )?;
         let u = || self.params.as_entire_binding();
+        let t = built(&self.train, OP)?;
         Ok(vec![
-            self.backward_partial.dispatch(
+            t.backward_partial.dispatch(
                 gpu,
                 &[
                     u(),
                     x.binding(),
                     dy.binding(),
-                    self.stats.binding(),
-                    self.part_a.binding(),
-                    self.part_b.binding(),
+                    t.stats.binding(),
+                    t.part_a.binding(),
+                    t.part_b.binding(),
                 ],
                 gpu.grid(s.c * s.partials(), WG),
             )?,
-            self.backward_finish.dispatch(
+            t.backward_finish.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.part_a.binding(),
-                    self.part_b.binding(),
+                    t.part_a.binding(),
+                    t.part_b.binding(),
                     grads.weight.binding(),
                     grads.bias.binding(),
-                    self.coef.binding(),
+                    t.coef.binding(),
                 ],
                 gpu.grid(s.c, WG),
             )?,
-            self.backward_input.dispatch(
+            t.backward_input.dispatch(
                 gpu,
                 &[
                     u(),
                     x.binding(),
                     dy.binding(),
-                    self.stats.binding(),
+                    t.stats.binding(),
                     gamma.binding(),
-                    self.coef.binding(),
+                    t.coef.binding(),
                     dx.binding(),
                 ],
                 gpu.grid(self.big(), WG),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -131,17 +131,23 @@ pub struct CbamChannel {
     hidden_layer: Arc<Kernel>,
     gate_layer: Arc<Kernel>,
     scale: Arc<Kernel>,
-    backward_gate: Arc<Kernel>,
-    backward_hidden: Arc<Kernel>,
-    backward_pooled: Arc<Kernel>,
-    backward_fc2: Arc<Kernel>,
-    backward_fc1: Arc<Kernel>,
-    backward_input: Arc<Kernel>,
+    /// `None` for a gate built for inference.
+    backward: Option<Backward>,
     params: wgpu::Buffer,
     pooled: Tensor,
     argmax: Tensor,
     hidden: Tensor,
     gate: Tensor,
+}
+
+/// The backward's pipelines and scratch.
+struct Backward {
+    gate: Arc<Kernel>,
+    hidden: Arc<Kernel>,
+    pooled: Arc<Kernel>,
+    fc2: Arc<Kernel>,
+    fc1: Arc<Kernel>,
+    input: Arc<Kernel>,
     dz: Tensor,
     dhidden: Tensor,
     dpooled: Tensor,
@@ -159,6 +165,25 @@ impl CbamChannel {
         shape: CbamChannelShape,
         residual: bool,
     ) -> Result<CbamChannel> {
+        CbamChannel::build(gpu, shape, residual, Passes::Training).await
+    }
+
+    /// [`CbamChannel::with_residual`] without the backward passes or their scratch (an
+    /// inference network's).
+    pub async fn forward_only(
+        gpu: &Gpu,
+        shape: CbamChannelShape,
+        residual: bool,
+    ) -> Result<CbamChannel> {
+        CbamChannel::build(gpu, shape, residual, Passes::Inference).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: CbamChannelShape,
+        residual: bool,
+        passes: Passes,
+    ) -> Result<CbamChannel> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
             return Err(Error::InvalidConfig {
@@ -175,26 +200,63 @@ impl CbamChannel {
             })
         };
         let vec4 = (s.h * s.w).is_multiple_of(4);
-        let (pool, scale, backward_gate, backward_input) = if vec4 {
+        let (pool, scale) = if vec4 {
             (
                 kernel("pool_vec4", &[UNIFORM, X4, POOLED_OUT, ARGMAX_OUT]).await?,
                 kernel("scale_vec4", &[UNIFORM, X4, GATE, Y4]).await?,
-                kernel("backward_gate_vec4", &[UNIFORM, DY4, X4, GATE, DZ_OUT]).await?,
-                kernel(
-                    "backward_input_vec4",
-                    &[UNIFORM, DY4, GATE, DPOOLED, ARGMAX, DX4],
-                )
-                .await?,
             )
         } else {
             (
                 kernel("pool", &[UNIFORM, X, POOLED_OUT, ARGMAX_OUT]).await?,
                 kernel("scale", &[UNIFORM, X, GATE, Y]).await?,
-                kernel("backward_gate", &[UNIFORM, DY, X, GATE, DZ_OUT]).await?,
-                kernel("backward_input", &[UNIFORM, DY, GATE, DPOOLED, ARGMAX, DX]).await?,
             )
         };
         let hid = s.hidden();
+        let backward = backward_part(passes, || async {
+            let (gate, input) = if vec4 {
+                (
+                    kernel("backward_gate_vec4", &[UNIFORM, DY4, X4, GATE, DZ_OUT]).await?,
+                    kernel(
+                        "backward_input_vec4",
+                        &[UNIFORM, DY4, GATE, DPOOLED, ARGMAX, DX4],
+                    )
+                    .await?,
+                )
+            } else {
+                (
+                    kernel("backward_gate", &[UNIFORM, DY, X, GATE, DZ_OUT]).await?,
+                    kernel("backward_input", &[UNIFORM, DY, GATE, DPOOLED, ARGMAX, DX]).await?,
+                )
+            };
+            Ok(Backward {
+                gate,
+                hidden: kernel(
+                    "backward_hidden",
+                    &[UNIFORM, DZ, FC2_WEIGHT, HIDDEN, DHIDDEN_OUT],
+                )
+                .await?,
+                pooled: kernel(
+                    "backward_pooled",
+                    &[UNIFORM, DHIDDEN, FC1_WEIGHT, DPOOLED_OUT],
+                )
+                .await?,
+                fc2: kernel(
+                    "backward_fc2",
+                    &[UNIFORM, DZ, HIDDEN, DFC2_WEIGHT, DFC2_BIAS],
+                )
+                .await?,
+                fc1: kernel(
+                    "backward_fc1",
+                    &[UNIFORM, DHIDDEN, POOLED, DFC1_WEIGHT, DFC1_BIAS],
+                )
+                .await?,
+                input,
+                dz: gpu.zeros("cbam_channel.dz", &[s.n, s.c])?,
+                dhidden: gpu.zeros("cbam_channel.dhidden", &[2, s.n, hid])?,
+                dpooled: gpu.zeros("cbam_channel.dpooled", &[2, s.n, s.c])?,
+            })
+        })
+        .await?;
         let params = Params {
             n: s.n as u32,
             c: s.c as u32,
@@ -219,37 +281,13 @@ impl CbamChannel {
             )
             .await?,
             scale,
-            backward_gate,
-            backward_hidden: kernel(
-                "backward_hidden",
-                &[UNIFORM, DZ, FC2_WEIGHT, HIDDEN, DHIDDEN_OUT],
-            )
-            .await?,
-            backward_pooled: kernel(
-                "backward_pooled",
-                &[UNIFORM, DHIDDEN, FC1_WEIGHT, DPOOLED_OUT],
-            )
-            .await?,
-            backward_fc2: kernel(
-                "backward_fc2",
-                &[UNIFORM, DZ, HIDDEN, DFC2_WEIGHT, DFC2_BIAS],
-            )
-            .await?,
-            backward_fc1: kernel(
-                "backward_fc1",
-                &[UNIFORM, DHIDDEN, POOLED, DFC1_WEIGHT, DFC1_BIAS],
-            )
-            .await?,
-            backward_input,
+            backward,
             params: gpu.uniform_buffer("cbam_channel.params", &params),
             pooled: gpu.zeros("cbam_channel.pooled", &[2, s.n, s.c])?,
             // u32 data in an f32-sized tensor (4 bytes per element); the shader reads array<u32>.
             argmax: gpu.zeros("cbam_channel.argmax", &[s.n, s.c])?,
             hidden: gpu.zeros("cbam_channel.hidden", &[2, s.n, hid])?,
             gate: gpu.zeros("cbam_channel.gate", &[s.n, s.c])?,
-            dz: gpu.zeros("cbam_channel.dz", &[s.n, s.c])?,
-            dhidden: gpu.zeros("cbam_channel.dhidden", &[2, s.n, hid])?,
-            dpooled: gpu.zeros("cbam_channel.dpooled", &[2, s.n, s.c])?,
         })
     }
 
@@ -361,68 +399,69 @@ impl CbamChannel {
         let planes = s.n * s.c;
         let hid = s.hidden();
         let big = if self.vec4 { x.len() / 4 } else { x.len() };
+        let b = built(&self.backward, OP)?;
         Ok(vec![
-            self.backward_gate.dispatch(
+            b.gate.dispatch(
                 gpu,
                 &[
                     u(),
                     dy.binding(),
                     x.binding(),
                     self.gate.binding(),
-                    self.dz.binding(),
+                    b.dz.binding(),
                 ],
                 gpu.grid(planes, WG),
             )?,
-            self.backward_hidden.dispatch(
+            b.hidden.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.dz.binding(),
+                    b.dz.binding(),
                     mlp.fc2_weight.binding(),
                     self.hidden.binding(),
-                    self.dhidden.binding(),
+                    b.dhidden.binding(),
                 ],
-                gpu.grid(self.dhidden.len(), WG),
+                gpu.grid(b.dhidden.len(), WG),
             )?,
-            self.backward_pooled.dispatch(
+            b.pooled.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.dhidden.binding(),
+                    b.dhidden.binding(),
                     mlp.fc1_weight.binding(),
-                    self.dpooled.binding(),
+                    b.dpooled.binding(),
                 ],
-                gpu.grid(self.dpooled.len(), WG),
+                gpu.grid(b.dpooled.len(), WG),
             )?,
-            self.backward_fc2.dispatch(
+            b.fc2.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.dz.binding(),
+                    b.dz.binding(),
                     self.hidden.binding(),
                     grads.fc2_weight.binding(),
                     grads.fc2_bias.binding(),
                 ],
                 gpu.grid(s.c * (hid + 1), WG),
             )?,
-            self.backward_fc1.dispatch(
+            b.fc1.dispatch(
                 gpu,
                 &[
                     u(),
-                    self.dhidden.binding(),
+                    b.dhidden.binding(),
                     self.pooled.binding(),
                     grads.fc1_weight.binding(),
                     grads.fc1_bias.binding(),
                 ],
                 gpu.grid(hid * (s.c + 1), WG),
             )?,
-            self.backward_input.dispatch(
+            b.input.dispatch(
                 gpu,
                 &[
                     u(),
                     dy.binding(),
                     self.gate.binding(),
-                    self.dpooled.binding(),
+                    b.dpooled.binding(),
                     self.argmax.binding(),
                     dx.binding(),
                 ],

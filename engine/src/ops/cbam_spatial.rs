@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::conv2d::{Conv2d, Conv2dShape};
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -119,15 +119,15 @@ pub struct CbamSpatial {
     conv: Conv2d,
     pool: Arc<Kernel>,
     gate: Arc<Kernel>,
-    backward_gate: Arc<Kernel>,
-    backward_input: Arc<Kernel>,
+    backward_gate: Option<Arc<Kernel>>,
+    backward_input: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
     pooled: Tensor,
     argmax: Tensor,
     z: Tensor,
     m_s: Tensor,
-    dz: Tensor,
-    ds: Tensor,
+    dz: Option<Tensor>,
+    ds: Option<Tensor>,
 }
 
 impl CbamSpatial {
@@ -141,6 +141,25 @@ impl CbamSpatial {
         gpu: &Gpu,
         shape: CbamSpatialShape,
         residual: bool,
+    ) -> Result<CbamSpatial> {
+        CbamSpatial::build(gpu, shape, residual, Passes::Training).await
+    }
+
+    /// [`CbamSpatial::with_residual`] without the backward passes or their scratch (an
+    /// inference network's).
+    pub async fn forward_only(
+        gpu: &Gpu,
+        shape: CbamSpatialShape,
+        residual: bool,
+    ) -> Result<CbamSpatial> {
+        CbamSpatial::build(gpu, shape, residual, Passes::Inference).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: CbamSpatialShape,
+        residual: bool,
+        passes: Passes,
     ) -> Result<CbamSpatial> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
@@ -168,15 +187,23 @@ impl CbamSpatial {
         Ok(CbamSpatial {
             shape,
             residual,
-            conv: Conv2d::new(gpu, s.conv(), true).await?,
+            conv: match passes {
+                Passes::Training => Conv2d::new(gpu, s.conv(), true).await?,
+                Passes::Inference => Conv2d::forward_only(gpu, s.conv(), true).await?,
+            },
             pool: kernel("pool", &[UNIFORM, X, POOLED, ARGMAX_OUT], per_position).await?,
             gate: kernel("gate", &[UNIFORM, Z, X, M_OUT, Y], per_block).await?,
-            backward_gate: kernel("backward_gate", &[UNIFORM, DY, X, M, DZ], per_position).await?,
-            backward_input: kernel(
-                "backward_input",
-                &[UNIFORM, DY, M, DS, ARGMAX, DX],
-                per_block,
-            )
+            backward_gate: backward_part(passes, || {
+                kernel("backward_gate", &[UNIFORM, DY, X, M, DZ], per_position)
+            })
+            .await?,
+            backward_input: backward_part(passes, || {
+                kernel(
+                    "backward_input",
+                    &[UNIFORM, DY, M, DS, ARGMAX, DX],
+                    per_block,
+                )
+            })
             .await?,
             params: gpu.uniform_buffer("cbam_spatial.params", &params),
             pooled: gpu.zeros("cbam_spatial.pooled", &s.pooled_shape())?,
@@ -184,8 +211,14 @@ impl CbamSpatial {
             argmax: gpu.zeros("cbam_spatial.argmax", &s.argmax_shape())?,
             z: gpu.zeros("cbam_spatial.z", &s.map_shape())?,
             m_s: gpu.zeros("cbam_spatial.m_s", &s.map_shape())?,
-            dz: gpu.zeros("cbam_spatial.dz", &s.map_shape())?,
-            ds: gpu.zeros("cbam_spatial.ds", &s.pooled_shape())?,
+            dz: backward_part(passes, || async {
+                gpu.zeros("cbam_spatial.dz", &s.map_shape())
+            })
+            .await?,
+            ds: backward_part(passes, || async {
+                gpu.zeros("cbam_spatial.ds", &s.pooled_shape())
+            })
+            .await?,
         })
     }
 
@@ -220,13 +253,15 @@ impl CbamSpatial {
     pub fn z(&self) -> &Tensor {
         &self.z
     }
-    /// Scratch: `[N, 1, H, W]`, the gradient at `z` of the last backward.
-    pub fn dz(&self) -> &Tensor {
-        &self.dz
+    /// Scratch: `[N, 1, H, W]`, the gradient at `z` of the last backward (`None` for a gate
+    /// built for inference).
+    pub fn dz(&self) -> Option<&Tensor> {
+        self.dz.as_ref()
     }
-    /// Scratch: `[N, 2, H, W]`, the gradient at `pooled` of the last backward.
-    pub fn ds(&self) -> &Tensor {
-        &self.ds
+    /// Scratch: `[N, 2, H, W]`, the gradient at `pooled` of the last backward (`None` for a
+    /// gate built for inference).
+    pub fn ds(&self) -> Option<&Tensor> {
+        self.ds.as_ref()
     }
 
     /// F'' = sigmoid(conv7x7([max_c x, mean_c x]) + bias) * x; the dispatches in order
@@ -297,29 +332,29 @@ impl CbamSpatial {
         dweight.expect_shape(op, &s.weight_shape())?;
         dbias.expect_shape(op, &s.bias_shape())?;
         let u = self.params.as_entire_binding();
+        let (dz, ds) = (built(&self.dz, op)?, built(&self.ds, op)?);
         Ok(vec![
-            self.backward_gate.dispatch(
+            built(&self.backward_gate, op)?.dispatch(
                 gpu,
                 &[
                     u.clone(),
                     dy.binding(),
                     x.binding(),
                     self.m_s.binding(),
-                    self.dz.binding(),
+                    dz.binding(),
                 ],
-                gpu.grid(self.dz.len(), WG),
+                gpu.grid(dz.len(), WG),
             )?,
-            self.conv.backward_input(gpu, &self.dz, weight, &self.ds)?,
-            self.conv
-                .backward_weight(gpu, &self.dz, &self.pooled, dweight)?,
-            self.conv.backward_bias(gpu, &self.dz, dbias)?,
-            self.backward_input.dispatch(
+            self.conv.backward_input(gpu, dz, weight, ds)?,
+            self.conv.backward_weight(gpu, dz, &self.pooled, dweight)?,
+            self.conv.backward_bias(gpu, dz, dbias)?,
+            built(&self.backward_input, op)?.dispatch(
                 gpu,
                 &[
                     u,
                     dy.binding(),
                     self.m_s.binding(),
-                    self.ds.binding(),
+                    ds.binding(),
                     self.argmax.binding(),
                     dx.binding(),
                 ],

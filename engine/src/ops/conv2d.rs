@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{check_optional, optional, WG};
+use crate::ops::{backward_part, built, check_optional, optional, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -123,16 +123,34 @@ pub struct Conv2d {
     with_bias: bool,
     version: Conv2dVersion,
     forward: Pass,
-    backward_input: Pass,
-    backward_weight: Pass,
-    backward_bias: Pass,
+    /// `None` for a convolution built for inference.
+    backward: Option<Backward>,
     params: wgpu::Buffer,
+}
+
+/// The three backward passes.
+struct Backward {
+    input: Pass,
+    weight: Pass,
+    bias: Pass,
 }
 
 impl Conv2d {
     /// The convolution with the default (fastest) kernels, [`Conv2dVersion::V2`].
     pub async fn new(gpu: &Gpu, shape: Conv2dShape, with_bias: bool) -> Result<Conv2d> {
         Conv2d::with_version(gpu, shape, with_bias, Conv2dVersion::default()).await
+    }
+
+    /// [`Conv2d::new`] without the backward passes (an inference network's).
+    pub async fn forward_only(gpu: &Gpu, shape: Conv2dShape, with_bias: bool) -> Result<Conv2d> {
+        Conv2d::build(
+            gpu,
+            shape,
+            with_bias,
+            Conv2dVersion::default(),
+            Passes::Inference,
+        )
+        .await
     }
 
     /// The convolution running `version`'s kernels where they handle the shape; passes that
@@ -142,6 +160,16 @@ impl Conv2d {
         shape: Conv2dShape,
         with_bias: bool,
         version: Conv2dVersion,
+    ) -> Result<Conv2d> {
+        Conv2d::build(gpu, shape, with_bias, version, Passes::Training).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: Conv2dShape,
+        with_bias: bool,
+        version: Conv2dVersion,
+        passes: Passes,
     ) -> Result<Conv2d> {
         let s = shape;
         if s.n == 0 || s.c_in == 0 || s.c_out == 0 || s.h == 0 || s.w == 0 || s.k == 0 {
@@ -176,10 +204,10 @@ impl Conv2d {
             _pad: [0; 2],
         };
         let v2 = version == Conv2dVersion::V2 && v2_fits(gpu, &s);
-        let (forward, backward_input, backward_weight, backward_bias) = if v2 {
-            v2_passes(gpu, &s).await?
+        let (forward, backward) = if v2 {
+            v2_passes(gpu, &s, passes).await?
         } else {
-            v1_passes(gpu, &s).await?
+            v1_passes(gpu, &s, passes).await?
         };
         Ok(Conv2d {
             shape,
@@ -190,9 +218,7 @@ impl Conv2d {
                 Conv2dVersion::V1
             },
             forward,
-            backward_input,
-            backward_weight,
-            backward_bias,
+            backward,
             params: gpu.uniform_buffer("conv2d.params", &params),
         })
     }
@@ -248,7 +274,8 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_input", &s.output_shape())?;
         weight.expect_shape("conv2d.backward_input", &s.weight_shape())?;
         dx.expect_shape("conv2d.backward_input", &s.input_shape())?;
-        let d = self.backward_input.kernel.dispatch(
+        let pass = &built(&self.backward, "conv2d.backward_input")?.input;
+        let d = pass.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -256,7 +283,7 @@ impl Conv2d {
                 weight.binding(),
                 dx.binding(),
             ],
-            self.backward_input.grid,
+            pass.grid,
         )?;
         Ok(d.with_flops(s.flops()))
     }
@@ -273,7 +300,8 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_weight", &s.output_shape())?;
         x.expect_shape("conv2d.backward_weight", &s.input_shape())?;
         dweight.expect_shape("conv2d.backward_weight", &s.weight_shape())?;
-        let d = self.backward_weight.kernel.dispatch(
+        let pass = &built(&self.backward, "conv2d.backward_weight")?.weight;
+        let d = pass.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -281,7 +309,7 @@ impl Conv2d {
                 x.binding(),
                 dweight.binding(),
             ],
-            self.backward_weight.grid,
+            pass.grid,
         )?;
         Ok(d.with_flops(s.flops()))
     }
@@ -291,14 +319,15 @@ impl Conv2d {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_bias", &s.output_shape())?;
         self.check_bias("conv2d.backward_bias", Some(dbias))?;
-        let d = self.backward_bias.kernel.dispatch(
+        let pass = &built(&self.backward, "conv2d.backward_bias")?.bias;
+        let d = pass.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
                 dy.binding(),
                 dbias.binding(),
             ],
-            self.backward_bias.grid,
+            pass.grid,
         )?;
         Ok(d.with_flops(s.output_shape().iter().product::<usize>() as u64))
     }
@@ -329,29 +358,33 @@ const BACKWARD_INPUT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, WEIGHT, DX];
 const BACKWARD_WEIGHT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, X, DWEIGHT];
 const BACKWARD_BIAS_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, DBIAS];
 
-/// One invocation per output element, flat grid.
-async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
+/// One invocation per output element, flat grid; the backward passes with `passes`.
+async fn v1_passes(gpu: &Gpu, s: &Conv2dShape, passes: Passes) -> Result<(Pass, Option<Backward>)> {
     let wg = [("WG", WG as f64)];
     let pass = |threads: usize, kernel| Pass {
         kernel,
         grid: gpu.grid(threads, WG),
     };
     let len = |d: [usize; 4]| d.iter().product::<usize>();
-    Ok((
-        pass(
-            len(s.output_shape()),
-            kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
-        ),
-        pass(
-            len(s.input_shape()),
-            kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
-        ),
-        v1_backward_weight(gpu, s).await?,
-        pass(
-            s.c_out,
-            kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
-        ),
-    ))
+    let forward = pass(
+        len(s.output_shape()),
+        kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
+    );
+    let backward = backward_part(passes, || async {
+        Ok(Backward {
+            input: pass(
+                len(s.input_shape()),
+                kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
+            ),
+            weight: v1_backward_weight(gpu, s).await?,
+            bias: pass(
+                s.c_out,
+                kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
+            ),
+        })
+    })
+    .await?;
+    Ok((forward, backward))
 }
 
 /// `preferred` channels per invocation, or fewer when the pass has fewer channels (a power of two,
@@ -402,8 +435,9 @@ async fn v1_backward_weight(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
 /// measured 0.9-1.2 GFLOP/s against v1's 2.7 there (benches/conv2d.rs, gate128/gate64).
 const BWD_WEIGHT_V2_MIN_C_OUT: usize = 4;
 
-/// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
-async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass)> {
+/// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl. The
+/// backward passes with `passes`.
+async fn v2_passes(gpu: &Gpu, s: &Conv2dShape, passes: Passes) -> Result<(Pass, Option<Backward>)> {
     let constants = |bc: u32| {
         assert!(bc <= MAX_BLOCK_C);
         [("WG", WG as f64), ("K", s.k as f64), ("BLOCK_C", bc as f64)]
@@ -418,54 +452,58 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Pass, Pass, Pass
     let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
     let bwd_w_blocks = s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8);
     let split = bwd_weight_split(bwd_w_blocks * s.k * s.k);
-    Ok((
-        Pass {
-            kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
-            grid: grid(s.n * s.h_out() * s.w_out().div_ceil(BLOCK_X), s.c_out, fwd),
-        },
-        Pass {
-            kernel: kernel(
-                gpu,
-                "backward_input_v2",
-                BACKWARD_INPUT_BINDINGS,
-                &constants(bwd_in),
-            )
-            .await?,
-            grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
-        },
-        if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
-            v1_backward_weight(gpu, s).await?
-        } else {
-            Pass {
+    let forward = Pass {
+        kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
+        grid: grid(s.n * s.h_out() * s.w_out().div_ceil(BLOCK_X), s.c_out, fwd),
+    };
+    let backward = backward_part(passes, || async {
+        Ok(Backward {
+            input: Pass {
                 kernel: kernel(
                     gpu,
-                    "backward_weight_v2",
-                    BACKWARD_WEIGHT_BINDINGS,
-                    &[
-                        ("WG", WG as f64),
-                        ("K", s.k as f64),
-                        ("BLOCK_C", bwd_w as f64),
-                        ("SPLIT", split as f64),
-                    ],
+                    "backward_input_v2",
+                    BACKWARD_INPUT_BINDINGS,
+                    &constants(bwd_in),
                 )
                 .await?,
-                // SPLIT invocations per block of 8 output x BLOCK_C input channels; z = tap.
-                grid: {
-                    let [gx, gy, _] = gpu.grid(bwd_w_blocks * split as usize, WG);
-                    [gx, gy, (s.k * s.k) as u32]
-                },
-            }
-        },
-        Pass {
-            // One workgroup per output channel, folded into x/y.
-            kernel: kernel(
-                gpu,
-                "backward_bias_v2",
-                BACKWARD_BIAS_BINDINGS,
-                &[("WG", WG as f64)],
-            )
-            .await?,
-            grid: gpu.grid(s.c_out * WG as usize, WG),
-        },
-    ))
+                grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
+            },
+            weight: if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
+                v1_backward_weight(gpu, s).await?
+            } else {
+                Pass {
+                    kernel: kernel(
+                        gpu,
+                        "backward_weight_v2",
+                        BACKWARD_WEIGHT_BINDINGS,
+                        &[
+                            ("WG", WG as f64),
+                            ("K", s.k as f64),
+                            ("BLOCK_C", bwd_w as f64),
+                            ("SPLIT", split as f64),
+                        ],
+                    )
+                    .await?,
+                    // SPLIT invocations per block of 8 output x BLOCK_C input channels; z = tap.
+                    grid: {
+                        let [gx, gy, _] = gpu.grid(bwd_w_blocks * split as usize, WG);
+                        [gx, gy, (s.k * s.k) as u32]
+                    },
+                }
+            },
+            bias: Pass {
+                // One workgroup per output channel, folded into x/y.
+                kernel: kernel(
+                    gpu,
+                    "backward_bias_v2",
+                    BACKWARD_BIAS_BINDINGS,
+                    &[("WG", WG as f64)],
+                )
+                .await?,
+                grid: gpu.grid(s.c_out * WG as usize, WG),
+            },
+        })
+    })
+    .await?;
+    Ok((forward, backward))
 }

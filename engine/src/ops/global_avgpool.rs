@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -51,12 +51,21 @@ const DX: (u32, Binding) = (4, Binding::ReadWrite);
 pub struct GlobalAvgPool {
     shape: GlobalAvgPoolShape,
     forward: Arc<Kernel>,
-    backward: Arc<Kernel>,
+    backward: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
 }
 
 impl GlobalAvgPool {
     pub async fn new(gpu: &Gpu, shape: GlobalAvgPoolShape) -> Result<GlobalAvgPool> {
+        GlobalAvgPool::build(gpu, shape, Passes::Training).await
+    }
+
+    /// [`GlobalAvgPool::new`] without the backward pass (an inference network's).
+    pub async fn forward_only(gpu: &Gpu, shape: GlobalAvgPoolShape) -> Result<GlobalAvgPool> {
+        GlobalAvgPool::build(gpu, shape, Passes::Inference).await
+    }
+
+    async fn build(gpu: &Gpu, shape: GlobalAvgPoolShape, passes: Passes) -> Result<GlobalAvgPool> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h == 0 || s.w == 0 {
             return Err(Error::InvalidConfig {
@@ -81,11 +90,13 @@ impl GlobalAvgPool {
         Ok(GlobalAvgPool {
             shape,
             forward: kernel("forward", &[UNIFORM, X, Y], &[("WG", WG as f64)]).await?,
-            backward: kernel(
-                "backward",
-                &[UNIFORM, DY, DX],
-                &[("WG", WG as f64), ("ROWS", BACKWARD_ROWS as f64)],
-            )
+            backward: backward_part(passes, || {
+                kernel(
+                    "backward",
+                    &[UNIFORM, DY, DX],
+                    &[("WG", WG as f64), ("ROWS", BACKWARD_ROWS as f64)],
+                )
+            })
             .await?,
             params: gpu.uniform_buffer("global_avgpool.params", &params),
         })
@@ -115,7 +126,7 @@ impl GlobalAvgPool {
         dx.expect_shape("global_avgpool.backward", &s.input_shape())?;
         let threads = (s.n * s.c).div_ceil(BACKWARD_ROWS) * s.h * s.w;
         let grid = gpu.grid(threads, WG);
-        self.backward.dispatch(
+        built(&self.backward, "global_avgpool.backward")?.dispatch(
             gpu,
             &[self.params.as_entire_binding(), dy.binding(), dx.binding()],
             grid,

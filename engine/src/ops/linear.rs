@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{check_optional, optional, WG};
+use crate::ops::{backward_part, built, check_optional, optional, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -64,14 +64,28 @@ pub struct Linear {
     shape: LinearShape,
     with_bias: bool,
     forward: Arc<Kernel>,
-    backward_input: Arc<Kernel>,
-    backward_weight: Arc<Kernel>,
-    backward_bias: Arc<Kernel>,
+    backward_input: Option<Arc<Kernel>>,
+    backward_weight: Option<Arc<Kernel>>,
+    backward_bias: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
 }
 
 impl Linear {
     pub async fn new(gpu: &Gpu, shape: LinearShape, with_bias: bool) -> Result<Linear> {
+        Linear::build(gpu, shape, with_bias, Passes::Training).await
+    }
+
+    /// [`Linear::new`] without the backward passes (an inference network's).
+    pub async fn forward_only(gpu: &Gpu, shape: LinearShape, with_bias: bool) -> Result<Linear> {
+        Linear::build(gpu, shape, with_bias, Passes::Inference).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: LinearShape,
+        with_bias: bool,
+        passes: Passes,
+    ) -> Result<Linear> {
         let s = shape;
         if s.n == 0 || s.in_features == 0 || s.out_features == 0 {
             return Err(Error::InvalidConfig {
@@ -97,9 +111,16 @@ impl Linear {
             shape,
             with_bias,
             forward: kernel("forward", &[UNIFORM, X, WEIGHT, BIAS, Y]).await?,
-            backward_input: kernel("backward_input", &[UNIFORM, DY, WEIGHT, DX]).await?,
-            backward_weight: kernel("backward_weight", &[UNIFORM, DY, X, DWEIGHT]).await?,
-            backward_bias: kernel("backward_bias", &[UNIFORM, DY, DBIAS]).await?,
+            backward_input: backward_part(passes, || {
+                kernel("backward_input", &[UNIFORM, DY, WEIGHT, DX])
+            })
+            .await?,
+            backward_weight: backward_part(passes, || {
+                kernel("backward_weight", &[UNIFORM, DY, X, DWEIGHT])
+            })
+            .await?,
+            backward_bias: backward_part(passes, || kernel("backward_bias", &[UNIFORM, DY, DBIAS]))
+                .await?,
             params: gpu.uniform_buffer("linear.params", &params),
         })
     }
@@ -148,7 +169,7 @@ impl Linear {
         dy.expect_shape("linear.backward_input", &s.output_shape())?;
         weight.expect_shape("linear.backward_input", &s.weight_shape())?;
         dx.expect_shape("linear.backward_input", &s.input_shape())?;
-        let d = self.backward_input.dispatch(
+        let d = built(&self.backward_input, "linear.backward_input")?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -173,7 +194,7 @@ impl Linear {
         dy.expect_shape("linear.backward_weight", &s.output_shape())?;
         x.expect_shape("linear.backward_weight", &s.input_shape())?;
         dweight.expect_shape("linear.backward_weight", &s.weight_shape())?;
-        let d = self.backward_weight.dispatch(
+        let d = built(&self.backward_weight, "linear.backward_weight")?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -191,7 +212,7 @@ impl Linear {
         let s = &self.shape;
         dy.expect_shape("linear.backward_bias", &s.output_shape())?;
         self.check_bias("linear.backward_bias", Some(dbias))?;
-        let d = self.backward_bias.dispatch(
+        let d = built(&self.backward_bias, "linear.backward_bias")?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::WG;
+use crate::ops::{backward_part, built, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -64,7 +64,7 @@ pub struct MaxPool2d {
     shape: MaxPool2dShape,
     version: MaxPool2dVersion,
     forward: Arc<Kernel>,
-    backward: Arc<Kernel>,
+    backward: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
 }
 
@@ -74,10 +74,24 @@ impl MaxPool2d {
         MaxPool2d::with_version(gpu, shape, MaxPool2dVersion::default()).await
     }
 
+    /// [`MaxPool2d::new`] without the backward pass (an inference network's).
+    pub async fn forward_only(gpu: &Gpu, shape: MaxPool2dShape) -> Result<MaxPool2d> {
+        MaxPool2d::build(gpu, shape, MaxPool2dVersion::default(), Passes::Inference).await
+    }
+
     pub async fn with_version(
         gpu: &Gpu,
         shape: MaxPool2dShape,
         version: MaxPool2dVersion,
+    ) -> Result<MaxPool2d> {
+        MaxPool2d::build(gpu, shape, version, Passes::Training).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: MaxPool2dShape,
+        version: MaxPool2dVersion,
+        passes: Passes,
     ) -> Result<MaxPool2d> {
         let s = shape;
         if s.n == 0 || s.c == 0 || s.h < 2 || s.w < 2 {
@@ -102,10 +116,16 @@ impl MaxPool2d {
                 MaxPool2dVersion::V1 => kernel("forward", &[UNIFORM, X, Y]).await?,
                 MaxPool2dVersion::V2 => kernel("forward_v2", &[UNIFORM, X, Y]).await?,
             },
-            backward: match version {
-                MaxPool2dVersion::V1 => kernel("backward", &[UNIFORM, X, DY, DX]).await?,
-                MaxPool2dVersion::V2 => kernel("backward_v2", &[UNIFORM, X, DY, DX]).await?,
-            },
+            backward: backward_part(passes, || {
+                kernel(
+                    match version {
+                        MaxPool2dVersion::V1 => "backward",
+                        MaxPool2dVersion::V2 => "backward_v2",
+                    },
+                    &[UNIFORM, X, DY, DX],
+                )
+            })
+            .await?,
             params: gpu.uniform_buffer(
                 "maxpool2d.params",
                 &Params {
@@ -145,7 +165,7 @@ impl MaxPool2d {
         x.expect_shape("maxpool2d.backward", &self.shape.input_shape())?;
         dy.expect_shape("maxpool2d.backward", &self.shape.output_shape())?;
         dx.expect_shape("maxpool2d.backward", &self.shape.input_shape())?;
-        self.backward.dispatch(
+        built(&self.backward, "maxpool2d.backward")?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),

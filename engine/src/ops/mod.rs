@@ -17,6 +17,36 @@ pub mod softmax_xent;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
+/// Which of an op's passes are built: all of them (training), or the forward alone (inference:
+/// no backward pipeline is compiled and no backward scratch is allocated, and a backward
+/// method fails naming the op).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Passes {
+    #[default]
+    Training,
+    Inference,
+}
+
+/// What an op built with `passes` keeps of a backward piece: `Some(build)` in training.
+pub(crate) async fn backward_part<T, F: std::future::Future<Output = crate::error::Result<T>>>(
+    passes: Passes,
+    build: impl FnOnce() -> F,
+) -> crate::error::Result<Option<T>> {
+    match passes {
+        Passes::Training => Ok(Some(build().await?)),
+        Passes::Inference => Ok(None),
+    }
+}
+
+/// A backward piece of an op, or the error of an op built for inference.
+pub(crate) fn built<'a, T>(part: &'a Option<T>, op: &str) -> crate::error::Result<&'a T> {
+    part.as_ref()
+        .ok_or_else(|| crate::error::Error::InvalidConfig {
+            op: op.into(),
+            message: "the op was built for inference: it has no backward pipelines".into(),
+        })
+}
+
 /// Default workgroup size for element-wise kernels: a multiple of every subgroup size in use
 /// (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
 pub const WG: u32 = 64;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{check_optional, optional, WG};
+use crate::ops::{backward_part, built, check_optional, optional, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -60,12 +60,27 @@ pub struct SoftmaxXent {
     shape: SoftmaxXentShape,
     weighted: bool,
     forward: Arc<Kernel>,
-    backward: Arc<Kernel>,
+    backward: Option<Arc<Kernel>>,
     params: wgpu::Buffer,
 }
 
 impl SoftmaxXent {
     pub async fn new(gpu: &Gpu, shape: SoftmaxXentShape, weighted: bool) -> Result<SoftmaxXent> {
+        SoftmaxXent::build(gpu, shape, weighted, Passes::Training).await
+    }
+
+    /// [`SoftmaxXent::new`] without the backward pass (an inference network's: the forward
+    /// computes the probabilities, its loss and hit count land in scratch).
+    pub async fn forward_only(gpu: &Gpu, shape: SoftmaxXentShape) -> Result<SoftmaxXent> {
+        SoftmaxXent::build(gpu, shape, false, Passes::Inference).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        shape: SoftmaxXentShape,
+        weighted: bool,
+        passes: Passes,
+    ) -> Result<SoftmaxXent> {
         if shape.n == 0 || shape.k == 0 {
             return Err(Error::InvalidConfig {
                 op: "softmax_xent".into(),
@@ -94,7 +109,10 @@ impl SoftmaxXent {
                 &[UNIFORM, LOGITS, LABELS, WEIGHTS, PROBS, LOSS, CORRECT],
             )
             .await?,
-            backward: kernel("backward", &[UNIFORM, LABELS, WEIGHTS, PROBS_IN, DLOGITS]).await?,
+            backward: backward_part(passes, || {
+                kernel("backward", &[UNIFORM, LABELS, WEIGHTS, PROBS_IN, DLOGITS])
+            })
+            .await?,
             params: gpu.uniform_buffer("softmax_xent.params", &params),
         })
     }
@@ -180,7 +198,7 @@ impl SoftmaxXent {
         labels.expect_shape(op, &[self.shape.n])?;
         self.check_weights(op, weights)?;
         dlogits.expect_shape(op, &self.shape.logits_shape())?;
-        self.backward.dispatch(
+        built(&self.backward, op)?.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
