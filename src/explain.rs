@@ -1,7 +1,7 @@
 //! Seeing inside the network: run a checkpoint on a few images and keep what the CBAM gates did
 //! (each stage's spatial map M_s and channel gate M_c), measure occlusion sensitivity (how much
 //! the class probability drops when a patch hides each part of the face), and draw both as PNG
-//! figures with the `image` crate and the built-in bitmap font ([`crate::figure_text`]).
+//! figures with the `image` crate and the figures' bitmap font ([`crate::figures::text`]).
 //!
 //! Images are `[C, S, S]` u8 planes exactly as the trainer feeds them (occluders are 0), so the
 //! network sees here what it saw in training and evaluation.
@@ -9,7 +9,7 @@
 use image::{Rgb, RgbImage};
 
 use crate::error::{Error, Result};
-use crate::figure_text as text;
+use crate::figures::text;
 use crate::gpu::Gpu;
 use crate::metrics;
 use crate::model::checkpoint::Checkpoint;

@@ -12,7 +12,6 @@ pub use fer_cbam_engine::{
 // browser build (web/) uses the engine alone.
 pub mod data;
 pub mod explain;
-pub mod figure_text;
 pub mod figures;
 pub mod metrics;
 pub mod profile;

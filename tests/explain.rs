@@ -421,7 +421,7 @@ fn bilinear_upsampling_keeps_pixel_centres_and_clamps_at_the_border() {
 #[test]
 fn the_bitmap_font_draws_every_printable_character_distinctly() {
     let glyphs: Vec<[u8; 7]> = (32u8..127)
-        .map(|c| fer_cbam::figure_text::glyph(c as char))
+        .map(|c| fer_cbam::figures::text::glyph(c as char))
         .collect();
     for (i, g) in glyphs.iter().enumerate().skip(1) {
         assert!(
@@ -441,7 +441,7 @@ fn the_bitmap_font_draws_every_printable_character_distinctly() {
         }
     }
     assert_eq!(
-        fer_cbam::figure_text::glyph('\u{e9}'),
-        fer_cbam::figure_text::glyph('?')
+        fer_cbam::figures::text::glyph('\u{e9}'),
+        fer_cbam::figures::text::glyph('?')
     );
 }

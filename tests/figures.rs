@@ -82,7 +82,7 @@ fn groups() -> Vec<(String, Vec<(String, f64)>)> {
 
 /// Decodes `path`, checks its size, that it is not blank (luma variance well above a flat
 /// image's 0: a plot with axes and a few filled areas has hundreds), and that the title band
-/// at the top holds dark pixels (text rendered with the embedded font).
+/// at the top holds dark pixels (text drawn with the bitmap font).
 fn check_png(path: &Path, size: (u32, u32)) {
     let img = image::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

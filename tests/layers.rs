@@ -28,13 +28,12 @@ const ENGINE: &[(&str, &[&str])] = &[
 /// The application's library modules. They may also use every engine module (re-exported at
 /// the crate root); the binary (`main.rs`, `cli/`) may use everything.
 const APPLICATION: &[(&str, &[&str])] = &[
-    ("figure_text", &[]),
     ("metrics", &[]),
     ("data", &[]),
     ("train", &["data", "metrics"]),
     ("sources", &["data", "train"]),
-    ("figures", &["figure_text", "metrics"]),
-    ("explain", &["data", "figure_text", "figures", "metrics"]),
+    ("figures", &["metrics"]),
+    ("explain", &["data", "figures", "metrics"]),
     (
         "protocol",
         &["data", "figures", "metrics", "sources", "train"],

@@ -1,16 +1,15 @@
 //! PNG figures of evaluations and training runs, drawn with plotters into an RGB buffer and
 //! encoded with `image`.
 //!
-//! Text is rendered with DejaVu Sans embedded from `assets/fonts/` (license beside it) and
-//! registered with plotters' ab_glyph backend on first use, so a figure has the same labels on a
-//! machine without any system font (CI) as on a desktop.
+//! Text, here and in the attention figures of `explain`, is drawn by one renderer, the bitmap
+//! font of [`text`] (through [`backend::Bitmap`] for plotters), so a figure has the same labels
+//! on a machine without any font (CI) as on a desktop.
 //!
 //! Every figure has a fixed size (the `*_SIZE` constants), a title and labelled axes, and is
 //! written atomically: a temporary file beside the target, then a rename, so an error never
 //! leaves a half-written PNG. Errors are [`Error::Data`] naming the path.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
@@ -20,6 +19,11 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+
+pub mod backend;
+pub mod text;
+
+use backend::Bitmap;
 
 /// (width, height) in pixels of [`confusion_png`].
 pub const CONFUSION_SIZE: (u32, u32) = (900, 820);
@@ -42,8 +46,8 @@ pub struct EpochPoint {
     pub test_accuracy: Option<f64>,
 }
 
+/// The family plotters is told; [`backend::Bitmap`] draws every family with the bitmap font.
 const FONT: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// Ten distinguishable colours (matplotlib's tab10), cycled for series.
 const PALETTE: [RGBColor; 10] = [
@@ -64,17 +68,6 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The bytes are compiled in and known to parse (tests draw text with them), so failure
-        // here is a broken build, not a runtime condition.
-        if plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_err() {
-            panic!("assets/fonts/DejaVuSans.ttf is not a valid font");
-        }
-    });
-}
-
 fn font(size: f64) -> TextStyle<'static> {
     (FONT, size).into_font().color(&BLACK)
 }
@@ -82,9 +75,8 @@ fn font(size: f64) -> TextStyle<'static> {
 /// Draws with `draw` on a white canvas of `size` and writes it to `path` as a PNG, atomically.
 fn render<F>(path: &Path, size: (u32, u32), draw: F) -> Result<()>
 where
-    F: FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
+    F: FnOnce(&DrawingArea<Bitmap<'_>, Shift>) -> std::result::Result<(), String>,
 {
-    register_font();
     let fail = |message: String| Error::Data {
         path: path.display().to_string(),
         message,
@@ -92,7 +84,7 @@ where
     let (w, h) = size;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        let root = Bitmap(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
         root.fill(&WHITE)
             .map_err(|e| fail(format!("drawing: {e}")))?;
         draw(&root).map_err(|e| fail(format!("drawing: {e}")))?;
@@ -112,7 +104,7 @@ fn msg<E: std::fmt::Display>(e: E) -> String {
 }
 
 /// Width in pixels of `text` in `style`, 0 if the font cannot measure it.
-fn text_width(area: &DrawingArea<BitMapBackend<'_>, Shift>, text: &str, style: &TextStyle) -> u32 {
+fn text_width(area: &DrawingArea<Bitmap<'_>, Shift>, text: &str, style: &TextStyle) -> u32 {
     area.estimate_text_size(text, style).map_or(0, |s| s.0)
 }
 
@@ -231,7 +223,7 @@ pub fn confusion_png(path: &Path, m: &Metrics, title: &str) -> Result<()> {
                 let share_text = if total > 0 {
                     format!("{:.0}%", share * 100.0)
                 } else {
-                    "–".to_string()
+                    "-".to_string()
                 };
                 root.draw(&Text::new(
                     count.to_string(),
@@ -398,18 +390,14 @@ fn epoch_ticks(lo: usize, hi: usize) -> Vec<f64> {
 /// One panel of the training curves: epochs across, `y_desc` from 0 to `y_top` up, with the
 /// shared grid and label styles.
 fn epoch_panel<'a, 'b>(
-    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    area: &'a DrawingArea<Bitmap<'b>, Shift>,
     caption: &str,
     x: Ticked,
     y_top: f64,
     y_desc: &str,
     y_decimals: usize,
 ) -> std::result::Result<
-    ChartContext<
-        'a,
-        BitMapBackend<'b>,
-        Cartesian2d<Ticked, plotters::coord::types::RangedCoordf64>,
-    >,
+    ChartContext<'a, Bitmap<'b>, Cartesian2d<Ticked, plotters::coord::types::RangedCoordf64>>,
     String,
 > {
     let mut chart = ChartBuilder::on(area)

@@ -1,5 +1,7 @@
-//! A 5x7 pixel bitmap font for the labels of generated figures, so that figures need no system
-//! font and no font crate. Printable ASCII only; anything else is drawn as `?`.
+//! The figures' one text renderer: a 5x7 pixel bitmap font, so that figures need no font file,
+//! no system font and no font crate. The attention figures draw with [`draw`]; the charts through
+//! plotters, whose text [`super::backend::Bitmap`] draws with [`pixels`]. Printable ASCII only;
+//! anything else is drawn as `?`.
 //!
 //! Each glyph is 7 rows of 5 bits, the most significant of the 5 bits being the leftmost pixel.
 //! A character cell is 6x8 pixels (one column and one row of spacing), times the scale.
@@ -122,30 +124,33 @@ pub fn width(text: &str, scale: u32) -> u32 {
     text.chars().count() as u32 * CELL.0 * scale
 }
 
-/// Draws `text` with its top-left corner at `(x, y)`; pixels outside the image are clipped.
-pub fn draw(img: &mut RgbImage, x: i64, y: i64, text: &str, color: Rgb<u8>, scale: u32) {
-    let s = scale.max(1) as i64;
+/// Calls `f(x, y)` for every lit pixel of `text` at `scale`, `(0, 0)` being the top-left
+/// corner of its first character cell.
+pub fn pixels(text: &str, scale: u32, mut f: impl FnMut(u32, u32)) {
+    let s = scale.max(1);
     for (k, c) in text.chars().enumerate() {
-        let g = glyph(c);
-        let x0 = x + k as i64 * CELL.0 as i64 * s;
-        for (row, bits) in g.iter().enumerate() {
+        let x0 = k as u32 * CELL.0 * s;
+        for (row, bits) in glyph(c).iter().enumerate() {
             for col in 0..5 {
                 if bits & (0x10 >> col) == 0 {
                     continue;
                 }
                 for dy in 0..s {
                     for dx in 0..s {
-                        let (px, py) = (x0 + col * s + dx, y + row as i64 * s + dy);
-                        if px >= 0
-                            && py >= 0
-                            && (px as u32) < img.width()
-                            && (py as u32) < img.height()
-                        {
-                            img.put_pixel(px as u32, py as u32, color);
-                        }
+                        f(x0 + col * s + dx, row as u32 * s + dy);
                     }
                 }
             }
         }
     }
+}
+
+/// Draws `text` with its top-left corner at `(x, y)`; pixels outside the image are clipped.
+pub fn draw(img: &mut RgbImage, x: i64, y: i64, text: &str, color: Rgb<u8>, scale: u32) {
+    pixels(text, scale, |dx, dy| {
+        let (px, py) = (x + dx as i64, y + dy as i64);
+        if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+            img.put_pixel(px as u32, py as u32, color);
+        }
+    });
 }
