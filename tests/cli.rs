@@ -375,9 +375,7 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
     ]);
     assert!(!ok && stderr.contains("nose"), "{stderr}");
 
-    let img =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/ckplus/happy");
-    if img.exists() {
+    if let Some(img) = common::dataset("ckplus/happy") {
         let (ok, stdout, stderr) =
             run_bin(&["predict", "--checkpoint", ck_s, img.to_str().unwrap()]);
         assert!(ok, "{stderr}");

@@ -270,7 +270,7 @@ fn ckplus_frames_are_cropped_to_their_landmarks_and_the_eye_box_follows() {
 /// A CK+48 face scaled to 192 px and pasted at (150, 90) into a flat 400x320 picture, or
 /// `None` when the dataset is not beside the repository.
 fn photo() -> Option<image::GrayImage> {
-    let dir = std::path::Path::new("../shared/datasets/ckplus/happy");
+    let dir = common::dataset("ckplus/happy")?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -286,10 +286,7 @@ fn photo() -> Option<image::GrayImage> {
 
 #[test]
 fn a_folder_without_landmarks_is_cropped_by_the_detector() {
-    let Some(p) = photo() else {
-        eprintln!("skipped: ../shared/datasets/ckplus is not here");
-        return;
-    };
+    let Some(p) = photo() else { return };
     let t = TempDir::new("crop-detector");
     std::fs::create_dir_all(t.path().join("happy")).unwrap();
     p.save(t.path().join("happy/photo.png")).unwrap();
@@ -527,14 +524,14 @@ fn train_eval_and_predict_crop_as_the_checkpoint_was_trained() {
 #[test]
 fn the_landmark_box_is_about_the_size_of_the_detectors() {
     let sets = [
-        ("../shared/datasets/ckplus/happy", Template::CkPlus48),
-        ("../shared/datasets/fer2013/train/happy", Template::Fer2013),
+        ("ckplus/happy", Template::CkPlus48),
+        ("fer2013/train/happy", Template::Fer2013),
     ];
-    for (dir, template) in sets {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            eprintln!("skipped: {dir} is not here");
+    for (rel, template) in sets {
+        let Some(dir) = common::dataset(rel) else {
             continue;
         };
+        let entries = std::fs::read_dir(&dir).unwrap();
         let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         files.sort();
         let side = 192;
@@ -564,14 +561,14 @@ fn the_landmark_box_is_about_the_size_of_the_detectors() {
         }
         assert!(
             ratios.len() >= 8,
-            "{dir}: a face in only {} of 12",
+            "{rel}: a face in only {} of 12",
             ratios.len()
         );
         let mean = ratios.iter().sum::<f32>() / ratios.len() as f32;
         eprintln!(
-            "{dir}: landmark box / detector box = {mean:.3} over {} faces ({ratios:.2?})",
+            "{rel}: landmark box / detector box = {mean:.3} over {} faces ({ratios:.2?})",
             ratios.len()
         );
-        assert!((0.7..1.1).contains(&mean), "{dir}: {mean} ({ratios:?})");
+        assert!((0.7..1.1).contains(&mean), "{rel}: {mean} ({ratios:?})");
     }
 }

@@ -4,12 +4,10 @@ mod common;
 
 use fer_cbam::data::face::{detect_largest, square_crop, FaceBox};
 
-const CKPLUS: &str = "../shared/datasets/ckplus/happy";
-
 /// A CK+ face (48x48 crop) scaled 4x and pasted at (x, y) into a flat gray 400x320 picture: a
 /// real face at a known place, as in a photo with background around it.
 fn ckplus_in_a_photo(x: u32, y: u32) -> Option<image::GrayImage> {
-    let dir = std::path::Path::new(CKPLUS);
+    let dir = common::dataset("ckplus/happy")?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -26,7 +24,6 @@ fn ckplus_in_a_photo(x: u32, y: u32) -> Option<image::GrayImage> {
 #[test]
 fn finds_a_real_face_where_it_was_put() {
     let Some(photo) = ckplus_in_a_photo(150, 90) else {
-        eprintln!("skipped: {CKPLUS} is not here");
         return;
     };
     let b = detect_largest(photo.as_raw(), 400, 320)
@@ -116,7 +113,6 @@ fn the_crop_is_square_has_the_margin_and_stays_inside() {
 #[test]
 fn predict_crops_to_the_face_and_says_when_there_is_none() {
     let Some(photo) = ckplus_in_a_photo(20, 40) else {
-        eprintln!("skipped: {CKPLUS} is not here");
         return;
     };
     let dir = common::tmp_dir("face-predict");

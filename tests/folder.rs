@@ -10,19 +10,8 @@ use std::path::{Path, PathBuf};
 use fer_cbam::data::folder::{class_index, decode, scan, subject_of, Split};
 use fer_cbam::Error;
 
-const CKPLUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
-const FER2013: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/fer2013");
-
-/// The shared datasets live outside the repository; skip (loudly) where they are absent.
-fn shared(path: &str) -> Option<&Path> {
-    let p = Path::new(path);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {path} is not here");
-        None
-    }
-}
+const CKPLUS: &str = "ckplus";
+const FER2013: &str = "fer2013";
 
 /// A fresh empty folder under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -61,7 +50,9 @@ fn data_message(e: Error) -> (String, String) {
 
 #[test]
 fn ckplus_has_927_images_in_six_classes_and_contempt_is_skipped() {
-    let Some(root) = shared(CKPLUS) else { return };
+    let Some(root) = common::dataset(CKPLUS) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     assert!(!ds.has_splits);
     assert_eq!(ds.items.len(), 927);
@@ -84,7 +75,9 @@ fn ckplus_has_927_images_in_six_classes_and_contempt_is_skipped() {
 
 #[test]
 fn ckplus_last_frame_per_sequence_gives_the_papers_309() {
-    let Some(root) = shared(CKPLUS) else { return };
+    let Some(root) = common::dataset(CKPLUS) else {
+        return;
+    };
     let mut ds = scan(root).unwrap();
     assert_eq!(ds.keep_last_frame_per_sequence(), 927 - 309);
     // The paper's Table 1 CK+ column.
@@ -102,7 +95,9 @@ fn ckplus_last_frame_per_sequence_gives_the_papers_309() {
 
 #[test]
 fn ckplus_images_all_decode() {
-    let Some(root) = shared(CKPLUS) else { return };
+    let Some(root) = common::dataset(CKPLUS) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     for it in &ds.items {
         let px = decode(&it.path, 48, 1).unwrap();
@@ -119,7 +114,9 @@ fn ckplus_images_all_decode() {
 
 #[test]
 fn fer2013_train_and_test_counts_match_its_source_notes() {
-    let Some(root) = shared(FER2013) else { return };
+    let Some(root) = common::dataset(FER2013) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     assert!(ds.has_splits);
     assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
@@ -144,7 +141,9 @@ fn fer2013_train_and_test_counts_match_its_source_notes() {
 
 #[test]
 fn fer2013_jpegs_decode_unchanged_at_their_own_size() {
-    let Some(root) = shared(FER2013) else { return };
+    let Some(root) = common::dataset(FER2013) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     // The first image of every class and split: 48x48 JPEGs pass through without resampling.
     let mut seen = HashSet::new();
@@ -401,7 +400,9 @@ fn grouped_split_never_straddles_a_group() {
 
 #[test]
 fn ckplus_subject_split_keeps_every_class_near_20_percent() {
-    let Some(root) = shared(CKPLUS) else { return };
+    let Some(root) = common::dataset(CKPLUS) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     let labels: Vec<usize> = ds.items.iter().map(|i| i.label).collect();
     let groups: Vec<Option<String>> = ds.items.iter().map(|i| i.group.clone()).collect();
@@ -462,7 +463,9 @@ fn kfold_test_sides_cover_every_item_once_and_stay_stratified() {
 
 #[test]
 fn ckplus_kfold_by_subject_puts_each_subject_in_one_fold() {
-    let Some(root) = shared(CKPLUS) else { return };
+    let Some(root) = common::dataset(CKPLUS) else {
+        return;
+    };
     let ds = scan(root).unwrap();
     let labels: Vec<usize> = ds.items.iter().map(|i| i.label).collect();
     let groups: Vec<Option<String>> = ds.items.iter().map(|i| i.group.clone()).collect();

@@ -15,8 +15,6 @@ use fer_cbam::data::folder::Split;
 use fer_cbam::model::CLASSES;
 use fer_cbam::Error;
 
-const CKPLUS48: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
-
 fn write_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]))
@@ -630,12 +628,10 @@ fn detection_and_override() {
 
 #[test]
 fn ckplus48_apex_set_is_the_papers_309_images_from_106_subjects() {
-    let root = Path::new(CKPLUS48);
-    if !root.is_dir() {
-        eprintln!("skipped: {CKPLUS48} is not here");
+    let Some(root) = common::dataset("ckplus") else {
         return;
-    }
-    let mut ds = open(root, None).unwrap();
+    };
+    let mut ds = open(&root, None).unwrap();
     assert_eq!(ds.format, Format::Folder);
     assert_eq!(ds.samples.len(), 927);
     assert_eq!(ds.keep_last_frame_per_sequence(), 618);

@@ -1,6 +1,8 @@
 //! The paper's occlusions: patch size and placement, exact pixel counts, landmark boxes on
 //! synthetic faces, the templates for real crops, parsing, determinism.
 
+mod common;
+
 use std::path::Path;
 
 use fer_cbam::data::folder::{decode, scan};
@@ -8,9 +10,6 @@ use fer_cbam::data::occlusion::{
     apply, canonical_landmarks, patch_side, region, Occlusion, Region, Template,
 };
 use fer_cbam::data::synthetic::{generate, Landmarks};
-
-const CKPLUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/ckplus");
-const FER2013: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/fer2013");
 
 #[test]
 fn patch_side_scales_with_the_image() {
@@ -255,22 +254,20 @@ fn check_template_on(files: &[&Path], t: Template) {
 
 #[test]
 fn ckplus_template_boxes_cover_the_mean_ckplus_eyes_and_mouth() {
-    if !Path::new(CKPLUS).is_dir() {
-        eprintln!("skipped: {CKPLUS} is not here");
+    let Some(root) = common::dataset("ckplus") else {
         return;
-    }
-    let ds = scan(CKPLUS).unwrap();
+    };
+    let ds = scan(&root).unwrap();
     let files: Vec<&Path> = ds.items.iter().map(|i| i.path.as_path()).collect();
     check_template_on(&files, Template::CkPlus48);
 }
 
 #[test]
 fn fer2013_template_boxes_cover_the_mean_fer2013_eyes_and_mouth() {
-    if !Path::new(FER2013).is_dir() {
-        eprintln!("skipped: {FER2013} is not here");
+    let Some(root) = common::dataset("fer2013") else {
         return;
-    }
-    let ds = scan(FER2013).unwrap();
+    };
+    let ds = scan(&root).unwrap();
     // Every 20th training image of the closed-mouth classes (neutral, sad): ~490 files.
     let files: Vec<&Path> = ds
         .items
@@ -336,11 +333,11 @@ fn write_samples() {
             tiles.push(img);
         }
     }
-    for (root, t, step) in [
-        (CKPLUS, Template::CkPlus48, 97),
-        (FER2013, Template::Fer2013, 3001),
+    for (rel, t, step) in [
+        ("ckplus", Template::CkPlus48, 97),
+        ("fer2013", Template::Fer2013, 3001),
     ] {
-        if let Ok(ds) = scan(root) {
+        if let Some(ds) = common::dataset(rel).map(|root| scan(root).unwrap()) {
             let lm = t.landmarks(s);
             for it in ds.items.iter().step_by(step).take(5) {
                 let img = decode(&it.path, s, 1).unwrap();
@@ -367,5 +364,7 @@ fn write_samples() {
             }
         }
     }
-    out.save("/tmp/occlusion.png").unwrap();
+    let path = std::env::temp_dir().join("occlusion.png");
+    out.save(&path).unwrap();
+    println!("wrote {}", path.display());
 }

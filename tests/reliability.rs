@@ -7,7 +7,7 @@ use common::{gpu, tmp_dir, TempDir};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fer_cbam::data::dataset::{self, Format};
 use fer_cbam::data::{face, folder};
@@ -639,12 +639,10 @@ fn every_output_location_is_checked_before_any_work() {
         "missing",
     ));
     for (args, needle) in runs {
-        let started = Instant::now();
         let o = bin(&args);
         assert_one_line_error(&o, 1, &[needle]);
         // Nothing ran: no device line, no data line, no training.
         assert!(stdout_of(&o).is_empty(), "{args:?}: {}", stdout_of(&o));
-        assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
     }
 }
 
@@ -691,19 +689,18 @@ fn training_saves_as_it_goes_and_on_ctrl_c_and_resumes_exactly() {
 
     let run = dir.join("run.safetensors");
     let args = train_args(&run, &["--epochs", epochs, "--checkpoint-every", "1"]);
-    let child = Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fer-cbam"))
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first save after epoch 1 appears while the run goes on: read it, then Ctrl-C.
-    let started = Instant::now();
+    // The first save after epoch 1 appears while the run goes on: read it, then Ctrl-C. A run
+    // that ends first never saved during training.
     while !run.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no save during training"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) without saving during training");
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     // Saves go on every epoch: a read can fall between the two renames of one (out of step,
@@ -1395,16 +1392,16 @@ fn every_numeric_flag_is_range_checked() {
 fn a_large_photo_is_searched_for_its_face_at_a_bounded_size() {
     // A CK+ face at 700 px in a 2600x1950 photo: searched on a copy scaled to 2048 (the
     // cascade's pyramid would take about 16 bytes a pixel at full size), the box scaled back.
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/ckplus/happy");
-    let Some(first) = std::fs::read_dir(&dir).ok().and_then(|r| {
-        let mut f: Vec<PathBuf> = r.flatten().map(|e| e.path()).collect();
-        f.sort();
-        f.into_iter().next()
-    }) else {
-        eprintln!("skipped: {} is not here", dir.display());
+    let Some(dir) = common::dataset("ckplus/happy") else {
         return;
     };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let first = files.into_iter().next().expect("an image in ckplus/happy");
     const { assert!(2600 > face::DETECT_MAX_SIDE) };
     let face = image::open(first).unwrap().to_luma8();
     let face = image::imageops::resize(&face, 700, 700, image::imageops::FilterType::Nearest);

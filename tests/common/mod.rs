@@ -70,6 +70,34 @@ pub const ELEMENTWISE_TOL: Tol = Tol {
     why: "one f32 exp/division per element: a few ulps, absolute 1e-6 near zero",
 };
 
+/// Whether `CI` is set (to anything but empty or `false`), as CI services and `.ci/run` do:
+/// then a test whose tools or data are missing fails instead of skipping.
+pub fn ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// `../shared/datasets/<rel>` beside this checkout, or `None` when it is not there: the test
+/// that asked is then skipped, with one line on stderr naming what is missing, and under
+/// [`ci`] it fails instead (CI must have the data).
+pub fn dataset(rel: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/datasets")
+        .join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        !ci(),
+        "{} is missing, and CI is set: the shared datasets must be beside the checkout",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} is missing (the shared datasets are not beside this checkout)",
+        p.display()
+    );
+    None
+}
+
 /// A fresh, empty folder for one test: `<temp>/fer-cbam-<name>-<pid>`.
 pub fn tmp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("fer-cbam-{name}-{}", std::process::id()));
