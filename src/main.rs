@@ -479,8 +479,10 @@ fn main() {
             let crop = data.crop_for(trained.and_then(|t| t.crop))?;
             let gpu = new_gpu()?;
             let d = data.load_with(crop, json)?;
-            let lm = cli::occlude::landmarks_of(&d, split == "test");
-            let f = occ.map(|o| cli::occlude::fixed(o, config.in_channels, config.image_size, lm));
+            let lm = d.landmarks_of(split == "test");
+            let f = occ.map(|o| {
+                fer_cbam::data::augment::occluded(o, config.in_channels, config.image_size, lm)
+            });
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
             let e = run::eval_command(
                 &gpu,
@@ -492,7 +494,7 @@ fn main() {
                 augment,
             )?;
             let classes = config.classes;
-            let source = cli::occlude::landmark_source(&d, split == "test");
+            let source = d.landmark_source(split == "test");
             if json {
                 let mut v = run::report_json(&e, &classes);
                 v["occlusion"] = serde_json::json!(occlusion);

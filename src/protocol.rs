@@ -1,20 +1,28 @@
-//! The paper's evaluation protocols as data (section 4): which models to train on which
-//! examples (k-fold cross-validation, hold-out, cross-dataset), what each model's evaluation
-//! recorded, and how the records aggregate into the shape of the paper's Tables 3, 5 and 6.
-//!
-//! Training itself lives with the CLI (`fer-cbam kfold|holdout|cross`); this module holds what
-//! is worth testing without a GPU: fold plans, class weights, aggregation and the reports.
+//! The paper's evaluation protocols (section 4): which models to train on which examples
+//! (k-fold cross-validation, hold-out, cross-dataset), the loop that trains and tests each of
+//! them ([`run`]), what each model's evaluation recorded, and how the records aggregate into
+//! the shape of the paper's Tables 3, 5 and 6. The command line (`fer-cbam kfold|holdout|cross`)
+//! reads the flags and the data and hands them here.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::augment::{self, Augmentation};
 use crate::data::crop::CropReport;
+use crate::data::occlusion::Occlusion;
 use crate::data::split;
-use crate::metrics::mean_std;
-use crate::model::Attention;
-use crate::train::Evaluation;
-use crate::{Error, Result};
+use crate::files::write_atomic;
+use crate::gpu::Gpu;
+use crate::metrics::{mean_std, Metrics};
+use crate::model::{Attention, InferenceNetwork, ModelConfig, Network, TrainOptions, CLASSES};
+use crate::ops::adam::AdamConfig;
+pub use crate::sources::SampleInfo;
+use crate::sources::Source;
+use crate::train::{self, Evaluation, LrSchedule, TrainLoop};
+use crate::{figures, Error, Result};
 
 /// Inverse-frequency class weights normalised to mean 1 over the classes that occur: class `c`
 /// with `n_c` examples gets `(1 / n_c) / mean_c'(1 / n_c')`, so a batch of balanced classes is
@@ -306,14 +314,6 @@ pub fn summarize(models: &[ModelRecord]) -> Vec<SummaryRow> {
         .collect()
 }
 
-/// One example the evaluations' `indices` refer to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SampleInfo {
-    pub name: String,
-    pub label: usize,
-    pub group: Option<String>,
-}
-
 /// What a protocol ran on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
@@ -565,4 +565,400 @@ mod tests {
         }
         assert!(kfold_plan(&labels, None, &[1], &[Attention::Full], 1).is_err());
     }
+}
+
+/// The test sets named on the command line (`--occlusions`): `clean` (or `none`) and the
+/// occlusion types, each once.
+pub fn test_sets(names: &[String]) -> Result<Vec<(String, Option<Occlusion>)>> {
+    let invalid = |message: String| Error::InvalidConfig {
+        op: "--occlusions".into(),
+        message,
+    };
+    let mut sets: Vec<(String, Option<Occlusion>)> = Vec::new();
+    for n in names {
+        let set = match n.trim() {
+            "clean" | "none" => ("clean".to_string(), None),
+            o => {
+                let occ: Occlusion = o.parse().map_err(invalid)?;
+                (occ.to_string(), Some(occ))
+            }
+        };
+        if sets.iter().any(|s| s.0 == set.0) {
+            return Err(invalid(format!("{} is named twice", set.0)));
+        }
+        sets.push(set);
+    }
+    if sets.is_empty() {
+        return Err(invalid("no test set named".into()));
+    }
+    Ok(sets)
+}
+
+/// What every model of a protocol shares: the command line's model, training and evaluation
+/// flags, as data.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// The network of every model; each sets its own attention variant.
+    pub config: ModelConfig,
+    pub epochs: usize,
+    /// Batch size of training and evaluation.
+    pub batch: usize,
+    /// Adam's settings; `lr` is the schedule's base rate.
+    pub adam: AdamConfig,
+    /// Seed of every model's initialisation, shuffling, dropout and occlusion draws.
+    pub seed: u64,
+    pub schedule: LrSchedule,
+    /// Fraction of training images occluded, redrawn every epoch.
+    pub occlusion_mix: f64,
+    pub augmentation: Augmentation,
+    /// Weight the loss by inverse class frequency of each model's training side.
+    pub class_weights: bool,
+    /// Also evaluate the clean test side after every epoch (for the curves).
+    pub test_curve: bool,
+    /// Fraction of each model's training side held out for validation
+    /// ([`split::validation`]), and whether the best validation epoch's weights are tested.
+    pub val_fraction: f64,
+    pub keep_best: bool,
+    /// Seed of each model's validation split, and whether it keeps subjects together.
+    pub split_seed: u64,
+    pub grouped: bool,
+    /// Stop at the first unreadable image instead of leaving it out.
+    pub strict: bool,
+}
+
+/// One run of a protocol: what to train on, what to test, and where the report goes.
+pub struct Protocol<'a> {
+    /// `kfold`, `holdout` or `cross`.
+    pub name: &'a str,
+    pub recipe: &'a Recipe,
+    /// The test sets every model is evaluated on ([`test_sets`]).
+    pub test_sets: Vec<(String, Option<Occlusion>)>,
+    /// The sources the models' training and test indices refer to (one pool for k-fold).
+    pub train: &'a Source,
+    pub test: &'a Source,
+    pub folds: Vec<FoldSet>,
+    pub plan: Vec<PlannedModel>,
+    pub data: DataInfo,
+    /// The run's settings, for the report.
+    pub settings: serde_json::Value,
+    /// The report folder: `report.json`, `report.md`, `curves/<model>.csv`, `figures/`,
+    /// `metrics.md`.
+    pub out: &'a Path,
+}
+
+/// What [`run`] reports as it goes.
+pub enum Event<'a> {
+    /// Before the first model: the training steps of all models together.
+    Start { steps: u64 },
+    /// After each readback of a model's training loss.
+    Trained {
+        /// The model's position in the plan (0-based), of `models`.
+        model: usize,
+        models: usize,
+        id: &'a str,
+        /// Training steps of the run done so far, over all models.
+        steps: u64,
+        epoch: usize,
+        loss: f64,
+        accuracy: f64,
+    },
+    /// A training image could not be read; its row of the batch was filled with a copy of
+    /// another image of the batch.
+    Unreadable(&'a str),
+}
+
+/// Trains and evaluates every planned model, rewriting the report after each (marked
+/// incomplete until the last), then draws the figures; returns the complete report. Each
+/// model's test sets run on an inference network loaded with its trained state.
+pub fn run(gpu: &Gpu, p: &Protocol<'_>, on: &mut dyn FnMut(Event<'_>)) -> Result<Report> {
+    let r = p.recipe;
+    let invalid = |message: String| Error::InvalidConfig {
+        op: "protocol".into(),
+        message,
+    };
+    let batch = r.batch;
+    let labels = p.train.labels();
+    let groups = p.train.groups();
+    // Every model's validation part, out of its training side only, drawn before anything is
+    // trained so that a split that cannot be made stops the run at once.
+    let parts = p
+        .plan
+        .iter()
+        .map(|m| {
+            split::validation(
+                &m.train,
+                &labels,
+                r.grouped.then_some(&groups[..]),
+                r.val_fraction,
+                r.split_seed,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((m, part)) = p
+        .plan
+        .iter()
+        .zip(&parts)
+        .find(|(_, q)| q.train.len() < batch)
+    {
+        return Err(invalid(format!(
+            "model {} has {} training images, fewer than one batch of {batch}",
+            m.id,
+            part.train.len()
+        )));
+    }
+    if let Some(m) = p.plan.iter().find(|m| m.test.is_empty()) {
+        return Err(invalid(format!("model {} has no test image", m.id)));
+    }
+    let curves = p.out.join("curves");
+    std::fs::create_dir_all(&curves).map_err(|e| Error::Data {
+        path: curves.display().to_string(),
+        message: format!("cannot create the report folder: {e}"),
+    })?;
+    let classes: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
+    let mut report = Report {
+        protocol: p.name.to_string(),
+        complete: false,
+        settings: p.settings.clone(),
+        classes: classes.clone(),
+        occlusions: p.test_sets.iter().map(|s| s.0.clone()).collect(),
+        data: p.data.clone(),
+        folds: p.folds.clone(),
+        models: Vec::new(),
+        summary: Vec::new(),
+        seconds: 0.0,
+    };
+    let steps_of = |q: &split::Partition| (q.train.len() / batch * r.epochs) as u64;
+    on(Event::Start {
+        steps: parts.iter().map(steps_of).sum(),
+    });
+    let started = Instant::now();
+    let mut done_steps = 0u64;
+    let (train_src, test_src) = (p.train, p.test);
+    for (n, (m, part)) in p.plan.iter().zip(&parts).enumerate() {
+        let config = ModelConfig {
+            attention: m.attention,
+            ..r.config.clone()
+        };
+        config.validate()?;
+        let train_labels: Vec<usize> = part.train.iter().map(|&i| labels[i]).collect();
+        let weights = r
+            .class_weights
+            .then(|| class_weights(&train_labels, classes.len()));
+        let options = TrainOptions {
+            adam: r.adam,
+            seed: r.seed as u32,
+            class_weights: weights.clone(),
+        };
+        let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
+        net.write_params(gpu, &crate::model::ParamTable::new(&config).init(r.seed))?;
+        let (ch, size) = (config.in_channels, config.image_size);
+        let augment =
+            augment::training(r.occlusion_mix, r.augmentation, r.seed, ch, size, |i, s| {
+                train_src.landmarks(i, s)
+            });
+        let model_started = Instant::now();
+        let mut curve = Vec::new();
+        let opts = TrainLoop {
+            epochs: r.epochs,
+            seed: r.seed,
+            strict: r.strict,
+            schedule: Some(r.schedule),
+        };
+        let validation = (!part.test.is_empty()).then(|| train::Validation {
+            source: train_src,
+            indices: &part.test,
+            keep_best: r.keep_best,
+            previous_best: None,
+        });
+        let fitted = train::fit(
+            gpu,
+            &mut net,
+            train_src,
+            &part.train,
+            &opts,
+            augment::as_augment(&augment),
+            validation.as_ref(),
+            &mut |q, failures| {
+                for f in failures {
+                    on(Event::Unreadable(f));
+                }
+                on(Event::Trained {
+                    model: n,
+                    models: p.plan.len(),
+                    id: &m.id,
+                    steps: done_steps + q.step as u64,
+                    epoch: q.epoch,
+                    loss: q.loss,
+                    accuracy: q.accuracy,
+                });
+            },
+            &mut |net, e| {
+                let test_accuracy = match r.test_curve {
+                    true => Some(
+                        train::evaluate(gpu, net, test_src, &m.test, r.strict, None)?.accuracy(),
+                    ),
+                    false => None,
+                };
+                curve.push(EpochPoint {
+                    epoch: e.epoch,
+                    loss: e.loss,
+                    accuracy: e.accuracy,
+                    test_accuracy,
+                    val_accuracy: e.val.map(|v| v.accuracy),
+                    lr: Some(e.lr),
+                });
+                Ok(())
+            },
+        )?;
+        done_steps += steps_of(part);
+        let train_seconds = model_started.elapsed().as_secs_f64();
+        // The trained state, read back once, serves every test set; the training network's
+        // memory is given back first.
+        let trained = net.checkpoint(gpu)?;
+        drop(net);
+        let infer = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &trained, batch))?;
+        let mut evaluations = Vec::new();
+        for (set, occ) in &p.test_sets {
+            let f = occ.map(|o| augment::occluded(o, ch, size, |i, s| test_src.landmarks(i, s)));
+            let aug = f.as_ref().map(|f| f as train::Augment);
+            let e = train::evaluate(gpu, &infer, test_src, &m.test, r.strict, aug)?;
+            // Unreadable examples are left out of the evaluation: leave them out of the
+            // indices too, so that indices, labels and probability rows stay aligned.
+            let indices: Vec<usize> = m
+                .test
+                .iter()
+                .copied()
+                .filter(|i| !e.failed.contains(i))
+                .collect();
+            evaluations.push(EvalRecord::new(set, &e, indices, &classes));
+        }
+        report.models.push(ModelRecord {
+            id: m.id.clone(),
+            k: m.k,
+            fold: m.fold,
+            attention: m.attention,
+            train_size: part.train.len(),
+            test_size: m.test.len(),
+            val_indices: part.test.clone(),
+            kept_epoch: fitted.kept,
+            class_weights: weights,
+            train_seconds,
+            curve,
+            evaluations,
+        });
+        report.summary = summarize(&report.models);
+        report.seconds = started.elapsed().as_secs_f64();
+        report.complete = n + 1 == p.plan.len();
+        write_curve(
+            &curves.join(format!("{}.csv", m.id)),
+            &report.models[n].curve,
+        )?;
+        write_report(p.out, &report)?;
+    }
+    write_figures(p.out, &report)?;
+    Ok(report)
+}
+
+fn write_curve(path: &Path, curve: &[EpochPoint]) -> Result<()> {
+    let mut s = String::from("epoch,loss,accuracy,test_accuracy,val_accuracy,lr\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |a| a.to_string());
+    for p in curve {
+        s += &format!(
+            "{},{},{},{},{},{}\n",
+            p.epoch,
+            p.loss,
+            p.accuracy,
+            opt(p.test_accuracy),
+            opt(p.val_accuracy),
+            opt(p.lr)
+        );
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+fn write_report(out: &Path, report: &Report) -> Result<()> {
+    let json = serde_json::to_string(report).map_err(|e| Error::Data {
+        path: out.join("report.json").display().to_string(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&out.join("report.json"), json.as_bytes())?;
+    write_atomic(&out.join("report.md"), report.markdown().as_bytes())
+}
+
+/// Figures of a finished report, in `dir/figures/`: per (k, attention, test set) the confusion
+/// heat map and one-vs-rest ROC curves of the predictions pooled over folds (every example
+/// once), each model's training curves, and a bar chart of mean accuracy per test set; plus
+/// `dir/metrics.md` with the pooled metrics (weighted F1 and AUC, which report.md leaves out).
+fn write_figures(dir: &Path, report: &Report) -> Result<()> {
+    let fig = dir.join("figures");
+    std::fs::create_dir_all(fig.join("curves")).map_err(|e| Error::Data {
+        path: fig.display().to_string(),
+        message: format!("cannot create the figures folder: {e}"),
+    })?;
+    let label = |k: Option<usize>, a: Attention| match k {
+        Some(k) => format!("k{k}-{}", attention_name(a)),
+        None => attention_name(a).to_string(),
+    };
+    let mut md = String::from("# Pooled metrics per model group and test set\n\n");
+    for row in &report.summary {
+        let (mut probs, mut labels) = (Vec::new(), Vec::new());
+        for m in report
+            .models
+            .iter()
+            .filter(|m| m.k == row.k && m.attention == row.attention)
+        {
+            for e in m
+                .evaluations
+                .iter()
+                .filter(|e| e.occlusion == row.occlusion)
+            {
+                probs.extend_from_slice(&e.probs);
+                labels.extend_from_slice(&e.labels);
+            }
+        }
+        if labels.is_empty() {
+            continue;
+        }
+        let name = format!("{}-{}", label(row.k, row.attention), row.occlusion);
+        let metrics = Metrics::new(&probs, &labels, &report.classes);
+        let title = format!(
+            "{} {}, test {} ({} images)",
+            report.protocol, name, row.occlusion, metrics.n
+        );
+        figures::confusion_png(&fig.join(format!("confusion-{name}.png")), &metrics, &title)?;
+        figures::roc_png(&fig.join(format!("roc-{name}.png")), &metrics, &title)?;
+        md += &format!("## {name}\n\n{}\n", metrics.markdown());
+    }
+    for m in &report.models {
+        let points: Vec<figures::EpochPoint> = m
+            .curve
+            .iter()
+            .map(|p| figures::EpochPoint {
+                epoch: p.epoch,
+                loss: p.loss,
+                accuracy: p.accuracy,
+                test_accuracy: p.test_accuracy,
+            })
+            .collect();
+        figures::curves_png(
+            &fig.join("curves").join(format!("{}.png", m.id)),
+            &points,
+            &format!("{} {}: training", report.protocol, m.id),
+        )?;
+    }
+    let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for row in &report.summary {
+        let bar = (label(row.k, row.attention), row.accuracy_mean);
+        match groups.iter_mut().find(|g| g.0 == row.occlusion) {
+            Some(g) => g.1.push(bar),
+            None => groups.push((row.occlusion.clone(), vec![bar])),
+        }
+    }
+    figures::bars_png(
+        &fig.join("accuracy.png"),
+        &groups,
+        &format!("{}: mean test accuracy per test set", report.protocol),
+        "accuracy",
+    )?;
+    write_atomic(&dir.join("metrics.md"), md.as_bytes())
 }

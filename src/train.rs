@@ -55,8 +55,10 @@ struct Prepared {
     labels: Vec<u32>,
     /// Rows that are real examples (the rest repeat the last one to fill the batch).
     real: usize,
-    /// Examples that failed to load and were replaced (non-strict mode).
+    /// Examples that failed to load and were replaced (non-strict mode), and why.
     failures: Vec<String>,
+    /// The indices of those examples, in the same order.
+    failed: Vec<usize>,
     /// The examples behind the real rows, in row order.
     loaded: Vec<usize>,
 }
@@ -105,6 +107,7 @@ fn prepare(
     let mut images = Vec::with_capacity(batch * plane);
     let mut labels = Vec::with_capacity(batch);
     let mut failures = Vec::new();
+    let mut failed = Vec::new();
     let mut loaded = Vec::with_capacity(batch);
     for &i in indices {
         match source.load(i, channels, size) {
@@ -116,7 +119,10 @@ fn prepare(
                 labels.push(y);
                 loaded.push(i);
             }
-            Err(e) if !strict => failures.push(e.to_string()),
+            Err(e) if !strict => {
+                failures.push(e.to_string());
+                failed.push(i);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -128,6 +134,7 @@ fn prepare(
             labels,
             real,
             failures,
+            failed,
             loaded,
         });
     }
@@ -141,6 +148,7 @@ fn prepare(
         labels,
         real,
         failures,
+        failed,
         loaded,
     })
 }
@@ -469,8 +477,10 @@ pub struct Evaluation {
     pub probs: Vec<f32>,
     pub labels: Vec<u32>,
     pub classes: usize,
-    /// Examples that could not be loaded (non-strict) and were left out.
+    /// Examples that could not be loaded (non-strict) and were left out, and why...
     pub failures: Vec<String>,
+    /// ... and their indices in the source, in the same order.
+    pub failed: Vec<usize>,
 }
 
 impl Evaluation {
@@ -546,6 +556,7 @@ pub fn evaluate(
     let mut rows = Vec::with_capacity(indices.len());
     let mut evaluated = Vec::with_capacity(indices.len());
     let mut failures = Vec::new();
+    let mut failed = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Prepared>>(2);
         scope.spawn(move || {
@@ -569,6 +580,7 @@ pub fn evaluate(
             let p = prepared?;
             if p.real == 0 {
                 failures.extend(p.failures);
+                failed.extend(p.failed);
                 continue;
             }
             net.write_batch(gpu, &p.images, &p.labels)?;
@@ -577,6 +589,7 @@ pub fn evaluate(
             rows.extend((0..p.real).map(|r| b * batch + r));
             evaluated.extend_from_slice(&p.loaded);
             failures.extend(p.failures);
+            failed.extend(p.failed);
         }
         Ok(())
     })?;
@@ -605,5 +618,6 @@ pub fn evaluate(
         labels,
         classes: k,
         failures,
+        failed,
     })
 }

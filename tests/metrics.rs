@@ -242,6 +242,7 @@ fn agrees_with_evaluation() {
         labels,
         classes: k,
         failures: Vec::new(),
+        failed: Vec::new(),
     };
     let m = e.metrics(&names(k));
     assert_eq!(m.confusion, e.confusion());

@@ -209,6 +209,7 @@ fn metrics_follow_their_definitions() {
         labels,
         classes: 3,
         failures: vec![],
+        failed: vec![],
     };
     assert_eq!(
         e.confusion(),

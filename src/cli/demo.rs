@@ -11,9 +11,9 @@ use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
 
-use super::occlude;
 use super::recipe::RecipeArgs;
-use super::run::{self, Data, Output, TrainJob};
+use super::run::{self, Output, TrainJob};
+use fer_cbam::sources::Data;
 
 /// The demo's sizes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -171,8 +171,8 @@ pub fn demo(
         let test_idx: Vec<usize> = (0..data.test().len()).collect();
         let mut cells = Vec::new();
         for occ in &tests {
-            let lm = occlude::landmarks_of(&data, true);
-            let f = occ.map(|o| occlude::fixed(o, 3, plan.image_size, lm));
+            let lm = data.landmarks_of(true);
+            let f = occ.map(|o| fer_cbam::data::augment::occluded(o, 3, plan.image_size, lm));
             let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
             let e = fer_cbam::train::evaluate(gpu, &net, data.test(), &test_idx, false, augment)?;
             cells.push((e.accuracy(), e.macro_f1()));

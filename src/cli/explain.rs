@@ -12,8 +12,8 @@ use fer_cbam::model::checkpoint::{self, Checkpoint};
 use fer_cbam::{Error, Gpu, Result};
 use serde_json::{json, Value};
 
-use super::occlude;
-use super::run::{Data, DataArgs};
+use super::run::DataArgs;
+use fer_cbam::sources::Data;
 
 /// `fer-cbam explain`.
 #[derive(Args, Clone, Debug)]
@@ -273,7 +273,7 @@ pub fn explain_items(
         if let Some(o) = it.occlusion {
             let mut px = it.pixels.clone();
             let lm = |_: usize, _: usize| it.landmarks;
-            occlude::fixed(o, channels, size, lm)(&mut px, i, 0);
+            fer_cbam::data::augment::occluded(o, channels, size, lm)(&mut px, i, 0);
             images.push(px);
         }
         spans.push(first..images.len());
@@ -496,11 +496,11 @@ pub fn occlude_command(a: &OccludeArgs) -> Result<(u32, u32)> {
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     for occ in occlusion_rows() {
-        let lm = occlude::landmarks_of(&data, true);
+        let lm = data.landmarks_of(true);
         let images = match occ {
             None => clean.clone(),
             Some(o) => {
-                let f = occlude::fixed(o, 1, size, lm);
+                let f = fer_cbam::data::augment::occluded(o, 1, size, lm);
                 pick.iter()
                     .zip(&clean)
                     .map(|(&i, px)| {
@@ -520,7 +520,7 @@ pub fn occlude_command(a: &OccludeArgs) -> Result<(u32, u32)> {
     let title = [
         format!("the paper's occlusions at {size}x{size} (black; patches at random places)"),
         data.describe(),
-        format!("landmarks: {}", occlude::landmark_source(&data, true)),
+        format!("landmarks: {}", data.landmark_source(true)),
     ];
     let img = explain::grid(&title, &titles, &rows, size);
     explain::save_png(&a.out, &img)?;

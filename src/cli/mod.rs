@@ -3,7 +3,6 @@
 
 pub mod demo;
 pub mod explain;
-pub mod occlude;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;

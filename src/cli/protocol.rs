@@ -3,29 +3,22 @@
 //! `curves/<model>.csv`). The plans, records and aggregation are in `fer_cbam::protocol`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use clap::Args;
 use fer_cbam::data::crop::{CropMode, CropReport};
 use fer_cbam::data::dataset::{self, Dataset, Format};
-use fer_cbam::data::occlusion::{Occlusion, Template};
-use fer_cbam::data::split;
-use fer_cbam::data::synthetic::Landmarks;
-use fer_cbam::files::write_atomic;
+use fer_cbam::data::occlusion::Template;
 use fer_cbam::model::checkpoint::FaceCrop;
-use fer_cbam::model::{Attention, ModelConfig, Network, ParamTable, TrainOptions, CLASSES};
+use fer_cbam::model::{Attention, ModelConfig};
 use fer_cbam::ops::adam::AdamConfig;
-use fer_cbam::protocol::{
-    self, DataInfo, EpochPoint, EvalRecord, FoldSet, ModelRecord, PlannedModel, Report, SampleInfo,
-};
-use fer_cbam::sources::{DatasetSource, SyntheticSource};
-use fer_cbam::train::{self, ImageSource, TrainLoop};
+use fer_cbam::protocol::{self, DataInfo, Event, Protocol, Recipe, Report};
+use fer_cbam::sources::{Data, DatasetSource, Source, SyntheticSource};
+use fer_cbam::train::ImageSource;
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::occlude;
-use super::recipe::{self, RecipeArgs};
-use super::run::{Data, DataArgs};
+use super::recipe::RecipeArgs;
+use super::run::DataArgs;
 
 /// Model, training, evaluation and report flags shared by the three protocols.
 #[derive(Args, Clone, Debug)]
@@ -168,81 +161,6 @@ pub struct CrossArgs {
     pub common: ProtocolArgs,
 }
 
-/// The images of one side of a protocol.
-pub enum Source {
-    Synthetic(SyntheticSource),
-    Dataset(DatasetSource),
-}
-
-impl ImageSource for Source {
-    fn len(&self) -> usize {
-        match self {
-            Source::Synthetic(s) => s.len(),
-            Source::Dataset(s) => s.len(),
-        }
-    }
-    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
-        match self {
-            Source::Synthetic(s) => s.load(i, channels, size),
-            Source::Dataset(s) => s.load(i, channels, size),
-        }
-    }
-    fn describe(&self, i: usize) -> String {
-        match self {
-            Source::Synthetic(s) => s.describe(i),
-            Source::Dataset(s) => s.describe(i),
-        }
-    }
-}
-
-impl Source {
-    fn landmarks(&self, i: usize, size: usize) -> Landmarks {
-        match self {
-            Source::Synthetic(s) => s.landmarks(i, size),
-            Source::Dataset(s) => s.landmarks(i, size),
-        }
-    }
-    fn labels(&self) -> Vec<usize> {
-        match self {
-            Source::Synthetic(s) => s.labels(),
-            Source::Dataset(s) => s.labels(),
-        }
-    }
-    fn groups(&self) -> Vec<Option<String>> {
-        match self {
-            Source::Synthetic(s) => vec![None; s.len],
-            Source::Dataset(s) => s.groups(),
-        }
-    }
-    fn samples(&self) -> Vec<SampleInfo> {
-        let labels = self.labels();
-        let groups = self.groups();
-        (0..self.len())
-            .map(|i| SampleInfo {
-                name: self.describe(i),
-                label: labels[i],
-                group: groups[i].clone(),
-            })
-            .collect()
-    }
-    fn counts(&self, indices: Option<&[usize]>) -> Vec<usize> {
-        let labels = self.labels();
-        let mut c = vec![0; CLASSES.len()];
-        match indices {
-            Some(idx) => idx.iter().for_each(|&i| c[labels[i]] += 1),
-            None => labels.iter().for_each(|&l| c[l] += 1),
-        }
-        c
-    }
-    /// Where the landmarks came from, per kind of source, with counts.
-    fn landmark_origins(&self) -> String {
-        match self {
-            Source::Synthetic(_) => "exact (the generator's own geometry)".into(),
-            Source::Dataset(s) => s.landmark_summary(),
-        }
-    }
-}
-
 /// Opens a dataset (detected form unless `format`), keeps the apex frames when asked, attaches
 /// a landmark sidecar when given, and describes it in words (skipped folders, loader notes,
 /// where the landmarks came from).
@@ -294,28 +212,6 @@ fn invalid(op: &str, message: impl Into<String>) -> Error {
     }
 }
 
-/// The test sets named by --occlusions: `clean` (or `none`) and the occlusion types.
-fn test_sets(names: &[String]) -> Result<Vec<(String, Option<Occlusion>)>> {
-    let mut sets: Vec<(String, Option<Occlusion>)> = Vec::new();
-    for n in names {
-        let set = match n.trim() {
-            "clean" | "none" => ("clean".to_string(), None),
-            o => {
-                let occ: Occlusion = o.parse().map_err(|e: String| invalid("--occlusions", e))?;
-                (occ.to_string(), Some(occ))
-            }
-        };
-        if sets.iter().any(|s| s.0 == set.0) {
-            return Err(invalid("--occlusions", format!("{} is named twice", set.0)));
-        }
-        sets.push(set);
-    }
-    if sets.is_empty() {
-        return Err(invalid("--occlusions", "no test set named"));
-    }
-    Ok(sets)
-}
-
 impl ProtocolArgs {
     fn config(&self, attention: Attention) -> Result<ModelConfig> {
         let c = self.network.apply(ModelConfig {
@@ -354,11 +250,37 @@ impl ProtocolArgs {
                 format!("{} is not a fraction between 0 and 1", self.occlusion_mix),
             ));
         }
-        test_sets(&self.occlusions)?;
+        protocol::test_sets(&self.occlusions)?;
         self.recipe.check(self.image_size)?;
         self.recipe.schedule(self.lr, self.epochs)?;
         Ok(())
     }
+    /// The flags as the library's recipe, with how unreadable images and the validation split
+    /// are treated.
+    fn to_recipe(&self, strict: bool, split_seed: u64, grouped: bool) -> Result<Recipe> {
+        Ok(Recipe {
+            config: self.config(Attention::Full)?,
+            epochs: self.epochs,
+            batch: self.batch_size,
+            adam: AdamConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            seed: self.seed,
+            schedule: self.recipe.schedule(self.lr, self.epochs)?,
+            occlusion_mix: self.occlusion_mix,
+            augmentation: self.recipe.augmentation(),
+            class_weights: self.class_weights,
+            test_curve: self.test_curve,
+            val_fraction: self.recipe.val_fraction,
+            keep_best: self.recipe.keep_best(),
+            split_seed,
+            grouped,
+            strict,
+        })
+    }
+
     /// The run's settings for the report (everything but the output folder, so that reruns
     /// compare equal).
     fn settings(&self) -> serde_json::Value {
@@ -494,20 +416,22 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
         merge(c.settings(), data_settings(&args.data)),
         serde_json::json!({ "folds": args.folds }),
     );
-    run_protocol(
+    let recipe = c.to_recipe(args.data.strict, args.data.split_seed, grouped)?;
+    run(
         &gpu_fn()?,
-        "kfold",
-        c,
-        settings,
-        (&pool, &pool),
-        folds,
-        plan,
-        data,
-        Selection {
-            strict: args.data.strict,
-            split_seed: args.data.split_seed,
-            grouped,
+        &Protocol {
+            name: "kfold",
+            recipe: &recipe,
+            test_sets: protocol::test_sets(&c.occlusions)?,
+            train: &pool,
+            test: &pool,
+            folds: folds,
+            plan,
+            data,
+            settings,
+            out: &c.out,
         },
+        c.quiet,
     )
 }
 
@@ -535,20 +459,26 @@ pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Resu
         test_crop: crop,
     };
     let settings = merge(c.settings(), data_settings(&args.data));
-    run_protocol(
+    let recipe = c.to_recipe(
+        args.data.strict,
+        args.data.split_seed,
+        args.data.group_by == "subject",
+    )?;
+    run(
         &gpu_fn()?,
-        "holdout",
-        c,
-        settings,
-        (&train, &test),
-        Vec::new(),
-        plan,
-        data,
-        Selection {
-            strict: args.data.strict,
-            split_seed: args.data.split_seed,
-            grouped: args.data.group_by == "subject",
+        &Protocol {
+            name: "holdout",
+            recipe: &recipe,
+            test_sets: protocol::test_sets(&c.occlusions)?,
+            train: &train,
+            test: &test,
+            folds: Vec::new(),
+            plan,
+            data,
+            settings,
+            out: &c.out,
         },
+        c.quiet,
     )
 }
 
@@ -624,104 +554,31 @@ pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<R
             "ckplus_apex": args.ckplus_apex,
         }),
     );
-    run_protocol(
+    let recipe = c.to_recipe(args.strict, args.split_seed, args.group_by == "subject")?;
+    run(
         &gpu_fn()?,
-        "cross",
-        c,
-        settings,
-        (&train, &test),
-        Vec::new(),
-        plan,
-        data,
-        Selection {
-            strict: args.strict,
-            split_seed: args.split_seed,
-            grouped: args.group_by == "subject",
+        &Protocol {
+            name: "cross",
+            recipe: &recipe,
+            test_sets: protocol::test_sets(&c.occlusions)?,
+            train: &train,
+            test: &test,
+            folds: Vec::new(),
+            plan,
+            data,
+            settings,
+            out: &c.out,
         },
+        c.quiet,
     )
 }
 
-/// How the models of a protocol treat unreadable images and draw their validation parts.
-struct Selection {
-    strict: bool,
-    /// Seed of each model's validation split (held out of its training side).
-    split_seed: u64,
-    /// Whether the validation split keeps subjects together.
-    grouped: bool,
-}
-
-/// Trains and evaluates every planned model, rewriting the report after each; returns the
-/// complete report.
-#[allow(clippy::too_many_arguments)]
-fn run_protocol(
-    gpu: &Gpu,
-    name: &str,
-    args: &ProtocolArgs,
-    settings: serde_json::Value,
-    (train_src, test_src): (&Source, &Source),
-    folds: Vec<FoldSet>,
-    plan: Vec<PlannedModel>,
-    data: DataInfo,
-    sel: Selection,
-) -> Result<Report> {
-    let strict = sel.strict;
-    let sets = test_sets(&args.occlusions)?;
-    let batch = args.batch_size;
-    let labels = train_src.labels();
-    let groups = train_src.groups();
-    // Every model's validation part, out of its training side only, drawn before anything is
-    // trained so that a split that cannot be made stops the run at once.
-    let parts = plan
-        .iter()
-        .map(|m| {
-            args.recipe.hold_out(
-                &m.train,
-                &labels,
-                sel.grouped.then_some(&groups[..]),
-                sel.split_seed,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if let Some((m, p)) = plan.iter().zip(&parts).find(|(_, p)| p.train.len() < batch) {
-        return Err(invalid(
-            "protocol",
-            format!(
-                "model {} has {} training images, fewer than one batch of {batch}",
-                m.id,
-                p.train.len()
-            ),
-        ));
-    }
-    if let Some(m) = plan.iter().find(|m| m.test.is_empty()) {
-        return Err(invalid(
-            "protocol",
-            format!("model {} has no test image", m.id),
-        ));
-    }
-    let out = &args.out;
-    let curves = out.join("curves");
-    std::fs::create_dir_all(&curves).map_err(|e| Error::Data {
-        path: curves.display().to_string(),
-        message: format!("cannot create the report folder: {e}"),
-    })?;
-    let classes: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
-    let mut report = Report {
-        protocol: name.to_string(),
-        complete: false,
-        settings,
-        classes: classes.clone(),
-        occlusions: sets.iter().map(|s| s.0.clone()).collect(),
-        data,
-        folds,
-        models: Vec::new(),
-        summary: Vec::new(),
-        seconds: 0.0,
-    };
-    let steps_of = |p: &split::Partition| (p.train.len() / batch * args.epochs) as u64;
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(parts.iter().map(steps_of).sum())
+/// Runs `p` ([`protocol::run`]) with one progress bar on stderr over all its models' training
+/// steps, unless `quiet`.
+fn run(gpu: &Gpu, p: &Protocol<'_>, quiet: bool) -> Result<Report> {
+    let bar = match quiet {
+        true => ProgressBar::hidden(),
+        false => ProgressBar::new(0),
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -729,242 +586,26 @@ fn run_protocol(
         )
         .unwrap(),
     );
-    let started = Instant::now();
-    let mut done_steps = 0u64;
-    let schedule = args.recipe.schedule(args.lr, args.epochs)?;
-    for (n, (m, part)) in plan.iter().zip(&parts).enumerate() {
-        let config = args.config(m.attention)?;
-        let train_labels: Vec<usize> = part.train.iter().map(|&i| labels[i]).collect();
-        let weights = args
-            .class_weights
-            .then(|| protocol::class_weights(&train_labels, classes.len()));
-        let options = TrainOptions {
-            adam: AdamConfig {
-                lr: args.lr,
-                weight_decay: args.weight_decay,
-                ..Default::default()
-            },
-            seed: args.seed as u32,
-            class_weights: weights.clone(),
-        };
-        let mut net = pollster::block_on(Network::new(gpu, &config, batch, options))?;
-        net.write_params(gpu, &ParamTable::new(&config).init(args.seed))?;
-        let (ch, size) = (config.in_channels, config.image_size);
-        let augment = recipe::training_augment(
-            args.occlusion_mix,
-            args.recipe.augmentation(),
-            args.seed,
-            ch,
-            size,
-            |i, s| train_src.landmarks(i, s),
-        );
-        let model_started = Instant::now();
-        let mut curve = Vec::new();
-        let opts = TrainLoop {
-            epochs: args.epochs,
-            seed: args.seed,
-            strict,
-            schedule: Some(schedule),
-        };
-        let validation = (!part.test.is_empty()).then(|| train::Validation {
-            source: train_src,
-            indices: &part.test,
-            keep_best: args.recipe.keep_best(),
-            previous_best: None,
-        });
-        let fitted = train::fit(
-            gpu,
-            &mut net,
-            train_src,
-            &part.train,
-            &opts,
-            recipe::as_augment(&augment),
-            validation.as_ref(),
-            &mut |p, failures| {
-                for f in failures {
-                    bar.suspend(|| super::warn_line(format!("warning: skipped {f}")));
-                }
-                bar.set_position(done_steps + p.step as u64);
-                bar.set_message(format!(
-                    "model {}/{} {}  epoch {}  loss {:.4}  acc {:.3}",
-                    n + 1,
-                    plan.len(),
-                    m.id,
-                    p.epoch + 1,
-                    p.loss,
-                    p.accuracy
-                ));
-            },
-            &mut |net, e| {
-                let test_accuracy = if args.test_curve {
-                    Some(train::evaluate(gpu, net, test_src, &m.test, strict, None)?.accuracy())
-                } else {
-                    None
-                };
-                curve.push(EpochPoint {
-                    epoch: e.epoch,
-                    loss: e.loss,
-                    accuracy: e.accuracy,
-                    test_accuracy,
-                    val_accuracy: e.val.map(|v| v.accuracy),
-                    lr: Some(e.lr),
-                });
-                Ok(())
-            },
-        )?;
-        done_steps += steps_of(part);
-        let train_seconds = model_started.elapsed().as_secs_f64();
-        let mut evaluations = Vec::new();
-        for (set, occ) in &sets {
-            let f = occ.map(|o| occlude::fixed(o, ch, size, |i, s| test_src.landmarks(i, s)));
-            let augment = f.as_ref().map(|f| f as train::Augment);
-            let e = train::evaluate(gpu, &net, test_src, &m.test, strict, augment)?;
-            // Unreadable examples are left out of the evaluation: leave them out of the
-            // indices too, so that indices, labels and probability rows stay aligned.
-            let indices: Vec<usize> = if e.failures.is_empty() {
-                m.test.clone()
-            } else {
-                m.test
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        let name = test_src.describe(i);
-                        !e.failures.iter().any(|f| f.contains(&name))
-                    })
-                    .collect()
-            };
-            evaluations.push(EvalRecord::new(set, &e, indices, &classes));
+    let report = protocol::run(gpu, p, &mut |e| match e {
+        Event::Start { steps } => bar.set_length(steps),
+        Event::Unreadable(f) => bar.suspend(|| super::warn_line(format!("warning: skipped {f}"))),
+        Event::Trained {
+            model,
+            models,
+            id,
+            steps,
+            epoch,
+            loss,
+            accuracy,
+        } => {
+            bar.set_position(steps);
+            bar.set_message(format!(
+                "model {}/{models} {id}  epoch {}  loss {loss:.4}  acc {accuracy:.3}",
+                model + 1,
+                epoch + 1,
+            ));
         }
-        report.models.push(ModelRecord {
-            id: m.id.clone(),
-            k: m.k,
-            fold: m.fold,
-            attention: m.attention,
-            train_size: part.train.len(),
-            test_size: m.test.len(),
-            val_indices: part.test.clone(),
-            kept_epoch: fitted.kept,
-            class_weights: weights,
-            train_seconds,
-            curve,
-            evaluations,
-        });
-        report.summary = protocol::summarize(&report.models);
-        report.seconds = started.elapsed().as_secs_f64();
-        report.complete = n + 1 == plan.len();
-        write_curve(
-            &curves.join(format!("{}.csv", m.id)),
-            &report.models[n].curve,
-        )?;
-        write_report(out, &report)?;
-    }
+    })?;
     bar.finish_and_clear();
-    write_figures(out, &report)?;
     Ok(report)
-}
-
-fn write_curve(path: &Path, curve: &[EpochPoint]) -> Result<()> {
-    let mut s = String::from("epoch,loss,accuracy,test_accuracy,val_accuracy,lr\n");
-    let opt = |v: Option<f64>| v.map_or(String::new(), |a| a.to_string());
-    for p in curve {
-        s += &format!(
-            "{},{},{},{},{},{}\n",
-            p.epoch,
-            p.loss,
-            p.accuracy,
-            opt(p.test_accuracy),
-            opt(p.val_accuracy),
-            opt(p.lr)
-        );
-    }
-    write_atomic(path, s.as_bytes())
-}
-
-fn write_report(out: &Path, report: &Report) -> Result<()> {
-    let json = serde_json::to_string(report).map_err(|e| Error::Data {
-        path: out.join("report.json").display().to_string(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&out.join("report.json"), json.as_bytes())?;
-    write_atomic(&out.join("report.md"), report.markdown().as_bytes())
-}
-
-/// Figures of a finished report, in `dir/figures/`: per (k, attention, test set) the confusion
-/// heat map and one-vs-rest ROC curves of the predictions pooled over folds (every example
-/// once), each model's training curves, and a bar chart of mean accuracy per test set; plus
-/// `dir/metrics.md` with the pooled metrics (weighted F1 and AUC, which report.md leaves out).
-fn write_figures(dir: &Path, report: &Report) -> Result<()> {
-    use fer_cbam::figures;
-    use fer_cbam::metrics::Metrics;
-    let fig = dir.join("figures");
-    std::fs::create_dir_all(fig.join("curves")).map_err(|e| Error::Data {
-        path: fig.display().to_string(),
-        message: format!("cannot create the figures folder: {e}"),
-    })?;
-    let label = |k: Option<usize>, a: Attention| match k {
-        Some(k) => format!("k{k}-{}", protocol::attention_name(a)),
-        None => protocol::attention_name(a).to_string(),
-    };
-    let mut md = String::from("# Pooled metrics per model group and test set\n\n");
-    for row in &report.summary {
-        let (mut probs, mut labels) = (Vec::new(), Vec::new());
-        for m in report
-            .models
-            .iter()
-            .filter(|m| m.k == row.k && m.attention == row.attention)
-        {
-            for e in m
-                .evaluations
-                .iter()
-                .filter(|e| e.occlusion == row.occlusion)
-            {
-                probs.extend_from_slice(&e.probs);
-                labels.extend_from_slice(&e.labels);
-            }
-        }
-        if labels.is_empty() {
-            continue;
-        }
-        let name = format!("{}-{}", label(row.k, row.attention), row.occlusion);
-        let metrics = Metrics::new(&probs, &labels, &report.classes);
-        let title = format!(
-            "{} {}, test {} ({} images)",
-            report.protocol, name, row.occlusion, metrics.n
-        );
-        figures::confusion_png(&fig.join(format!("confusion-{name}.png")), &metrics, &title)?;
-        figures::roc_png(&fig.join(format!("roc-{name}.png")), &metrics, &title)?;
-        md += &format!("## {name}\n\n{}\n", metrics.markdown());
-    }
-    for m in &report.models {
-        let points: Vec<figures::EpochPoint> = m
-            .curve
-            .iter()
-            .map(|p| figures::EpochPoint {
-                epoch: p.epoch,
-                loss: p.loss,
-                accuracy: p.accuracy,
-                test_accuracy: p.test_accuracy,
-            })
-            .collect();
-        figures::curves_png(
-            &fig.join("curves").join(format!("{}.png", m.id)),
-            &points,
-            &format!("{} {}: training", report.protocol, m.id),
-        )?;
-    }
-    let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
-    for row in &report.summary {
-        let bar = (label(row.k, row.attention), row.accuracy_mean);
-        match groups.iter_mut().find(|g| g.0 == row.occlusion) {
-            Some(g) => g.1.push(bar),
-            None => groups.push((row.occlusion.clone(), vec![bar])),
-        }
-    }
-    figures::bars_png(
-        &fig.join("accuracy.png"),
-        &groups,
-        &format!("{}: mean test accuracy per test set", report.protocol),
-        "accuracy",
-    )?;
-    write_atomic(&dir.join("metrics.md"), md.as_bytes())
 }

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use fer_cbam::data::augment::Augmentation;
 use fer_cbam::data::split;
 use fer_cbam::model::{Gate, Init, ModelConfig, Norm};
-use fer_cbam::train::{Augment, Decay, LrSchedule};
+use fer_cbam::train::{Decay, LrSchedule};
 use fer_cbam::{Error, Result};
 
 /// `--lr-schedule`.
@@ -72,10 +72,6 @@ pub struct RecipeArgs {
     #[arg(long, value_enum)]
     pub select: Option<Select>,
 }
-
-/// Added to --split-seed for the validation split, so that it is not drawn with the same
-/// shuffle as the 80:20 test split of the same data.
-const VALIDATION_SEED: u64 = 0x7661_6c69_6461_7465;
 
 impl RecipeArgs {
     pub fn augmentation(&self) -> Augmentation {
@@ -150,7 +146,7 @@ impl RecipeArgs {
     }
 
     /// Splits `indices` (of a source with `labels` and `groups`) into training and validation
-    /// parts; all of `indices` and no validation part when --val-fraction is 0.
+    /// parts ([`split::validation`]).
     pub fn hold_out(
         &self,
         indices: &[usize],
@@ -158,30 +154,7 @@ impl RecipeArgs {
         groups: Option<&[Option<String>]>,
         split_seed: u64,
     ) -> Result<split::Partition> {
-        if self.val_fraction == 0.0 {
-            return Ok(split::Partition {
-                train: indices.to_vec(),
-                test: Vec::new(),
-            });
-        }
-        let p = split::hold_out(
-            indices,
-            labels,
-            groups,
-            self.val_fraction,
-            split_seed.wrapping_add(VALIDATION_SEED),
-        )?;
-        if p.test.is_empty() {
-            return Err(Error::InvalidConfig {
-                op: "--val-fraction".into(),
-                message: format!(
-                    "{} of {} training images is no image: raise it",
-                    self.val_fraction,
-                    indices.len()
-                ),
-            });
-        }
-        Ok(p)
+        split::validation(indices, labels, groups, self.val_fraction, split_seed)
     }
 
     /// The recipe for reports and the checkpoint's metadata.
@@ -195,38 +168,6 @@ impl RecipeArgs {
             "select": if self.keep_best() { "best-val" } else { "last" },
         })
     }
-}
-
-/// A per-example training transform owned by its caller (see [`Augment`]).
-pub type Boxed<'a> = Box<dyn Fn(&mut [u8], usize, usize) + Sync + 'a>;
-
-/// The training transform of every example: with `occlusion_mix`, one of the paper's
-/// occlusions on that fraction of images (drawn in the untransformed image, where its
-/// landmarks are), then the flip and shift.
-pub fn training_augment<'a>(
-    occlusion_mix: f64,
-    augmentation: Augmentation,
-    seed: u64,
-    channels: usize,
-    size: usize,
-    landmarks: impl Fn(usize, usize) -> fer_cbam::data::synthetic::Landmarks + Sync + 'a,
-) -> Option<Boxed<'a>> {
-    if occlusion_mix <= 0.0 && augmentation.is_identity() {
-        return None;
-    }
-    let mix = (occlusion_mix > 0.0)
-        .then(|| super::occlude::mix(occlusion_mix, seed, channels, size, landmarks));
-    Some(Box::new(move |px: &mut [u8], i: usize, epoch: usize| {
-        if let Some(m) = &mix {
-            m(px, i, epoch);
-        }
-        augmentation.apply(px, channels, size, seed, epoch, i);
-    }))
-}
-
-/// A boxed training transform as the loop takes it.
-pub fn as_augment<'a>(f: &'a Option<Boxed<'a>>) -> Option<Augment<'a>> {
-    f.as_deref().map(|f| f as Augment)
 }
 
 /// The network options (`--norm`, `--init`, `--gate`) of every command that builds a model: the

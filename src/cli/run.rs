@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use clap::Args;
 use fer_cbam::data::crop::{self, CropMode, CropReport, FoundFace};
@@ -15,12 +14,12 @@ use fer_cbam::model::{
     checkpoint, InferenceNetwork, ModelConfig, Network, ParamTable, TrainOptions,
 };
 use fer_cbam::ops::adam::AdamConfig;
-use fer_cbam::sources::{DatasetSource, SyntheticSource};
+use fer_cbam::sources::{Data, DatasetSource, SyntheticSource};
 use fer_cbam::train::{self, EpochEnd, Evaluation, ImageSource, LrSchedule, Score, TrainLoop};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::recipe::{self, RecipeArgs};
+use super::recipe::RecipeArgs;
 
 /// Where the images come from.
 #[derive(Args, Clone, Debug)]
@@ -114,66 +113,6 @@ pub fn crop_dataset(ds: &mut dataset::Dataset, crop: FaceCrop, quiet: bool) -> R
     });
     bar.finish_and_clear();
     Ok(r?.0)
-}
-
-/// The two sides of the data.
-pub enum Data {
-    Synthetic {
-        train: SyntheticSource,
-        test: SyntheticSource,
-    },
-    Folder {
-        train: DatasetSource,
-        test: DatasetSource,
-        note: String,
-        /// With `--crop face`: what the crop found, over both sides.
-        crop: Option<CropReport>,
-    },
-}
-
-impl Data {
-    pub fn train(&self) -> &dyn ImageSource {
-        match self {
-            Data::Synthetic { train, .. } => train,
-            Data::Folder { train, .. } => train,
-        }
-    }
-    pub fn test(&self) -> &dyn ImageSource {
-        match self {
-            Data::Synthetic { test, .. } => test,
-            Data::Folder { test, .. } => test,
-        }
-    }
-    /// Labels and subjects of the training side, for the validation split.
-    pub fn train_labels_groups(&self) -> (Vec<usize>, Vec<Option<String>>) {
-        match self {
-            Data::Synthetic { train, .. } => (train.labels(), vec![None; train.len]),
-            Data::Folder { train, .. } => (train.labels(), train.groups()),
-        }
-    }
-    pub fn crop(&self) -> Option<&CropReport> {
-        match self {
-            Data::Synthetic { .. } => None,
-            Data::Folder { crop, .. } => crop.as_ref(),
-        }
-    }
-    pub fn describe(&self) -> String {
-        match self {
-            Data::Synthetic { train, test } => format!(
-                "synthetic faces (seed {}): {} train, {} test",
-                train.seed, train.len, test.len
-            ),
-            Data::Folder {
-                train, test, note, ..
-            } => {
-                format!(
-                    "{note}: {} train, {} test",
-                    train.samples.len(),
-                    test.samples.len()
-                )
-            }
-        }
-    }
 }
 
 impl DataArgs {
@@ -639,9 +578,10 @@ pub fn train_command(
             accuracy: v.accuracy,
             loss: v.loss,
         });
-    let lm = super::occlude::landmarks_of(data, false);
+    let lm = data.landmarks_of(false);
     let (ch, size) = (config.in_channels, config.image_size);
-    let augment = recipe::training_augment(job.occlusion_mix, augmentation, job.seed, ch, size, lm);
+    let augment =
+        fer_cbam::data::augment::training(job.occlusion_mix, augmentation, job.seed, ch, size, lm);
     let total = (idx.len() / batch * epochs) as u64;
     let bar = if out.quiet || out.json {
         ProgressBar::hidden()
@@ -688,7 +628,7 @@ pub fn train_command(
         data.train(),
         &idx,
         &opts,
-        recipe::as_augment(&augment),
+        fer_cbam::data::augment::as_augment(&augment),
         validation.as_ref(),
         &job.saving,
         job.out_path,
@@ -890,29 +830,6 @@ pub struct Prediction {
     pub error: Option<String>,
 }
 
-/// An [`ImageSource`] that remembers which examples failed to load, so that results can be
-/// matched back to their images when unreadable ones are left out.
-struct Recording<'a> {
-    inner: &'a DatasetSource,
-    failed: Mutex<BTreeSet<usize>>,
-}
-
-impl ImageSource for Recording<'_> {
-    fn len(&self) -> usize {
-        self.inner.len()
-    }
-    fn load(&self, i: usize, channels: usize, size: usize) -> Result<(Vec<u8>, u32)> {
-        let r = self.inner.load(i, channels, size);
-        if r.is_err() {
-            self.failed.lock().unwrap().insert(i);
-        }
-        r
-    }
-    fn describe(&self, i: usize) -> String {
-        self.inner.describe(i)
-    }
-}
-
 /// Image files named by `inputs`: files as given, folders as their images in name order.
 pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -1034,16 +951,13 @@ pub fn predict_command(
         samples,
         template: Template::Fer2013,
     };
-    let recording = Recording {
-        inner: &source,
-        failed: Mutex::default(),
-    };
     let idx: Vec<usize> = (0..source.len()).collect();
     let (e, failed) = if idx.is_empty() {
         (None, BTreeSet::new())
     } else {
-        let e = train::evaluate(gpu, &net, &recording, &idx, false, None)?;
-        (Some(e), recording.failed.into_inner().unwrap())
+        let e = train::evaluate(gpu, &net, &source, &idx, false, None)?;
+        let failed: BTreeSet<usize> = e.failed.iter().copied().collect();
+        (Some(e), failed)
     };
     // Rows of the evaluation, in order, for the samples that loaded.
     let k = c.classes.len();

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::occlusion::{self, Occlusion};
+use crate::data::synthetic::Landmarks;
 use crate::rng::SplitMix64;
 
 /// Which geometric augmentations a training run applies; the default applies none.
@@ -153,4 +155,79 @@ impl Augmentation {
             (true, s) => format!("flip, shift {s} px"),
         }
     }
+}
+
+/// A per-example transform of an image (`[C, S, S]` pixels, the example's index, the epoch), as
+/// the training and evaluation loops take it, owned by its caller.
+pub type Boxed<'a> = Box<dyn Fn(&mut [u8], usize, usize) + Sync + 'a>;
+
+/// A boxed transform as the loops take it (`train::Augment`).
+pub fn as_augment<'a>(
+    f: &'a Option<Boxed<'a>>,
+) -> Option<&'a (dyn Fn(&mut [u8], usize, usize) + Sync)> {
+    f.as_deref()
+        .map(|f| f as &(dyn Fn(&mut [u8], usize, usize) + Sync))
+}
+
+/// A test set of one occlusion type: `occ` applied to every image, the patch seeded by the
+/// image's index (the same patch on every run and for every model).
+pub fn occluded<'a>(
+    occ: Occlusion,
+    channels: usize,
+    size: usize,
+    landmarks: impl Fn(usize, usize) -> Landmarks + Sync + 'a,
+) -> impl Fn(&mut [u8], usize, usize) + Sync + 'a {
+    move |px, i, _| {
+        occlusion::apply(
+            px,
+            channels,
+            size,
+            occ,
+            &landmarks(i, size),
+            0x0cc1 ^ i as u64,
+        );
+    }
+}
+
+/// Training's occlusion mix: with probability `p` an example gets one of the paper's five
+/// occlusions, drawn (with the patch position) from a hash of (seed, index, epoch).
+pub fn occlusion_mix<'a>(
+    p: f64,
+    seed: u64,
+    channels: usize,
+    size: usize,
+    landmarks: impl Fn(usize, usize) -> Landmarks + Sync + 'a,
+) -> impl Fn(&mut [u8], usize, usize) + Sync + 'a {
+    move |px, i, epoch| {
+        let mut r =
+            SplitMix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ ((epoch as u64) << 40));
+        if r.next_unit() < p {
+            let occ = Occlusion::PAPER[(r.next_u64() % 5) as usize];
+            occlusion::apply(px, channels, size, occ, &landmarks(i, size), r.next_u64());
+        }
+    }
+}
+
+/// The training transform of every example: with `occlusion_mix`, one of the paper's
+/// occlusions on that fraction of images (drawn in the untransformed image, where its
+/// landmarks are), then the flip and shift; `None` when there is nothing to do.
+pub fn training<'a>(
+    occlusion_mix: f64,
+    augmentation: Augmentation,
+    seed: u64,
+    channels: usize,
+    size: usize,
+    landmarks: impl Fn(usize, usize) -> Landmarks + Sync + 'a,
+) -> Option<Boxed<'a>> {
+    if occlusion_mix <= 0.0 && augmentation.is_identity() {
+        return None;
+    }
+    let mix = (occlusion_mix > 0.0)
+        .then(|| self::occlusion_mix(occlusion_mix, seed, channels, size, landmarks));
+    Some(Box::new(move |px: &mut [u8], i: usize, epoch: usize| {
+        if let Some(m) = &mix {
+            m(px, i, epoch);
+        }
+        augmentation.apply(px, channels, size, seed, epoch, i);
+    }))
 }

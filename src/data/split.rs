@@ -308,3 +308,42 @@ pub fn stratified_kfold(
         })
         .collect())
 }
+
+/// Added to a run's split seed for its validation split, so that it is not drawn with the same
+/// shuffle as the 80:20 test split of the same data.
+pub const VALIDATION_SEED: u64 = 0x7661_6c69_6461_7465;
+
+/// A run's validation split of its training `indices` (of a source with `labels` and
+/// `groups`): `fraction` of them held out, stratified (by subject with `groups`), seeded by
+/// `seed` + [`VALIDATION_SEED`]; all of `indices` and no validation part when `fraction` is 0.
+pub fn validation(
+    indices: &[usize],
+    labels: &[usize],
+    groups: Option<&[Option<String>]>,
+    fraction: f64,
+    seed: u64,
+) -> Result<Partition> {
+    if fraction == 0.0 {
+        return Ok(Partition {
+            train: indices.to_vec(),
+            test: Vec::new(),
+        });
+    }
+    let p = hold_out(
+        indices,
+        labels,
+        groups,
+        fraction,
+        seed.wrapping_add(VALIDATION_SEED),
+    )?;
+    if p.test.is_empty() {
+        return Err(Error::InvalidConfig {
+            op: "--val-fraction".into(),
+            message: format!(
+                "{fraction} of {} training images is no image: raise it",
+                indices.len()
+            ),
+        });
+    }
+    Ok(p)
+}

@@ -515,6 +515,21 @@ impl Network {
         Ok(())
     }
 
+    /// The parameters and running statistics (with their count) as they are now, read back
+    /// from the device into a checkpoint (native only: it waits for the device).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn checkpoint(&self, gpu: &Gpu) -> Result<Checkpoint> {
+        Ok(Checkpoint {
+            config: self.config.clone(),
+            packed: gpu.read_blocking(&self.params)?,
+            buffers: match &self.buffers {
+                Some(t) => gpu.read_blocking(t)?,
+                None => Vec::new(),
+            },
+            batches_tracked: self.batches_tracked(),
+        })
+    }
+
     /// Loads a checkpoint's parameters and buffers (its config must be this network's).
     pub fn load(&self, gpu: &Gpu, checkpoint: &Checkpoint) -> Result<()> {
         if checkpoint.config != self.config {
