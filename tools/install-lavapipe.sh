@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Installs Mesa's lavapipe (a conformant CPU Vulkan driver) from Debian bookworm-backports, for
-# machines without a GPU. Mesa 25 from backports runs our compute kernels several times faster
-# than bookworm's own Mesa 22.3. Idempotent: does nothing when Mesa >= 25 with lavapipe is there.
-# Needs root (apt-get). Used by .ci/run.
+# Installs Mesa's lavapipe (a conformant CPU Vulkan driver) for machines without a GPU. On
+# Debian bookworm it comes from bookworm-backports: Mesa 25 runs our compute kernels several
+# times faster than bookworm's own Mesa 22.3; elsewhere (newer Debian, Ubuntu) from the
+# distribution. Idempotent: does nothing when lavapipe is there (on bookworm: from Mesa 25 on).
+# Needs root (apt-get). Used by ./demo and ./check when no Vulkan driver is found.
 set -euo pipefail
+codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
 
 mesa_version() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true; }
 
 v=$(mesa_version)
+if [ "$codename" != bookworm ]; then
+  if [ -n "$v" ] && ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    echo "lavapipe: mesa-vulkan-drivers $v already installed"
+    exit 0
+  fi
+  echo "lavapipe: installing mesa-vulkan-drivers (found: ${v:-none})"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  echo "lavapipe: mesa-vulkan-drivers $(mesa_version) installed"
+  exit 0
+fi
 if [ -n "$v" ] && dpkg --compare-versions "$v" ge 25 && ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
   echo "lavapipe: mesa-vulkan-drivers $v already installed"
   exit 0

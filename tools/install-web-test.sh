@@ -6,9 +6,11 @@
 #   - the wasm-bindgen CLI at exactly the version of the wasm-bindgen crate in Cargo.lock
 #     (the two must match; only the `wasm-bindgen` binary, without the TLS stack its test
 #     runner needs, which halves the compile).
-# Idempotent: each part is skipped when already there. Needs root for apt-get. Used by .ci/run.
+# Idempotent: each part is skipped when already there. Installing chromium needs root: through
+# sudo when not root, or one line naming what to run. Used by ./check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/setup.sh
 
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   echo "web-test: wasm32-unknown-unknown target already installed"
@@ -20,8 +22,8 @@ if command -v chromium >/dev/null; then
   echo "web-test: $(chromium --version 2>/dev/null | head -1) already installed"
 else
   echo "web-test: installing chromium"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   echo "web-test: $(chromium --version 2>/dev/null | head -1) installed"
 fi
 

@@ -6,8 +6,9 @@
 pub enum Error {
     /// No adapter at all: the usual cause is a machine without a GPU driver.
     #[error(
-        "no GPU adapter found{detail}: install a Vulkan, Metal or DX12 driver \
-         (on Linux without a GPU: `apt-get install mesa-vulkan-drivers` for Mesa's lavapipe)"
+        "no GPU adapter found{detail}: install a Vulkan, Metal or DX12 driver (on Linux \
+         without a GPU: `sudo bash tools/install-lavapipe.sh` in the fer-cbam repository, or \
+         the mesa-vulkan-drivers package, for Mesa's lavapipe)"
     )]
     NoAdapter { detail: String },
 

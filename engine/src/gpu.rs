@@ -64,8 +64,9 @@ async fn slow_fallback(instance: &wgpu::Instance, info: &wgpu::AdapterInfo) -> O
         return Some(format!(
             "running on the OpenGL backend ({}): no Vulkan, Metal or DX12 adapter was found, and \
              compute through OpenGL is many times slower. Install a Vulkan driver (on Linux \
-             without a GPU: mesa-vulkan-drivers, for lavapipe), or set WGPU_BACKEND=gl to use \
-             OpenGL on purpose",
+             without a GPU: `sudo bash tools/install-lavapipe.sh` in the fer-cbam repository, \
+             or the mesa-vulkan-drivers package, for Mesa's lavapipe), or set WGPU_BACKEND=gl \
+             to use OpenGL on purpose",
             info.name
         ));
     }
