@@ -20,6 +20,7 @@ pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 pub mod model;
+pub mod onnx_proto;
 pub mod ops;
 pub mod pipeline;
 #[cfg(not(target_arch = "wasm32"))]
