@@ -200,6 +200,9 @@ enum Command {
     /// Write a PNG grid of test faces, one row per occlusion type (clean, patch8, patch16,
     /// patch24, eyes, mouth), like the paper's Figure 5.
     Occlude(cli::explain::OccludeArgs),
+    /// Export a checkpoint for other runtimes: an ONNX graph of the inference network (no GPU
+    /// needed).
+    Export(cli::export::ExportArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
     Predict {
         /// Checkpoint to predict with.
@@ -583,6 +586,7 @@ fn main() {
                     cli::print_line(format!("wrote {} ({w}x{h})", args.out.display()));
                 })
         }
+        Command::Export(args) => cli::export::export(&args),
         Command::Predict {
             checkpoint,
             inputs,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod debug_step;
 pub mod infer;
 pub mod network;
+pub mod onnx;
 pub mod params;
 
 pub use config::{Attention, Gate, Init, ModelConfig, Norm, CLASSES};
