@@ -15,7 +15,7 @@ use std::process::Command;
 use fer_cbam::model::{checkpoint, onnx, ParamTable};
 use fer_cbam::onnx_proto::{all, first, read_fields};
 use fer_cbam_reference::check::Tol;
-use interop::{BATCH, SIZE};
+use interop::BATCH;
 
 /// Two f32 implementations of the same graph: the engine's WGSL on lavapipe and onnxruntime's
 /// CPU kernels. Both round every op to f32 but sum in different orders (the 3x3 convs' up to
@@ -172,7 +172,7 @@ fn the_file_holds_the_checkpoints_tensors_bit_for_bit_and_says_how_to_feed_it() 
             })
             .collect();
         let c = v.config.in_channels.to_string();
-        let s = SIZE.to_string();
+        let s = v.config.image_size.to_string();
         assert_eq!(dims, ["N", c.as_str(), &s, &s], "{}", v.name);
         let outputs: Vec<&str> = all(&graph, 12)
             .map(|o| {
@@ -210,17 +210,16 @@ fn onnxruntime_gives_the_engines_logits_for_every_variant() {
     };
     let dir = common::tmp_dir("onnx-ort");
     let variants = interop::variants(&dir);
-    let models: Vec<(String, PathBuf)> = variants
+    let files: Vec<PathBuf> = variants
         .iter()
         .map(|v| {
             let out = dir.join(format!("{}.onnx", v.name));
             let o = export(&v.checkpoint, &out);
             assert!(o.status.success(), "{}: {o:?}", v.name);
-            (v.name.clone(), out)
+            out
         })
         .collect();
-    let gray = interop::gray_batch();
-    let job = interop::write_job(&dir, &gray, &models);
+    let job = interop::write_job(&dir, &variants, &files);
     let printed = interop::run_python(&python, &interop::script("onnx_run.py"), &[&job]);
     let ort: serde_json::Value = serde_json::from_str(&printed).unwrap();
     println!("onnxruntime {}", ort["onnxruntime"]);
@@ -232,13 +231,18 @@ fn onnxruntime_gives_the_engines_logits_for_every_variant() {
         assert_eq!(r["input"], onnx::INPUT);
         assert_eq!(
             r["input_shape"],
-            serde_json::json!(["N", v.config.in_channels, SIZE, SIZE])
+            serde_json::json!([
+                "N",
+                v.config.in_channels,
+                v.config.image_size,
+                v.config.image_size
+            ])
         );
         let config: fer_cbam::model::ModelConfig =
             serde_json::from_str(r["metadata"][onnx::CONFIG_KEY].as_str().unwrap()).unwrap();
         assert_eq!(config, v.config, "{}: the config in metadata_props", v.name);
 
-        let (logits, probs) = interop::engine_forward(v, &gray);
+        let (logits, probs) = interop::engine_forward(v);
         let ort_logits = interop::matrix(&r["logits"]);
         let (d, scale) = interop::max_diff(&ort_logits, &logits);
         let bound = (TOL.atol + TOL.rtol * scale as f64) as f32;

@@ -40,18 +40,14 @@ fn torch_model_loads_every_checkpoint_and_gives_the_engines_logits() {
     };
     let dir = common::tmp_dir("torch-model");
     let variants = interop::variants(&dir);
-    let models: Vec<(String, PathBuf)> = variants
-        .iter()
-        .map(|v| (v.name.clone(), v.checkpoint.clone()))
-        .collect();
-    let gray = interop::gray_batch();
-    let job = interop::write_job(&dir, &gray, &models);
+    let files: Vec<PathBuf> = variants.iter().map(|v| v.checkpoint.clone()).collect();
+    let job = interop::write_job(&dir, &variants, &files);
     let printed = interop::run_python(&python, &interop::script("torch_run.py"), &[&job]);
     let torch: serde_json::Value = serde_json::from_str(&printed).unwrap();
     println!("torch {}", torch["torch"]);
     let mut worst = 0.0f32;
     for v in &variants {
-        let (logits, _) = interop::engine_forward(v, &gray);
+        let (logits, _) = interop::engine_forward(v);
         let theirs = interop::matrix(&torch[&v.name]);
         let (d, scale) = interop::max_diff(&theirs, &logits);
         let bound = (TOL.atol + TOL.rtol * scale as f64) as f32;

@@ -13,6 +13,7 @@ use fer_cbam::model::{checkpoint, Attention, Gate, ModelConfig, Network, Norm, P
 
 use crate::common;
 
+/// The input size of the small variants.
 pub const SIZE: usize = 32;
 /// Faces in the batch; the last is the first with one pixel changed.
 pub const BATCH: usize = 8;
@@ -36,9 +37,11 @@ pub struct Variant {
     pub checkpoint: PathBuf,
 }
 
-/// Every option of the spec that changes the graph: 4 attention variants x 2 norms x 2 gate
-/// forms (the gate form of a network without gates changes nothing, so `none` is tested
-/// once per norm), and a one-channel input.
+/// Every option of the spec that changes the graph, at 32x32 with widths 8-16-32-64: 4
+/// attention variants x 2 norms x 2 gate forms (the gate form of a network without gates
+/// changes nothing, so `none` is tested once per norm), and a one-channel input; then the
+/// spec's own network (128x128, widths 32-64-128-256) with the recipe's batch norm and
+/// residual gates.
 pub fn configs() -> Vec<(String, ModelConfig)> {
     let base = ModelConfig {
         image_size: SIZE,
@@ -80,6 +83,14 @@ pub fn configs() -> Vec<(String, ModelConfig)> {
             in_channels: 1,
             norm: Norm::Batch,
             ..base
+        },
+    ));
+    out.push((
+        "spec-128-full-batch-residual".into(),
+        ModelConfig {
+            norm: Norm::Batch,
+            gate: Gate::Residual,
+            ..ModelConfig::default()
         },
     ));
     out
@@ -137,29 +148,30 @@ pub fn variants(dir: &Path) -> Vec<Variant> {
         .collect()
 }
 
-/// `[BATCH, SIZE, SIZE]` gray pixels: synthetic faces past any training set's indices, and as
+/// `[BATCH, size, size]` gray pixels: synthetic faces past any training set's indices, and as
 /// the last one the first face with its centre pixel changed by 64 levels.
-pub fn gray_batch() -> Vec<u8> {
-    let mut out = Vec::with_capacity(BATCH * SIZE * SIZE);
+pub fn gray_batch(size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH * size * size);
     for i in 0..BATCH - 1 {
-        out.extend(synthetic::generate(2026, 1_000_000 + i as u64, SIZE).pixels);
+        out.extend(synthetic::generate(2026, 1_000_000 + i as u64, size).pixels);
     }
-    let mut nudged = out[..SIZE * SIZE].to_vec();
-    nudged[SIZE * SIZE / 2 + SIZE / 2] ^= 0x40;
+    let mut nudged = out[..size * size].to_vec();
+    nudged[size * size / 2 + size / 2] ^= 0x40;
     out.extend(nudged);
     out
 }
 
-/// The engine's logits and probabilities, `[BATCH, K]` each, on `gray` (pixel / 255,
+/// The engine's logits and probabilities, `[BATCH, K]` each, on [`gray_batch`] (pixel / 255,
 /// replicated to the config's channels), through the checkpoint file as every command loads
 /// it.
-pub fn engine_forward(v: &Variant, gray: &[u8]) -> (Vec<f32>, Vec<f32>) {
+pub fn engine_forward(v: &Variant) -> (Vec<f32>, Vec<f32>) {
+    let gray = gray_batch(v.config.image_size);
     let ck = checkpoint::load(&v.checkpoint).unwrap();
     let c = &ck.config;
     let gpu = common::gpu();
     let net = common::block_on(Network::new(gpu, c, BATCH, Default::default())).unwrap();
     net.load(gpu, &ck).unwrap();
-    let plane = SIZE * SIZE;
+    let plane = c.image_size * c.image_size;
     let mut images = Vec::with_capacity(BATCH * c.in_channels * plane);
     for face in gray.chunks_exact(plane) {
         for _ in 0..c.in_channels {
@@ -261,17 +273,23 @@ pub fn matrix(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
-/// Writes the batch as raw bytes and a job file naming it and `models` (variant name -> file)
-/// for the Python scripts beside this module; returns the job file.
-pub fn write_job(dir: &Path, gray: &[u8], models: &[(String, PathBuf)]) -> PathBuf {
-    let batch = dir.join("batch.u8");
-    std::fs::write(&batch, gray).unwrap();
-    let job = serde_json::json!({
-        "batch": batch,
-        "n": BATCH,
-        "size": SIZE,
-        "models": models.iter().map(|(n, p)| (n.clone(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
-    });
+/// Writes each variant's [`gray_batch`] as raw bytes and a job file naming them and the
+/// model files (`files[i]` for `variants[i]`) for the Python scripts beside this module;
+/// returns the job file.
+pub fn write_job(dir: &Path, variants: &[Variant], files: &[PathBuf]) -> PathBuf {
+    let mut models = serde_json::Map::new();
+    for (v, file) in variants.iter().zip(files) {
+        let size = v.config.image_size;
+        let batch = dir.join(format!("batch-{size}.u8"));
+        if !batch.exists() {
+            std::fs::write(&batch, gray_batch(size)).unwrap();
+        }
+        models.insert(
+            v.name.clone(),
+            serde_json::json!({ "file": file, "batch": batch, "size": size }),
+        );
+    }
+    let job = serde_json::json!({ "n": BATCH, "models": models });
     let path = dir.join("job.json");
     std::fs::write(&path, job.to_string()).unwrap();
     path

@@ -4,8 +4,8 @@ input's channels), and prints JSON: per model, the logits and probabilities of t
 and of its first 3 images alone (the batch dimension is free), the input's name and shape, and
 the model's metadata.
 
-    python onnx_run.py job.json    (job: {"batch": raw u8 [n, size, size], "n", "size",
-                                          "models": {name: file.onnx}})
+    python onnx_run.py job.json    (job: {"n": images, "models": {name: {"file": x.onnx,
+                                          "batch": raw u8 [n, size, size], "size"}}})
 """
 
 import json
@@ -18,10 +18,11 @@ import onnxruntime as ort
 def main():
     with open(sys.argv[1]) as f:
         job = json.load(f)
-    n, size = job["n"], job["size"]
-    gray = np.fromfile(job["batch"], dtype=np.uint8).reshape(n, size, size)
+    n = job["n"]
     out = {"onnxruntime": ort.__version__}
-    for name, path in job["models"].items():
+    for name, m in job["models"].items():
+        path, size = m["file"], m["size"]
+        gray = np.fromfile(m["batch"], dtype=np.uint8).reshape(n, size, size)
         # One thread: the machine is shared, and the result must not depend on a thread count.
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1

@@ -2,8 +2,9 @@
 batch of gray images (p / 255, the gray plane replicated to the config's input channels) and
 prints JSON: per checkpoint, the logits of the batch.
 
-    python torch_run.py job.json    (job: {"batch": raw u8 [n, size, size], "n", "size",
-                                          "models": {name: checkpoint.safetensors}})
+    python torch_run.py job.json    (job: {"n": images, "models": {name: {"file":
+                                          x.safetensors, "batch": raw u8 [n, size, size],
+                                          "size"}}})
 """
 
 import json
@@ -20,11 +21,12 @@ import torch_model  # noqa: E402
 def main():
     with open(sys.argv[1]) as f:
         job = json.load(f)
-    n, size = job["n"], job["size"]
-    gray = np.fromfile(job["batch"], dtype=np.uint8).reshape(n, size, size)
+    n = job["n"]
     out = {"torch": torch.__version__}
     torch.set_num_threads(1)
-    for name, path in job["models"].items():
+    for name, m in job["models"].items():
+        path, size = m["file"], m["size"]
+        gray = np.fromfile(m["batch"], dtype=np.uint8).reshape(n, size, size)
         model = torch_model.load(path)
         assert not model.training, "load must return the model in eval mode"
         model = model.double()
