@@ -18,6 +18,28 @@ fn fail(msg: String) -> ! {
     std::process::exit(1);
 }
 
+/// The recipe in words, from the checkpoint itself (its config and its training record), so the
+/// manifest cannot say other than what was trained.
+fn recipe_words(c: &fer_cbam::model::ModelConfig, ck: &Path) -> String {
+    let mut w = vec![format!("norm {}, init {}, gate {}", c.norm, c.init, c.gate)];
+    let meta = checkpoint::load_training_meta(ck).unwrap_or_else(|e| fail(e.to_string()));
+    if let Some(r) = meta.map(|m| m.recipe) {
+        if r["flip"] == true {
+            w.push("flips".into());
+        }
+        if let Some(s) = r["shift"].as_u64().filter(|&s| s > 0) {
+            w.push(format!("shifts of up to {s} px"));
+        }
+        if let Some(k) = r["lr_schedule"]["decay"]["kind"].as_str() {
+            w.push(format!("{k} learning rate"));
+        }
+        if let Some(m) = r["occlusion_mix"].as_f64().filter(|&m| m > 0.0) {
+            w.push(format!("{:.0}% of the faces occluded", 100.0 * m));
+        }
+    }
+    w.join(", ")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [train_json, ck, out, synthetic_count, synthetic_seed, command] = &args[..] else {
@@ -72,9 +94,11 @@ fn main() {
         "checkpoint": name,
         "trained": format!(
             "trained by tools/train-web-model.sh on {} of the embedded synthetic faces (seed \
-             {seed}) for {epochs} epochs in {seconds:.0} s; test accuracy {:.1}% on the other \
-             {images} (clean). Command: {command}",
-            first_test, 100.0 * accuracy
+             {seed}) for {epochs} epochs in {seconds:.0} s ({}); test accuracy {:.1}% on the \
+             other {images} (clean)",
+            first_test,
+            recipe_words(c, ck),
+            100.0 * accuracy
         ),
         "command": command,
         "test": {

@@ -70,6 +70,7 @@ async function loadModel(bytes, name, about = null) {
     `widths ${c.widths.join('-')}, attention ${c.attention}, norm ${c.norm || 'none'}, ` +
     `gate ${c.gate || 'multiply'}; on ${model.adapter}`;
   $('cktrained').textContent = about || describeTraining(JSON.parse(model.training_json));
+  $('ckcommand').hidden = true;
 }
 
 // The manifest of the default model, or null (with a note) when the page is served without it.
@@ -87,6 +88,10 @@ async function readManifest() {
 async function loadDefaultModel() {
   const bytes = await fetchBytes(`model/${manifest.checkpoint}`);
   await loadModel(bytes, manifest.name, manifest.trained);
+  if (manifest.command) {
+    $('ckcommand').querySelector('code').textContent = manifest.command;
+    $('ckcommand').hidden = false;
+  }
 }
 
 async function useExample(i) {
