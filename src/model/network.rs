@@ -93,6 +93,8 @@ pub struct Network {
     /// `[HISTORY, 2]`: (loss, correct) of the last HISTORY steps, slot (t - 1) % HISTORY.
     history: Tensor,
     plan: Vec<PlanEntry>,
+    /// The plan's tensors, in the plan's order (for [`Network::tensor`]).
+    planned: Vec<Tensor>,
     stages: Vec<Stage>,
     dropouts: [Dropout; 2],
     xent: SoftmaxXent,
@@ -111,6 +113,7 @@ pub struct Network {
 struct Planner<'a> {
     gpu: &'a Gpu,
     plan: Vec<PlanEntry>,
+    tensors: Vec<Tensor>,
 }
 
 impl Planner<'_> {
@@ -121,6 +124,7 @@ impl Planner<'_> {
             shape: shape.to_vec(),
             bytes: 4 * t.len() as u64,
         });
+        self.tensors.push(t.clone());
         Ok(t)
     }
 }
@@ -146,6 +150,7 @@ impl Network {
         let mut p = Planner {
             gpu,
             plan: Vec::new(),
+            tensors: Vec::new(),
         };
         let packed = table.packed_len();
         let params = p.alloc("params", &[packed])?;
@@ -482,6 +487,7 @@ impl Network {
             correct,
             history,
             plan: p.plan,
+            planned: p.tensors,
             stages,
             dropouts: [drop1, drop2],
             xent,
@@ -533,6 +539,15 @@ impl Network {
     /// Every tensor the network allocated, in allocation order, with its size.
     pub fn plan(&self) -> &[PlanEntry] {
         &self.plan
+    }
+    /// The planned tensor named `name` (an activation such as `stages.0.conv_out` or a
+    /// gradient such as `stages.0.d_conv_out`; see [`Network::plan`]), for inspection: read
+    /// it back after a step to hold one intermediate against another framework.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.plan
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| &self.planned[i])
     }
     /// Training steps taken (Adam's t after the last step).
     pub fn step(&self) -> u32 {
