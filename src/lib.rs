@@ -16,6 +16,7 @@ pub mod figure_text;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod figures;
 pub mod gpu;
+pub mod kernels;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 pub mod model;

@@ -447,13 +447,13 @@ impl Network {
                 st.elu
                     .backward(gpu, &st.conv_out, &st.d_elu_out, &st.d_conv_out)?,
             );
-            backward.push(st.conv.backward_weight(
+            backward.extend(st.conv.backward_weight(
                 gpu,
                 &st.d_conv_out,
                 x,
                 &grad(&format!("{pre}.conv.weight"))?,
             )?);
-            backward.push(st.conv.backward_bias(
+            backward.extend(st.conv.backward_bias(
                 gpu,
                 &st.d_conv_out,
                 &grad(&format!("{pre}.conv.bias"))?,

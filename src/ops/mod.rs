@@ -15,6 +15,25 @@ pub mod softmax_xent;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
+/// How a kernel sums one output: the lengths of its nested serial loops, innermost first (a
+/// plain loop over K terms is `[K]`; K terms in chunks of 256 whose sums are then added in
+/// order, `[256, K / 256]`; a binary tree over 64 values, six `2`s). A term passes through at
+/// most `sum(levels)` additions, and the rounding error model of docs/numerics.md
+/// (`fer_cbam_reference::check::sum_rms`) is a function of these lengths. Ops report theirs
+/// (`Conv2d::sums`, `CbamChannel::sums`, ...) so that the tests hold each kernel to the error
+/// its own summation order allows.
+pub type Levels = Vec<usize>;
+
+/// The levels of a sum of `len` values in blocks of `block` consecutive ones, each block summed
+/// in order and the block sums added in order.
+pub fn blocked_levels(len: usize, block: usize) -> Levels {
+    if len <= block {
+        vec![len]
+    } else {
+        vec![block, len.div_ceil(block)]
+    }
+}
+
 /// Default workgroup size for element-wise kernels: a multiple of every subgroup size in use
 /// (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
 pub const WG: u32 = 64;
