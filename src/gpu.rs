@@ -93,7 +93,7 @@ impl Gpu {
                 message: e.to_string(),
             })?;
 
-        let kernels = KernelSet::choose(&info, &limits, choice, source);
+        let kernels = KernelSet::choose(info.device_type, &limits, choice, source);
         let lost = Arc::new(Mutex::new(None));
         {
             let lost = lost.clone();

@@ -111,14 +111,15 @@ fn target_workgroups(device_type: wgpu::DeviceType) -> u32 {
 }
 
 impl KernelSet {
-    /// The set for an adapter of `info` and `limits` under `choice` (from `source`).
+    /// The set for an adapter of type `device_type` (`wgpu::AdapterInfo::device_type`) and
+    /// `limits` under `choice` (from `source`).
     pub fn choose(
-        info: &wgpu::AdapterInfo,
+        device_type: wgpu::DeviceType,
         limits: &wgpu::Limits,
         choice: KernelChoice,
         source: &str,
     ) -> KernelSet {
-        let target = target_workgroups(info.device_type);
+        let target = target_workgroups(device_type);
         let fits_v4 = limits.max_compute_workgroup_storage_size >= V4_WORKGROUP_BYTES
             && limits.max_compute_invocations_per_workgroup >= V4_INVOCATIONS
             && limits.max_compute_workgroup_size_x >= V4_INVOCATIONS;
@@ -145,18 +146,16 @@ impl KernelSet {
             KernelChoice::Gpu => cpu(format!(
                 "{source} asks for the gpu set, but the device has only {limits_note}"
             )),
-            KernelChoice::Auto if info.device_type == wgpu::DeviceType::Cpu => cpu(format!(
-                "the adapter is a CPU ({:?}): register-blocked kernels without workgroup memory",
-                info.device_type
+            KernelChoice::Auto if device_type == wgpu::DeviceType::Cpu => cpu(format!(
+                "the adapter is a CPU ({device_type:?}): register-blocked kernels without \
+                 workgroup memory"
             )),
             KernelChoice::Auto if !fits_v4 => cpu(format!(
-                "the adapter ({:?}) has only {limits_note}",
-                info.device_type
+                "the adapter ({device_type:?}) has only {limits_note}"
             )),
             KernelChoice::Auto => gpu(format!(
-                "the adapter is a {:?}: workgroup-memory tiles, split-K gradients aiming at {} \
-                 workgroups",
-                info.device_type, target
+                "the adapter is a {device_type:?}: workgroup-memory tiles, split-K gradients \
+                 aiming at {target} workgroups"
             )),
         }
     }
@@ -164,5 +163,56 @@ impl KernelSet {
     /// One line for `info`: `gpu (the adapter is a DiscreteGpu: ...)`.
     pub fn describe(&self) -> String {
         format!("{} ({})", self.kind.name(), self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adapter_type_and_limits_choose_unless_told() {
+        let limits = wgpu::Limits::default();
+        let choose = |t, c| KernelSet::choose(t, &limits, c, "test");
+        let cpu = choose(wgpu::DeviceType::Cpu, KernelChoice::Auto);
+        assert_eq!(cpu.kind, KernelSetKind::Cpu);
+        assert!(cpu.reason.contains("CPU"), "{}", cpu.reason);
+        let dgpu = choose(wgpu::DeviceType::DiscreteGpu, KernelChoice::Auto);
+        assert_eq!(
+            (dgpu.kind, dgpu.target_workgroups),
+            (KernelSetKind::Gpu, 2048)
+        );
+        let igpu = choose(wgpu::DeviceType::IntegratedGpu, KernelChoice::Auto);
+        assert_eq!(
+            (igpu.kind, igpu.target_workgroups),
+            (KernelSetKind::Gpu, 256)
+        );
+        // Told: either way, on either adapter.
+        let forced = choose(wgpu::DeviceType::Cpu, KernelChoice::Gpu);
+        assert_eq!(forced.kind, KernelSetKind::Gpu);
+        assert!(forced.reason.contains("test asks"), "{}", forced.reason);
+        let forced = choose(wgpu::DeviceType::DiscreteGpu, KernelChoice::Cpu);
+        assert_eq!(forced.kind, KernelSetKind::Cpu);
+        // A device too small for v4's tiles keeps the cpu set and says why.
+        let small = wgpu::Limits {
+            max_compute_workgroup_storage_size: 4096,
+            ..wgpu::Limits::default()
+        };
+        for choice in [KernelChoice::Auto, KernelChoice::Gpu] {
+            let k = KernelSet::choose(wgpu::DeviceType::DiscreteGpu, &small, choice, "t");
+            assert_eq!(k.kind, KernelSetKind::Cpu);
+            assert!(k.reason.contains("4096"), "{}", k.reason);
+        }
+    }
+
+    #[test]
+    fn choices_parse_by_name() {
+        assert_eq!("GPU".parse::<KernelChoice>(), Ok(KernelChoice::Gpu));
+        assert_eq!(" cpu ".parse::<KernelChoice>(), Ok(KernelChoice::Cpu));
+        assert_eq!("auto".parse::<KernelChoice>(), Ok(KernelChoice::Auto));
+        assert!("tpu"
+            .parse::<KernelChoice>()
+            .unwrap_err()
+            .contains("auto, cpu, gpu"));
     }
 }

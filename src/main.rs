@@ -15,9 +15,16 @@ use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
     about = "Train and evaluate the CBAM attention CNN for facial expression recognition under \
              occlusion, on any GPU through wgpu",
     after_help = "Environment: WGPU_BACKEND (vulkan, metal, dx12, gl) narrows the backends; \
-                  WGPU_ADAPTER_NAME picks the adapter whose name contains it."
+                  WGPU_ADAPTER_NAME picks the adapter whose name contains it; FER_CBAM_KERNELS \
+                  (auto, cpu, gpu) picks the kernel set unless --kernels does."
 )]
 struct Cli {
+    /// Kernel variants: auto (from the adapter: cpu for a CPU driver such as lavapipe, gpu for
+    /// a GPU), cpu (register-blocked v2 kernels) or gpu (conv2d's workgroup-memory tiles and
+    /// split-K gradients sized to fill the device). Overrides FER_CBAM_KERNELS; `info` says
+    /// which set runs and why.
+    #[arg(long, global = true, value_name = "SET")]
+    kernels: Option<fer_cbam::kernels::KernelChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -232,6 +239,9 @@ impl ConfigArgs {
 fn main() {
     let start = std::time::Instant::now();
     let cli = Cli::parse();
+    if let Some(choice) = cli.kernels {
+        fer_cbam::kernels::set_choice(choice, "--kernels");
+    }
     let result = match cli.command {
         Command::Profile(args) => cli::profile::profile(&args, start),
         Command::Info {

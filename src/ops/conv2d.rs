@@ -376,11 +376,16 @@ impl Conv2d {
         )?;
         let mut ds = vec![first.with_flops(s.flops())];
         if let Some((pass, partials)) = &split.reduce {
-            ds.push(pass.kernel.dispatch(
-                gpu,
-                &[u(), partials.binding(), dweight.binding()],
-                pass.grid,
-            )?);
+            // One addition per partial sum.
+            ds.push(
+                pass.kernel
+                    .dispatch(
+                        gpu,
+                        &[u(), partials.binding(), dweight.binding()],
+                        pass.grid,
+                    )?
+                    .with_flops(partials.len() as u64),
+            );
         }
         Ok(ds)
     }
@@ -401,11 +406,11 @@ impl Conv2d {
         )?;
         let mut ds = vec![first.with_flops(s.output_shape().iter().product::<usize>() as u64)];
         if let Some((pass, partials)) = &split.reduce {
-            ds.push(pass.kernel.dispatch(
-                gpu,
-                &[u(), partials.binding(), dbias.binding()],
-                pass.grid,
-            )?);
+            ds.push(
+                pass.kernel
+                    .dispatch(gpu, &[u(), partials.binding(), dbias.binding()], pass.grid)?
+                    .with_flops(partials.len() as u64),
+            );
         }
         Ok(ds)
     }

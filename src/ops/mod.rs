@@ -46,6 +46,8 @@ pub struct Dispatch {
     pub(crate) label: String,
     pub(crate) shader: &'static str,
     pub(crate) entry: &'static str,
+    /// Invocations per workgroup (x, y, z) of the entry point.
+    pub(crate) workgroup_size: [u32; 3],
     /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
     /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
     pub(crate) flops: u64,
@@ -74,6 +76,24 @@ impl Dispatch {
     }
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+    /// Workgroups launched in all.
+    pub fn workgroup_count(&self) -> u64 {
+        self.workgroups.iter().map(|&v| v as u64).product()
+    }
+    /// Invocations per workgroup.
+    pub fn workgroup_size(&self) -> [u32; 3] {
+        self.workgroup_size
+    }
+    /// Invocations launched (workgroups times their size; some return at once where a grid is
+    /// rounded up).
+    pub fn invocations(&self) -> u64 {
+        self.workgroup_count()
+            * self
+                .workgroup_size
+                .iter()
+                .map(|&v| v as u64)
+                .product::<u64>()
     }
     /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
     pub fn kernel(&self) -> (&'static str, &'static str) {
