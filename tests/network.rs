@@ -343,7 +343,7 @@ fn check_spec_step(attention: Attention, seed: u64) {
     let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
     ref_adam::step(&mut p, &g, &mut m, &mut v, &ref_adam::Config::default(), 1);
 
-    for (set, gpu) in [("cpu", gpu()), ("gpu", gpu_set())] {
+    for (set, gpu) in [("cpu", cpu_set()), ("gpu", gpu_set())] {
         let read = |t: &fer_cbam::Tensor| gpu.read_blocking(t).unwrap();
         let mut net = block_on(Network::new(gpu, &config, n, TrainOptions::default())).unwrap();
         net.write_params(gpu, &packed).unwrap();

@@ -18,21 +18,40 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// A second device of the same adapter running the gpu kernel set (conv2d's v4), whatever the
-/// adapter: every variant is tested on lavapipe.
-pub fn gpu_set() -> &'static Gpu {
+/// The device running kernel set `kind` on this adapter: [`gpu`] when that is its set, else a
+/// second device with the set forced (every variant is tested on lavapipe, and the cpu set on a
+/// GPU).
+pub fn kernel_set(kind: fer_cbam::kernels::KernelSetKind) -> &'static Gpu {
+    use fer_cbam::kernels::{KernelChoice, KernelSetKind};
+    static CPU: OnceLock<Gpu> = OnceLock::new();
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let g = Gpu::with_kernels_blocking(fer_cbam::kernels::KernelChoice::Gpu)
-            .unwrap_or_else(|e| panic!("{e}"));
+    if gpu().kernels.kind == kind {
+        return gpu();
+    }
+    let (cell, choice) = match kind {
+        KernelSetKind::Cpu => (&CPU, KernelChoice::Cpu),
+        KernelSetKind::Gpu => (&GPU, KernelChoice::Gpu),
+    };
+    cell.get_or_init(|| {
+        let g = Gpu::with_kernels_blocking(choice).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            g.kernels.kind,
-            fer_cbam::kernels::KernelSetKind::Gpu,
-            "the adapter cannot run the gpu kernel set: {}",
+            g.kernels.kind, kind,
+            "the adapter cannot run the {} kernel set: {}",
+            kind.name(),
             g.kernels.reason
         );
         g
     })
+}
+
+/// [`kernel_set`] of the gpu set (conv2d's v4).
+pub fn gpu_set() -> &'static Gpu {
+    kernel_set(fer_cbam::kernels::KernelSetKind::Gpu)
+}
+
+/// [`kernel_set`] of the cpu set (conv2d's v2).
+pub fn cpu_set() -> &'static Gpu {
+    kernel_set(fer_cbam::kernels::KernelSetKind::Cpu)
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
