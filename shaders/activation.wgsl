@@ -25,12 +25,13 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// exp and exp(v) - 1 to about one ulp of their own value, in plain f32 arithmetic.
-// The built-in exp is only required to be good to 3 + 2|v| ulp (lavapipe measured 3-8 ulp on
-// [-5, 0] and 18 at -20), and exp(v) - 1 then loses everything near 0: at v = -0.005 the
+// exp and exp(v) - 1 to about one ulp of their own value, in plain f32 arithmetic, for ELU's
+// forward. The built-in exp is only required to be good to 3 + 2|v| ulp (lavapipe measured 3-8
+// ulp on [-5, 0] and 18 at -20), and exp(v) - 1 then loses everything near 0: at v = -0.005 the
 // 3-ulp error of exp(v) ~ 1 is 2e-7, 0.4% of ELU's output there. Deep in the network, where
 // activations are ~0.03, that was 5e-6 of each activation tensor and moved which element of a
-// max-pool window wins.
+// max-pool window wins. The backward multiplies dy by the built-in exp(v): a few ulps of one
+// gradient element, which decides nothing (the accurate one cost lavapipe 20% of the pass).
 
 // ln 2 split so that k * LN2_HI is exact for |k| <= 2^15 (LN2_HI has 9 significant bits).
 const LN2_HI: f32 = 0.693359375;
@@ -74,7 +75,7 @@ fn elu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = flat(gid, nwg);
     if (i >= p.len) { return; }
     let v = x[i];
-    dx[i] = select(dy[i] * p.alpha * exp_accurate(v), dy[i], v > 0.0);
+    dx[i] = select(dy[i] * p.alpha * exp(v), dy[i], v > 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -128,7 +129,7 @@ fn elu_backward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
         let i = i0 + j;
         if (i < p.len) {
             let v = x[i];
-            dx[i] = select(dy[i] * p.alpha * exp_accurate(v), dy[i], v > 0.0);
+            dx[i] = select(dy[i] * p.alpha * exp(v), dy[i], v > 0.0);
         }
     }
 }

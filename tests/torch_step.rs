@@ -92,7 +92,10 @@ fn torch_step_holds_debug_step_against_pytorch_f64_and_f32() {
     assert_eq!(rows.len(), 2 + 2 * (2 * 8 + 4), "{text}");
     for r in rows {
         let name = r["tensor"].as_str().unwrap();
-        let (ours, f32) = (r["ours"].as_f64().unwrap(), r["torch_f32"].as_f64().unwrap());
+        let (ours, f32) = (
+            r["ours"].as_f64().unwrap(),
+            r["torch_f32"].as_f64().unwrap(),
+        );
         // A small network: sums of at most a few hundred terms, no near-ties at this seed.
         // Both f32 runs agree with f64 to well under 2e-5 (parameters after the step too: at
         // this size every gradient is resolvable).

@@ -144,7 +144,8 @@ const REDUCE_GROUP: usize = 32;
 /// positions. Short enough that one accumulator's rounding stays small (the error of a serial
 /// f32 sum of same-sign terms grows as the square root of its length, see docs/numerics.md),
 /// long enough that writing 8 x 16 partial sums per chunk costs nothing against its 8 x 16 x 256
-/// multiply-adds.
+/// multiply-adds (the reduce pass then reads the partials once: about 1% of a batch-64 step on
+/// lavapipe).
 const V2_CHUNK_TERMS: usize = 256;
 /// The least positions one v4 chunk sums (16 reduction steps of 16): below that a workgroup
 /// spends more on staging its tiles than on multiply-adds.
@@ -680,7 +681,7 @@ fn v2_grid(gpu: &Gpu, invocations: usize, channels: usize, bc: u32) -> [u32; 3] 
 }
 
 /// Input channels per partial sum of forward_v2 (`CI_BLOCK`; see the shader).
-const FWD_CI_BLOCK: usize = 16;
+const FWD_CI_BLOCK: usize = 32;
 
 /// forward_v2's levels: CI_BLOCK channels' taps per partial sum, then the bias and the blocks.
 fn v2_forward_levels(s: &Conv2dShape) -> Levels {
@@ -740,8 +741,8 @@ async fn v2_passes(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Built> {
             forward: v2_forward_levels(s),
             backward_input: vec![s.c_out * s.k * s.k],
             backward_weight: split_levels(vec![c.rows * s.w_out()], c),
-            // Per invocation: its share of each plane, then the images; then the tree.
-            backward_bias: [vec![plane.div_ceil(wg), s.n], tree_levels(wg)].concat(),
+            // Per invocation: its share of each plane, then the images; then 8 groups of 8.
+            backward_bias: vec![plane.div_ceil(wg), s.n, 8, wg / 8],
         },
     })
 }

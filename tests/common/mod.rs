@@ -35,7 +35,8 @@ pub fn kernel_set(kind: fer_cbam::kernels::KernelSetKind) -> &'static Gpu {
     cell.get_or_init(|| {
         let g = Gpu::with_kernels_blocking(choice).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            g.kernels.kind, kind,
+            g.kernels.kind,
+            kind,
             "the adapter cannot run the {} kernel set: {}",
             kind.name(),
             g.kernels.reason
