@@ -26,9 +26,9 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // exp and exp(v) - 1 to about one ulp of their own value, in plain f32 arithmetic, for ELU's
-// forward. The built-in exp is only required to be good to 3 + 2|v| ulp (lavapipe measured 3-8
-// ulp on [-5, 0] and 18 at -20), and exp(v) - 1 then loses everything near 0: at v = -0.005 the
-// 3-ulp error of exp(v) ~ 1 is 2e-7, 0.4% of ELU's output there. Deep in the network, where
+// forward. The built-in exp is only required to be good to 3 + 2|v| ulp (lavapipe measured up to
+// 8 u on [-5, -1] and 18 u at -20, u = 2^-24), and exp(v) - 1 then loses everything near 0: a
+// 1e-7 error of exp(v) ~ 1 is 2e-5 of ELU's output at v = -0.005, up to 1e-4 nearer 0. Deep in the network, where
 // activations are ~0.03, that was 5e-6 of each activation tensor and moved which element of a
 // max-pool window wins. The backward multiplies dy by the built-in exp(v): a few ulps of one
 // gradient element, which decides nothing (the accurate one cost lavapipe 20% of the pass).

@@ -617,7 +617,7 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
 /// cancellation, the error model's worst case) the plane means and dz = (sum dy x) M (1 - M) are
 /// held to the model of their blocked order (`CbamChannel::sums`); one f32 accumulator over the
 /// plane, as the kernels summed before, has a model rms 21 (stage 0) and 11 (stage 1) times
-/// larger and fails this (docs/numerics.md). dz is checked against the reference sum times the
+/// larger and fails this (42 of 64 means at stage 0, 52 of 128 at stage 1; docs/numerics.md). dz is checked against the reference sum times the
 /// GPU's own M (1 - M), so only the sum's error and dz's three roundings count.
 #[test]
 fn plane_sums_at_the_spec_shapes_stay_within_the_error_model() {
