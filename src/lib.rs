@@ -17,6 +17,7 @@ pub mod figure_text;
 pub mod figures;
 pub mod files;
 pub mod gpu;
+pub mod kernels;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod metrics;
 pub mod model;

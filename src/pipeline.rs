@@ -68,6 +68,8 @@ pub struct Kernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) label: String,
     pub(crate) bindings: Vec<(u32, Binding)>,
+    /// Invocations per workgroup in x, y, z, from the entry point's `@workgroup_size`.
+    pub(crate) workgroup_size: [u32; 3],
 }
 
 #[derive(Default)]
@@ -105,22 +107,24 @@ impl Gpu {
             .unwrap()
             .get(desc.shader)
             .cloned();
+        let overridden = self
+            .pipelines
+            .overrides
+            .lock()
+            .unwrap()
+            .get(desc.shader)
+            .cloned();
+        let source = match overridden {
+            Some(s) => s,
+            None => shader_source(desc.shader)
+                .ok_or_else(|| shader_err("no such shader file".into()))?
+                .to_string(),
+        };
+        let workgroup_size =
+            workgroup_size(&source, desc.entry, desc.constants).map_err(shader_err)?;
         let module = match cached {
             Some(m) => m,
             None => {
-                let overridden = self
-                    .pipelines
-                    .overrides
-                    .lock()
-                    .unwrap()
-                    .get(desc.shader)
-                    .cloned();
-                let source = match overridden {
-                    Some(s) => s,
-                    None => shader_source(desc.shader)
-                        .ok_or_else(|| shader_err("no such shader file".into()))?
-                        .to_string(),
-                };
                 let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
                 let m = self
                     .device
@@ -196,6 +200,7 @@ impl Gpu {
             layout,
             label,
             bindings: desc.bindings.to_vec(),
+            workgroup_size,
         });
         self.pipelines
             .kernels
@@ -289,8 +294,65 @@ impl Kernel {
             label: self.label.clone(),
             shader: self.shader,
             entry: self.entry,
+            workgroup_size: self.workgroup_size,
             flops: 0,
             bytes,
         })
+    }
+}
+
+/// The `@workgroup_size(x, y, z)` of `entry` in `source`: each dimension a literal, or an
+/// `override` constant set by `constants` or else by its default in the source. The profiler
+/// multiplies it by a dispatch's workgroup count to show how many invocations ran.
+fn workgroup_size(
+    source: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> std::result::Result<[u32; 3], String> {
+    let err = |what: &str| format!("cannot read the @workgroup_size of `{entry}`: {what}");
+    let at = source
+        .find(&format!("fn {entry}("))
+        .ok_or_else(|| err("no such entry point"))?;
+    let attr = source[..at]
+        .rfind("@workgroup_size(")
+        .ok_or_else(|| err("no @workgroup_size before it"))?;
+    let args = &source[attr + "@workgroup_size(".len()..];
+    let args = &args[..args.find(')').ok_or_else(|| err("unclosed"))?];
+    let mut size = [1u32; 3];
+    for (d, arg) in args.split(',').map(str::trim).enumerate().take(3) {
+        let literal = arg.trim_end_matches(['u', 'i']);
+        size[d] = if let Ok(v) = literal.parse::<u32>() {
+            v
+        } else if let Some((_, v)) = constants.iter().find(|(k, _)| *k == arg) {
+            *v as u32
+        } else {
+            let decl = format!("override {arg}: u32 = ");
+            let at = source
+                .find(&decl)
+                .ok_or_else(|| err(&format!("`{arg}` is neither a literal nor an override")))?;
+            let rest = &source[at + decl.len()..];
+            rest[..rest.find(';').ok_or_else(|| err("bad override"))?]
+                .trim()
+                .trim_end_matches('u')
+                .parse()
+                .map_err(|_| err(&format!("the default of `{arg}` is not a literal")))?
+        };
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workgroup_size;
+
+    #[test]
+    fn workgroup_sizes_come_from_literals_constants_and_override_defaults() {
+        let src = "override WG: u32 = 64u;\n@compute @workgroup_size(WG)\nfn a() {}\n\
+                   @compute @workgroup_size(1)\nfn b() {}\n@compute @workgroup_size(8, 4u)\nfn c() {}";
+        assert_eq!(workgroup_size(src, "a", &[]), Ok([64, 1, 1]));
+        assert_eq!(workgroup_size(src, "a", &[("WG", 256.0)]), Ok([256, 1, 1]));
+        assert_eq!(workgroup_size(src, "b", &[("WG", 256.0)]), Ok([1, 1, 1]));
+        assert_eq!(workgroup_size(src, "c", &[]), Ok([8, 4, 1]));
+        assert!(workgroup_size(src, "d", &[]).is_err());
     }
 }

@@ -98,6 +98,13 @@ pub struct DispatchTime {
     pub dur_ns: f64,
     pub flops: u64,
     pub bytes: u64,
+    /// The grid launched (x, y, z) and its total.
+    pub grid: [u32; 3],
+    pub workgroups: u64,
+    /// Invocations per workgroup (x * y * z of `@workgroup_size`).
+    pub workgroup_size: u32,
+    /// Workgroups times their size.
+    pub invocations: u64,
 }
 
 /// What a submission's dispatches are, kept until their times are read back.
@@ -105,6 +112,8 @@ struct Meta {
     kernel: String,
     flops: u64,
     bytes: u64,
+    grid: [u32; 3],
+    workgroup_size: u32,
 }
 
 enum Pending {
@@ -162,6 +171,8 @@ impl Recorder {
                 kernel: format!("{}::{}", d.shader, d.entry),
                 flops: d.flops,
                 bytes: d.bytes,
+                grid: d.workgroups,
+                workgroup_size: d.workgroup_size.iter().product(),
             })
             .collect();
         let n = list.len() as u32;
@@ -306,12 +317,19 @@ impl Recorder {
             out.push(
                 meta.into_iter()
                     .zip(times)
-                    .map(|(m, (start_ns, dur_ns))| DispatchTime {
-                        kernel: m.kernel,
-                        start_ns,
-                        dur_ns,
-                        flops: m.flops,
-                        bytes: m.bytes,
+                    .map(|(m, (start_ns, dur_ns))| {
+                        let workgroups = m.grid.iter().map(|&v| v as u64).product::<u64>();
+                        DispatchTime {
+                            kernel: m.kernel,
+                            start_ns,
+                            dur_ns,
+                            flops: m.flops,
+                            bytes: m.bytes,
+                            grid: m.grid,
+                            workgroups,
+                            workgroup_size: m.workgroup_size,
+                            invocations: workgroups * m.workgroup_size as u64,
+                        }
                     })
                     .collect(),
             );
@@ -440,6 +458,8 @@ pub struct Summary {
 pub struct Profile {
     pub adapter: String,
     pub driver: String,
+    /// The kernel variants that ran, and why (see [`crate::kernels`]).
+    pub kernels: crate::kernels::KernelSet,
     pub method: Method,
     pub method_description: &'static str,
     pub config: crate::model::ModelConfig,
@@ -562,6 +582,7 @@ pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
     Ok(Profile {
         adapter: gpu.info.name.clone(),
         driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info),
+        kernels: gpu.kernels.clone(),
         method,
         method_description: method.describe(),
         config: opts.config.clone(),
@@ -712,7 +733,15 @@ impl Profile {
                         "dur": d.dur_ns / 1e3,
                         "pid": 1,
                         "tid": 1,
-                        "args": {"step": step, "index": i, "flops": d.flops, "bytes": d.bytes},
+                        "args": {
+                            "step": step,
+                            "index": i,
+                            "flops": d.flops,
+                            "bytes": d.bytes,
+                            "grid": d.grid,
+                            "workgroups": d.workgroups,
+                            "invocations": d.invocations,
+                        },
                     })
                 })
             })
@@ -738,7 +767,7 @@ impl Profile {
         let _ = writeln!(
             o,
             "profile: batch {} x {}x{}, widths {}, attention {:?}; {} profiled step(s)\n\
-             adapter: {} ({})\nmethod:  {} ({})",
+             adapter: {} ({})\nkernels: {}\nmethod:  {} ({})",
             self.batch,
             c.image_size,
             c.image_size,
@@ -747,6 +776,7 @@ impl Profile {
             self.steps.len(),
             self.adapter,
             self.driver,
+            self.kernels.describe(),
             self.method.name(),
             self.method.describe(),
         );
@@ -766,6 +796,44 @@ impl Profile {
                 r.gflops.map_or("-".to_string(), |g| format!("{g:.2}")),
                 r.gbytes_per_s,
             );
+        }
+        if let Some(step) = self.steps.first() {
+            let target = self.kernels.target_workgroups as u64;
+            let _ = writeln!(
+                o,
+                "\nevery dispatch of the first profiled step, in order (fill: workgroups against \
+                 the {} the {} kernel set aims at)\n{:>4} {:<36} {:>16} {:>10} {:>6} {:>12} {:>6} {:>9}",
+                target,
+                self.kernels.kind.name(),
+                "#",
+                "kernel (shader::entry)",
+                "grid x,y,z",
+                "workgroups",
+                "size",
+                "invocations",
+                "fill",
+                "ms"
+            );
+            for (i, d) in step.dispatches.iter().enumerate() {
+                let [x, y, z] = d.grid;
+                let fill = 100.0 * d.workgroups as f64 / target.max(1) as f64;
+                let _ = writeln!(
+                    o,
+                    "{:>4} {:<36} {:>16} {:>10} {:>6} {:>12} {:>6} {:>9.3}",
+                    i,
+                    d.kernel,
+                    format!("{x},{y},{z}"),
+                    d.workgroups,
+                    d.workgroup_size,
+                    d.invocations,
+                    if fill >= 100.0 {
+                        "full".to_string()
+                    } else {
+                        format!("{fill:.0}%")
+                    },
+                    d.dur_ns / 1e6
+                );
+            }
         }
         let s = self.summary();
         let _ = writeln!(

@@ -118,6 +118,8 @@ pub struct Network {
     /// `[HISTORY, 2]`: (loss, correct) of the last HISTORY steps, slot (t - 1) % HISTORY.
     history: Tensor,
     plan: Vec<PlanEntry>,
+    /// The plan's tensors, in the plan's order (for [`Network::tensor`]).
+    planned: Vec<Tensor>,
     stages: Vec<Stage>,
     dropouts: [Dropout; 2],
     xent: SoftmaxXent,
@@ -153,6 +155,7 @@ impl Snapshot {
 struct Planner<'a> {
     gpu: &'a Gpu,
     plan: Vec<PlanEntry>,
+    tensors: Vec<Tensor>,
 }
 
 impl Planner<'_> {
@@ -163,6 +166,7 @@ impl Planner<'_> {
             shape: shape.to_vec(),
             bytes: 4 * t.len() as u64,
         });
+        self.tensors.push(t.clone());
         Ok(t)
     }
 }
@@ -188,6 +192,7 @@ impl Network {
         let mut p = Planner {
             gpu,
             plan: Vec::new(),
+            tensors: Vec::new(),
         };
         let packed = table.packed_len();
         let params = p.alloc("params", &[packed])?;
@@ -590,13 +595,13 @@ impl Network {
                     },
                 )?);
             }
-            backward.push(st.conv.backward_weight(
+            backward.extend(st.conv.backward_weight(
                 gpu,
                 &st.d_conv_out,
                 x,
                 &grad(&format!("{pre}.conv.weight"))?,
             )?);
-            backward.push(st.conv.backward_bias(
+            backward.extend(st.conv.backward_bias(
                 gpu,
                 &st.d_conv_out,
                 &grad(&format!("{pre}.conv.bias"))?,
@@ -632,6 +637,7 @@ impl Network {
             correct,
             history,
             plan: p.plan,
+            planned: p.tensors,
             stages,
             dropouts: [drop1, drop2],
             xent,
@@ -684,6 +690,15 @@ impl Network {
     /// Every tensor the network allocated, in allocation order, with its size.
     pub fn plan(&self) -> &[PlanEntry] {
         &self.plan
+    }
+    /// The planned tensor named `name` (an activation such as `stages.0.conv_out` or a
+    /// gradient such as `stages.0.d_conv_out`; see [`Network::plan`]), for inspection: read
+    /// it back after a step to hold one intermediate against another framework.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.plan
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| &self.planned[i])
     }
     /// Training steps taken (Adam's t after the last step).
     pub fn step(&self) -> u32 {

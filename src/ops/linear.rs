@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{check_optional, optional, Dispatch, WG};
+use crate::ops::{blocked_levels, check_optional, optional, Dispatch, Levels, WG};
 use crate::pipeline::{Binding, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -59,6 +59,18 @@ const DX: (u32, Binding) = (6, Binding::ReadWrite);
 const DWEIGHT: (u32, Binding) = (7, Binding::ReadWrite);
 const DBIAS: (u32, Binding) = (8, Binding::ReadWrite);
 
+/// How each pass sums one output (see [`Levels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearSums {
+    /// Over the inputs, then the bias.
+    pub forward: Levels,
+    /// Over the outputs.
+    pub backward_input: Levels,
+    /// Over the batch, 16 rows at a time (`NB` in linear.wgsl).
+    pub backward_weight: Levels,
+    pub backward_bias: Levels,
+}
+
 /// A linear layer of one shape, with its four pipelines and shape uniform.
 pub struct Linear {
     shape: LinearShape,
@@ -106,6 +118,17 @@ impl Linear {
 
     pub fn shape(&self) -> &LinearShape {
         &self.shape
+    }
+
+    /// How each pass sums one output.
+    pub fn sums(&self) -> LinearSums {
+        let s = &self.shape;
+        LinearSums {
+            forward: vec![s.in_features + 1],
+            backward_input: vec![s.out_features],
+            backward_weight: blocked_levels(s.n, 16),
+            backward_bias: blocked_levels(s.n, 16),
+        }
     }
 
     /// y = x weight^T + bias.

@@ -16,6 +16,25 @@ pub mod softmax_xent;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
+/// How a kernel sums one output: the lengths of its nested serial loops, innermost first (a
+/// plain loop over K terms is `[K]`; K terms in chunks of 256 whose sums are then added in
+/// order, `[256, K / 256]`; a binary tree over 64 values, six `2`s). A term passes through at
+/// most `sum(levels)` additions, and the rounding error model of docs/numerics.md
+/// (`fer_cbam_reference::check::sum_rms`) is a function of these lengths. Ops report theirs
+/// (`Conv2d::sums`, `CbamChannel::sums`, ...) so that the tests hold each kernel to the error
+/// its own summation order allows.
+pub type Levels = Vec<usize>;
+
+/// The levels of a sum of `len` values in blocks of `block` consecutive ones, each block summed
+/// in order and the block sums added in order.
+pub fn blocked_levels(len: usize, block: usize) -> Levels {
+    if len <= block {
+        vec![len]
+    } else {
+        vec![block, len.div_ceil(block)]
+    }
+}
+
 /// Default workgroup size for element-wise kernels: a multiple of every subgroup size in use
 /// (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
 pub const WG: u32 = 64;
@@ -28,6 +47,8 @@ pub struct Dispatch {
     pub(crate) label: String,
     pub(crate) shader: &'static str,
     pub(crate) entry: &'static str,
+    /// Invocations per workgroup (x, y, z) of the entry point.
+    pub(crate) workgroup_size: [u32; 3],
     /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
     /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
     pub(crate) flops: u64,
@@ -56,6 +77,24 @@ impl Dispatch {
     }
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+    /// Workgroups launched in all.
+    pub fn workgroup_count(&self) -> u64 {
+        self.workgroups.iter().map(|&v| v as u64).product()
+    }
+    /// Invocations per workgroup.
+    pub fn workgroup_size(&self) -> [u32; 3] {
+        self.workgroup_size
+    }
+    /// Invocations launched (workgroups times their size; some return at once where a grid is
+    /// rounded up).
+    pub fn invocations(&self) -> u64 {
+        self.workgroup_count()
+            * self
+                .workgroup_size
+                .iter()
+                .map(|&v| v as u64)
+                .product::<u64>()
     }
     /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
     pub fn kernel(&self) -> (&'static str, &'static str) {
