@@ -1,7 +1,9 @@
 //! conv2d forward, backward-input and backward-weight at the network's four stage shapes
 //! (128x128 input: 3->32 at 128, 32->64 at 64, 64->128 at 32, 128->256 at 16) and the spatial
-//! gate's 7x7 2->1 conv at the first two stage sizes, batch 8 and 64, for both kernel versions:
-//! ids read `conv2d/b64/stage1/forward/v2`, `conv2d/b8/gate128/backward_weight/v1`.
+//! gate's 7x7 2->1 conv at the first two stage sizes, batch 8 and 64, for every kernel version
+//! (v4, the gpu set's tiles, is slow on lavapipe by design): ids read
+//! `conv2d/b64/stage1/forward/v2`, `conv2d/b8/gate128/backward_weight/v1`. The weight gradient
+//! counts its split pass and reduce pass together.
 //! Throughput is in FLOPs (a multiply-add counts 2): criterion's "elem/s" reads as FLOP/s.
 //!
 //! Run: `cargo bench --bench conv2d` (all; v1 at batch 64 takes seconds per iteration), or
@@ -55,26 +57,30 @@ fn bench(c: &mut Criterion) {
             let dx = gpu.zeros("dx", &shape.input_shape()).unwrap();
             let dw = gpu.zeros("dw", &shape.weight_shape()).unwrap();
             group.throughput(Throughput::Elements(shape.flops()));
-            for version in [Conv2dVersion::V1, Conv2dVersion::V2] {
+            for version in [Conv2dVersion::V1, Conv2dVersion::V2, Conv2dVersion::V4] {
                 let conv =
                     pollster::block_on(Conv2d::with_version(&gpu, shape, true, version)).unwrap();
                 assert_eq!(conv.version(), version);
                 let v = format!("{version:?}").to_lowercase();
                 let passes = [
-                    ("forward", conv.forward(&gpu, &x, &w, Some(&b), &y).unwrap()),
+                    (
+                        "forward",
+                        vec![conv.forward(&gpu, &x, &w, Some(&b), &y).unwrap()],
+                    ),
                     (
                         "backward_input",
-                        conv.backward_input(&gpu, &dy, &w, &dx).unwrap(),
+                        vec![conv.backward_input(&gpu, &dy, &w, &dx).unwrap()],
                     ),
                     (
                         "backward_weight",
                         conv.backward_weight(&gpu, &dy, &x, &dw).unwrap(),
                     ),
                 ];
-                for (pass, dispatch) in &passes {
+                for (pass, dispatches) in &passes {
+                    let list: Vec<_> = dispatches.iter().collect();
                     group.bench_function(format!("{name}/{pass}/{v}"), |bencher| {
                         bencher.iter(|| {
-                            gpu.submit(&[dispatch]).unwrap();
+                            gpu.submit(&list).unwrap();
                             gpu.wait().unwrap();
                         })
                     });

@@ -4,8 +4,8 @@
 //! the paper's protocols, metrics, figures, attention maps and the profiler's front end.
 
 pub use fer_cbam_engine::{
-    error, files, gpu, model, ops, pipeline, preprocess, rng, tensor, timing, Dispatch, Error, Gpu,
-    Result, Tensor,
+    error, files, gpu, kernels, model, onnx_proto, ops, pipeline, preprocess, rng, tensor, timing,
+    Dispatch, Error, Gpu, Result, Tensor,
 };
 
 // The application is native only (it blocks on the device, spawns threads, reads files); the

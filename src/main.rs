@@ -15,11 +15,18 @@ use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
     about = "Train and evaluate the CBAM attention CNN for facial expression recognition under \
              occlusion, on any GPU through wgpu",
     after_help = "Environment: WGPU_BACKEND (vulkan, metal, dx12, gl) narrows the backends; \
-                  WGPU_ADAPTER_NAME picks the adapter whose name contains it. `fer-cbam info` \
-                  says which adapter and backend are used; a slow fallback (OpenGL, or a CPU \
-                  adapter while a GPU is there) is warned about on every command."
+                  WGPU_ADAPTER_NAME picks the adapter whose name contains it; FER_CBAM_KERNELS \
+                  (auto, cpu, gpu) picks the kernel set unless --kernels does. `fer-cbam info` \
+                  says which adapter, backend and kernel set are used; a slow fallback (OpenGL, \
+                  or a CPU adapter while a GPU is there) is warned about on every command."
 )]
 struct Cli {
+    /// Kernel variants: auto (from the adapter: cpu for a CPU driver such as lavapipe, gpu for
+    /// a GPU), cpu (register-blocked v2 kernels) or gpu (conv2d's workgroup-memory tiles and
+    /// split-K gradients sized to fill the device). Overrides FER_CBAM_KERNELS; `info` says
+    /// which set runs and why.
+    #[arg(long, global = true, value_name = "SET")]
+    kernels: Option<fer_cbam::kernels::KernelChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -200,6 +207,9 @@ enum Command {
     /// Write a PNG grid of test faces, one row per occlusion type (clean, patch8, patch16,
     /// patch24, eyes, mouth), like the paper's Figure 5.
     Occlude(cli::explain::OccludeArgs),
+    /// Export a checkpoint for other runtimes: an ONNX graph of the inference network (no GPU
+    /// needed).
+    Export(cli::export::ExportArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
     Predict {
         /// Checkpoint to predict with.
@@ -314,6 +324,9 @@ fn data_inputs(data: &DataArgs) -> Vec<PathBuf> {
 fn main() {
     let start = std::time::Instant::now();
     let cli = parse_args();
+    if let Some(choice) = cli.kernels {
+        fer_cbam::kernels::set_choice(choice, "--kernels");
+    }
     let result = match cli.command {
         Command::Profile(args) => cli::profile::profile(&args, start),
         Command::Info {
@@ -585,6 +598,7 @@ fn main() {
                     cli::print_line(format!("wrote {} ({w}x{h})", args.out.display()));
                 })
         }
+        Command::Export(args) => cli::export::export(&args),
         Command::Predict {
             checkpoint,
             inputs,

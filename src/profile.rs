@@ -95,6 +95,8 @@ pub struct Summary {
 pub struct Profile {
     pub adapter: String,
     pub driver: String,
+    /// The kernel variants that ran, and why (see [`crate::kernels`]).
+    pub kernels: crate::kernels::KernelSet,
     pub method: Method,
     pub method_description: &'static str,
     pub config: crate::model::ModelConfig,
@@ -206,6 +208,7 @@ pub fn run(gpu: &Gpu, opts: &ProfileOptions) -> Result<Profile> {
     Ok(Profile {
         adapter: gpu.info.name.clone(),
         driver: format!("{} {}", gpu.info.driver, gpu.info.driver_info),
+        kernels: gpu.kernels.clone(),
         method,
         method_description: method.describe(),
         config: opts.config.clone(),
@@ -356,7 +359,15 @@ impl Profile {
                         "dur": d.dur_ns / 1e3,
                         "pid": 1,
                         "tid": 1,
-                        "args": {"step": step, "index": i, "flops": d.flops, "bytes": d.bytes},
+                        "args": {
+                            "step": step,
+                            "index": i,
+                            "flops": d.flops,
+                            "bytes": d.bytes,
+                            "grid": d.grid,
+                            "workgroups": d.workgroups,
+                            "invocations": d.invocations,
+                        },
                     })
                 })
             })
@@ -382,7 +393,7 @@ impl Profile {
         let _ = writeln!(
             o,
             "profile: batch {} x {}x{}, widths {}, attention {:?}; {} profiled step(s)\n\
-             adapter: {} ({})\nmethod:  {} ({})",
+             adapter: {} ({})\nkernels: {}\nmethod:  {} ({})",
             self.batch,
             c.image_size,
             c.image_size,
@@ -391,6 +402,7 @@ impl Profile {
             self.steps.len(),
             self.adapter,
             self.driver,
+            self.kernels.describe(),
             self.method.name(),
             self.method.describe(),
         );
@@ -410,6 +422,44 @@ impl Profile {
                 r.gflops.map_or("-".to_string(), |g| format!("{g:.2}")),
                 r.gbytes_per_s,
             );
+        }
+        if let Some(step) = self.steps.first() {
+            let target = self.kernels.target_workgroups as u64;
+            let _ = writeln!(
+                o,
+                "\nevery dispatch of the first profiled step, in order (fill: workgroups against \
+                 the {} the {} kernel set aims at)\n{:>4} {:<36} {:>16} {:>10} {:>6} {:>12} {:>6} {:>9}",
+                target,
+                self.kernels.kind.name(),
+                "#",
+                "kernel (shader::entry)",
+                "grid x,y,z",
+                "workgroups",
+                "size",
+                "invocations",
+                "fill",
+                "ms"
+            );
+            for (i, d) in step.dispatches.iter().enumerate() {
+                let [x, y, z] = d.grid;
+                let fill = 100.0 * d.workgroups as f64 / target.max(1) as f64;
+                let _ = writeln!(
+                    o,
+                    "{:>4} {:<36} {:>16} {:>10} {:>6} {:>12} {:>6} {:>9.3}",
+                    i,
+                    d.kernel,
+                    format!("{x},{y},{z}"),
+                    d.workgroups,
+                    d.workgroup_size,
+                    d.invocations,
+                    if fill >= 100.0 {
+                        "full".to_string()
+                    } else {
+                        format!("{fill:.0}%")
+                    },
+                    d.dur_ns / 1e6
+                );
+            }
         }
         let s = self.summary();
         let _ = writeln!(

@@ -217,3 +217,51 @@ fn shape_mismatch_is_an_error_naming_both_shapes() {
     );
     assert!(block_on(Activation::new(gpu, ActivationKind::Relu, &[0, 3])).is_err());
 }
+
+/// ELU's exponential branch to a few ulps of its own value; its gradient to WGSL's bound on the
+/// built-in exp. exp(v) - 1 with the built-in exp erred by up to 1e-4 of its value (1,700 u,
+/// u = 2^-24) near v = -0.005 (the 3-ulp error of exp(v) ~ 1 is 2e-7 there): small against 1,
+/// but deep in the network activations are ~0.03, and that error moved which element of a
+/// max-pool window won. The sweep covers [-20, 0) densely, every decade of |v| from 1e-6 to 20.
+#[test]
+fn elu_is_accurate_to_a_few_ulps_of_its_value() {
+    let n = 1 << 15;
+    let mut xs: Vec<f32> = Vec::with_capacity(n);
+    for i in 0..n {
+        // log-uniform in [1e-6, 20]
+        let t = (i as f64 + 0.5) / n as f64;
+        xs.push(-(1e-6f64 * (2e7f64).powf(t)) as f32);
+    }
+    let dys = vec![1.0f32; n];
+    let (y, dx) = run_gpu(ActivationKind::Elu { alpha: 1.0 }, &[n], &xs, &dys);
+    let xr = to_f64(&xs);
+    // 4 u relative: the polynomial's own rounding (Horner, ~2 u) and the final one; far below
+    // the 1,700 u of exp(v) - 1. The absolute floor 1e-30 only keeps 0 * rtol from failing at
+    // underflow (v never reaches it here).
+    let tol = Tol {
+        atol: 1e-30,
+        rtol: 4.0 * U,
+        why: "expm1 in f32 to ~2 ulps of its own value",
+    };
+    assert_close(
+        "elu forward, v in [-20, -1e-6]",
+        &y,
+        &reference::elu_forward(&xr, 1.0),
+        tol,
+    );
+    // dy exp(v): WGSL allows the built-in exp 3 + 2|v| ulp (an ulp is 2 u), and the product
+    // rounds once more.
+    let want = reference::elu_backward(&xr, &to_f64(&dys), 1.0);
+    let bound: Vec<f64> = xr
+        .iter()
+        .zip(&want)
+        .map(|(v, w)| ((3.0 + 2.0 * v.abs()) * 2.0 + 1.0) * U * w.abs())
+        .collect();
+    assert_within(
+        "elu backward, v in [-20, -1e-6]",
+        &dx,
+        &want,
+        &bound,
+        "the built-in exp: 3 + 2|v| ulp, and one rounding",
+    );
+}

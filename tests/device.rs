@@ -215,3 +215,53 @@ fn a_lost_device_is_an_error_naming_the_last_dispatches() {
         "{err}"
     );
 }
+
+/// `info` names the kernel set and why; `--kernels` and `FER_CBAM_KERNELS` override the
+/// adapter's choice (the flag over the variable); a bad value is one line naming it.
+#[test]
+fn info_says_which_kernel_set_runs_and_why() {
+    let info = |args: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
+        c.args(args).env_remove("FER_CBAM_KERNELS");
+        if let Some(v) = env {
+            c.env("FER_CBAM_KERNELS", v);
+        }
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("kernels:"))
+            .unwrap_or("")
+            .to_string();
+        (out.status.success(), line, stderr)
+    };
+    let gpu = gpu();
+    let (ok, line, err) = info(&["info"], None);
+    assert!(ok, "{err}");
+    let auto = gpu.kernels.kind.name();
+    assert!(line.contains(&format!("kernels:  {auto} (")), "{line}");
+    let (ok, line, _) = info(&["--kernels", "gpu", "info"], None);
+    assert!(
+        ok && line.contains("gpu (--kernels asks for the gpu set)"),
+        "{line}"
+    );
+    let (ok, line, _) = info(&["info", "--kernels", "cpu"], Some("gpu"));
+    assert!(
+        ok && line.contains("cpu (--kernels"),
+        "the flag wins: {line}"
+    );
+    let (ok, line, _) = info(&["info"], Some("gpu"));
+    assert!(ok && line.contains("gpu (FER_CBAM_KERNELS=gpu"), "{line}");
+    let (ok, _, err) = info(&["info"], Some("fastest"));
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(
+        !ok && lines.len() == 1 && lines[0].contains("FER_CBAM_KERNELS"),
+        "{err}"
+    );
+    let (ok, _, err) = info(&["info", "--kernels", "fastest"], None);
+    assert!(
+        !ok && err.contains("--kernels") && err.contains("auto, cpu, gpu"),
+        "{err}"
+    );
+}

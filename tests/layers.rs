@@ -15,13 +15,24 @@ const ENGINE: &[(&str, &[&str])] = &[
     ("tensor", &["error"]),
     ("preprocess", &["error"]),
     ("files", &["error"]),
+    ("onnx_proto", &[]),
     ("pipeline", &["error"]),
-    ("gpu", &["error", "pipeline", "tensor"]),
-    ("ops", &["error", "gpu", "pipeline", "tensor"]),
+    ("kernels", &["error"]),
+    ("gpu", &["error", "kernels", "pipeline", "tensor"]),
+    ("ops", &["error", "gpu", "kernels", "pipeline", "tensor"]),
     ("timing", &["error", "gpu", "pipeline"]),
     (
         "model",
-        &["error", "files", "gpu", "ops", "pipeline", "rng", "tensor"],
+        &[
+            "error",
+            "files",
+            "gpu",
+            "onnx_proto",
+            "ops",
+            "pipeline",
+            "rng",
+            "tensor",
+        ],
     ),
 ];
 

@@ -51,7 +51,29 @@ fn expected_kernels() -> Vec<String> {
 
 fn check(p: &Profile, method: Method, expected: &[String]) {
     assert_eq!(p.method, method);
-    assert!(p.render().contains(method.name()), "table names the method");
+    let text = p.render();
+    assert!(text.contains(method.name()), "table names the method");
+    // The kernel set, and one line per dispatch of the first step with its grid and
+    // invocations: `<index> <kernel> <x,y,z> <workgroups> <size> <invocations> ...`.
+    assert!(
+        text.contains(&format!("kernels: {}", p.kernels.describe())),
+        "{text}"
+    );
+    for (i, d) in p.steps[0].dispatches.iter().enumerate() {
+        let [x, y, z] = d.grid;
+        let want = format!("{x},{y},{z}");
+        let line = text
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 6 && f[0] == i.to_string() && f[1] == d.kernel
+            })
+            .unwrap_or_else(|| panic!("no line for dispatch {i} {}: {text}", d.kernel));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[2], want, "{line}");
+        assert_eq!(f[3], d.workgroups.to_string(), "{line}");
+        assert_eq!(f[5], d.invocations.to_string(), "{line}");
+    }
     assert_eq!(p.steps.len(), STEPS);
     assert_eq!(p.plain_steps_ms.len(), STEPS);
     for (i, s) in p.steps.iter().enumerate() {
@@ -249,6 +271,26 @@ fn cli_prints_json_and_writes_a_chrome_trace() {
     let steps = json["profile"]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     let per_step = steps[0]["dispatches"].as_array().unwrap().len();
+    // Every dispatch says what it launched, and the profile which kernel set ran.
+    for d in steps[0]["dispatches"].as_array().unwrap() {
+        let grid: Vec<u64> = d["grid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let wg = d["workgroups"].as_u64().unwrap();
+        assert_eq!(wg, grid.iter().product::<u64>(), "{d}");
+        assert_eq!(
+            d["invocations"].as_u64().unwrap(),
+            wg * d["workgroup_size"].as_u64().unwrap(),
+            "{d}"
+        );
+        assert!(d["workgroup_size"].as_u64().unwrap() >= 1, "{d}");
+    }
+    let kind = json["profile"]["kernels"]["kind"].as_str().unwrap();
+    assert!(kind == "cpu" || kind == "gpu", "{kind}");
+    assert!(json["profile"]["kernels"]["reason"].as_str().unwrap().len() > 10);
     assert!(json["startup_total_s"].as_f64().unwrap() > 0.0);
     assert!(json["profile"]["startup"]["device_s"].as_f64().is_some());
     let t: serde_json::Value =

@@ -1,7 +1,9 @@
 //! The browser build runs the same kernels and gives the same answer: builds `web/` for
 //! wasm32 (WebGPU), serves the page from a loopback server, runs it in headless Chromium on
 //! Google's SwiftShader WebGPU adapter, and holds its logits against the native run of the same
-//! checkpoint and image through the library (lavapipe here).
+//! checkpoint and image through the library (lavapipe here): once with a checkpoint and an
+//! image given in the URL, once with nothing given, where the page opens with its default
+//! model (web/model/) and classifies its first example face.
 //!
 //! Needs `chromium` (or the browser named by `CHROMIUM`) and the `wasm-bindgen` CLI
 //! (tools/install-web-test.sh). Without them the test prints why and passes, except under `CI`
@@ -95,6 +97,32 @@ fn build_site(wasm_bindgen: &Path, site: &Path) {
     for f in ["index.html", "main.js"] {
         std::fs::copy(Path::new(REPO).join("web").join(f), site.join(f)).unwrap();
     }
+    // The default model the page opens with, and its example faces.
+    let model = Path::new(REPO).join("web/model");
+    std::fs::create_dir_all(site.join("model/faces")).unwrap();
+    for f in ["default.json".to_string()]
+        .into_iter()
+        .chain(
+            default_manifest()["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["file"].as_str().unwrap().to_string()),
+        )
+        .chain([default_manifest()["checkpoint"]
+            .as_str()
+            .unwrap()
+            .to_string()])
+    {
+        std::fs::copy(model.join(&f), site.join("model").join(&f))
+            .unwrap_or_else(|e| panic!("web/model/{f}: {e}"));
+    }
+}
+
+/// web/model/default.json: the default model's checkpoint, name and example faces.
+fn default_manifest() -> serde_json::Value {
+    let path = Path::new(REPO).join("web/model/default.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 fn mime(path: &Path) -> &'static str {
@@ -288,6 +316,8 @@ fn fixture(site: &Path) -> (PathBuf, PathBuf) {
 
 /// The native run, plus the same with one pixel changed (to show the fixture is sensitive).
 fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
+    let (w, h) = image::image_dimensions(png).unwrap();
+    let (w, h) = (w as usize, h as usize);
     let ck = checkpoint::load(ck).unwrap();
     let c = &ck.config;
     let gpu = common::gpu();
@@ -296,7 +326,7 @@ fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
     // The page hands the wasm module canvas RGBA, not the file: that path must give the same input.
     let rgba: Vec<u8> = image::open(png).unwrap().to_rgba8().into_raw();
     assert_eq!(
-        fer_cbam::preprocess::input_from_rgba(&rgba, 48, 48, c.image_size, c.in_channels).unwrap(),
+        fer_cbam::preprocess::input_from_rgba(&rgba, w, h, c.image_size, c.in_channels).unwrap(),
         pixels,
         "the RGBA path (browser) and the file path (native) preprocess differently"
     );
@@ -307,6 +337,42 @@ fn native(ck: &Path, png: &Path) -> (Inference, Inference) {
         infer::infer_blocking(gpu, &net, &pixels).unwrap(),
         infer::infer_blocking(gpu, &net, &nudged).unwrap(),
     )
+}
+
+/// Holds what the page posted against the native run of the same checkpoint and image:
+/// logits, probabilities and every stage's spatial map within [`LOGIT_TOL`], on an input that
+/// one pixel's change moves by more than 10x that.
+fn same_as_native(web: &serde_json::Value, ck: &Path, png: &Path) {
+    let (nat, nudged) = native(ck, png);
+    let sensitivity = max_diff(&nat.logits, &nudged.logits);
+    println!("one pixel changed moves the native logits by {sensitivity:e}");
+    assert!(
+        sensitivity > 10.0 * LOGIT_TOL,
+        "the fixture is too insensitive to its input ({sensitivity:e}) for this test to mean much"
+    );
+    let logits = floats(&web["logits"]);
+    let d = max_diff(&logits, &nat.logits);
+    println!(
+        "logits browser {logits:?}\nlogits native  {:?}\nmax |diff| {d:e}",
+        nat.logits
+    );
+    assert!(
+        d <= LOGIT_TOL,
+        "browser and native logits differ by {d:e} > {LOGIT_TOL:e}"
+    );
+    let dp = max_diff(&floats(&web["probs"]), &nat.probs);
+    assert!(dp <= LOGIT_TOL, "probabilities differ by {dp:e}");
+    // The attention maps the page draws: every stage has one with the full config.
+    let maps = web["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), nat.spatial_maps.len());
+    for (i, (w, n)) in maps.iter().zip(&nat.spatial_maps).enumerate() {
+        let (side, n) = n.as_ref().unwrap();
+        let w = floats(w);
+        assert_eq!(w.len(), side * side, "stage {i} map size");
+        let dm = max_diff(&w, n);
+        println!("stage {i} map {side}x{side}: max |diff| {dm:e}");
+        assert!(dm <= LOGIT_TOL, "stage {i} spatial maps differ by {dm:e}");
+    }
 }
 
 #[test]
@@ -357,47 +423,43 @@ fn browser_logits_equal_native_logits() {
     build_site(&wasm_bindgen, &site);
     let (ck, png) = fixture(&site);
     let (port, results) = serve(site.clone());
+    let page = |query: &str, profile: &str| {
+        let url = format!("http://127.0.0.1:{port}/index.html?{query}");
+        let posted = chromium_result(&chromium, &dir.join(profile), &url, &results);
+        let web: serde_json::Value = serde_json::from_str(&posted).unwrap_or_else(|e| {
+            panic!("the page posted something that is not JSON ({e}): {posted:?}")
+        });
+        assert!(
+            web.get("error").is_none(),
+            "the page failed: {}",
+            web["error"]
+        );
+        web
+    };
 
-    let url =
-        format!("http://127.0.0.1:{port}/index.html?test&checkpoint=ck.safetensors&image=face.png");
-    let posted = chromium_result(&chromium, &dir.join("profile"), &url, &results);
-    let web: serde_json::Value = serde_json::from_str(&posted)
-        .unwrap_or_else(|e| panic!("the page posted something that is not JSON ({e}): {posted:?}"));
-    assert!(
-        web.get("error").is_none(),
-        "the page failed: {}",
-        web["error"]
-    );
+    let web = page("test&checkpoint=ck.safetensors&image=face.png", "profile");
+    assert_eq!(web["model"], "ck.safetensors");
+    same_as_native(&web, &ck, &png);
 
-    let (nat, nudged) = native(&ck, &png);
-    let sensitivity = max_diff(&nat.logits, &nudged.logits);
-    println!("one pixel changed moves the native logits by {sensitivity:e}");
+    // No file chosen and no parameters: the page opens with its default model and classifies
+    // its first example face.
+    let manifest = default_manifest();
+    let web = page("test", "profile-default");
+    assert_eq!(
+        web["model"], manifest["name"],
+        "the page must say which model it loaded"
+    );
+    let face = &manifest["faces"][0];
+    let image = web["image"].as_str().unwrap();
     assert!(
-        sensitivity > 10.0 * LOGIT_TOL,
-        "the fixture is too insensitive to its input ({sensitivity:e}) for this test to mean much"
+        image.contains(face["class"].as_str().unwrap()),
+        "the page names its example face and its class: {image:?}"
     );
-    let logits = floats(&web["logits"]);
-    let d = max_diff(&logits, &nat.logits);
-    println!(
-        "logits browser {logits:?}\nlogits native  {:?}\nmax |diff| {d:e}",
-        nat.logits
+    let model = Path::new(REPO).join("web/model");
+    same_as_native(
+        &web,
+        &model.join(manifest["checkpoint"].as_str().unwrap()),
+        &model.join(face["file"].as_str().unwrap()),
     );
-    assert!(
-        d <= LOGIT_TOL,
-        "browser and native logits differ by {d:e} > {LOGIT_TOL:e}"
-    );
-    let dp = max_diff(&floats(&web["probs"]), &nat.probs);
-    assert!(dp <= LOGIT_TOL, "probabilities differ by {dp:e}");
-    // The attention maps the page draws: every stage has one with the full config.
-    let maps = web["maps"].as_array().unwrap();
-    assert_eq!(maps.len(), nat.spatial_maps.len());
-    for (i, (w, n)) in maps.iter().zip(&nat.spatial_maps).enumerate() {
-        let (side, n) = n.as_ref().unwrap();
-        let w = floats(w);
-        assert_eq!(w.len(), side * side, "stage {i} map size");
-        let dm = max_diff(&w, n);
-        println!("stage {i} map {side}x{side}: max |diff| {dm:e}");
-        assert!(dm <= LOGIT_TOL, "stage {i} spatial maps differ by {dm:e}");
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,10 @@ HTTP API with the standard library only. It waits for the inference to finish (a
 `chromium --screenshot` fires before GPU work resolves), drags an occluder over the face with
 the mouse, waits for the second inference, and saves the screenshot.
 
-Usage: tools/screenshot-web.py SITE_URL CHECKPOINT IMAGE OUT.png
+Usage: tools/screenshot-web.py SITE_URL [CHECKPOINT IMAGE] OUT.png
   SITE_URL: where web/ is served (python3 -m http.server -d web 8080 -> http://127.0.0.1:8080/)
-  CHECKPOINT, IMAGE: paths relative to SITE_URL (files placed beside the page)
+  CHECKPOINT, IMAGE: paths relative to SITE_URL (files placed beside the page); without them,
+  the page as it opens: its default model (web/model/) and first example face
 """
 import base64
 import json
@@ -18,7 +19,14 @@ import time
 import urllib.error
 import urllib.request
 
-site, checkpoint, image, out = sys.argv[1:5]
+if len(sys.argv) == 3:
+    site, out = sys.argv[1:3]
+    query = ""
+elif len(sys.argv) == 5:
+    site, checkpoint, image, out = sys.argv[1:5]
+    query = f"?checkpoint={checkpoint}&image={image}"
+else:
+    sys.exit(__doc__)
 PORT = 9517
 
 
@@ -47,7 +55,7 @@ try:
     args = ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu",
             "--use-webgpu-adapter=swiftshader", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--hide-scrollbars", "--window-size=1040,620", f"--user-data-dir={profile}"]
+            "--hide-scrollbars", "--window-size=1040,900", f"--user-data-dir={profile}"]
     session = call("POST", "/session", {"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
         "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}})["sessionId"]
@@ -69,8 +77,8 @@ try:
             time.sleep(0.1)
         sys.exit(f"no inference after 60 s (status: {status()})")
 
-    call("POST", f"{s}/window/rect", {"width": 1040, "height": 760})
-    call("POST", f"{s}/url", {"url": f"{site}index.html?checkpoint={checkpoint}&image={image}"})
+    call("POST", f"{s}/window/rect", {"width": 1040, "height": 1040})
+    call("POST", f"{s}/url", {"url": f"{site}index.html{query}"})
     print(wait_for_inference(1))
     # An occluder over the lower half of the face (the mouth), dragged like a user would.
     face = call("POST", f"{s}/element", {"using": "css selector", "value": "#face"})

@@ -1,15 +1,24 @@
 // The page: checkpoint and image in, probabilities and attention maps out. All the numbers come
 // from the wasm module (web/src/lib.rs), which runs the library's WGSL kernels on WebGPU.
-// Query parameters: ?checkpoint=URL&image=URL load files served beside the page; with &test
-// the page runs once, writes {"logits":[...],"probs":[...],"maps":[...]} into <pre id="result">
-// and POSTs it to ./result.
+// It opens with the default model of model/default.json (written by tools/train-web-model.sh)
+// and its first example face; the user's own checkpoint or image replaces them.
+// Query parameters: ?checkpoint=URL&image=URL load files served beside the page instead; with
+// &test the page runs once, writes {"model":..., "image":..., "logits":[...],"probs":[...],
+// "maps":[...]} into <pre id="result"> and POSTs it to ./result.
 import init, { load } from './pkg/fer_cbam_web.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const testMode = params.has('test');
 
+// The default model's manifest: its checkpoint, how it was trained, example faces.
+const MANIFEST = 'model/default.json';
+
 let model = null;
+let modelName = null;
+let manifest = null;
+let imageName = null;
+let trueClass = null; // an example face's own class, shown beside the prediction
 const source = document.createElement('canvas'); // the image at its own size, before the occluder
 let haveImage = false;
 let occluder = null; // {x, y, w, h} in source pixels
@@ -28,12 +37,70 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-async function loadModel(bytes, name) {
+// What a checkpoint's own training record says (fer-cbam train writes one; init does not).
+function describeTraining(t) {
+  if (!t) return 'no training record in the checkpoint (written by fer-cbam init, or before training recorded one)';
+  const r = t.recipe || {};
+  const parts = [];
+  if (r.lr_schedule) {
+    const kind = r.lr_schedule.decay ? r.lr_schedule.decay.kind : 'constant';
+    parts.push(`learning rate ${kind} over ${r.lr_schedule.total_epochs} epochs`);
+  }
+  if (r.occlusion_mix) parts.push(`${Math.round(100 * r.occlusion_mix)}% of images occluded`);
+  if (r.flip) parts.push('flipped');
+  if (r.shift) parts.push(`shifted by up to ${r.shift} px`);
+  if (t.crop) parts.push('face crops');
+  if (t.validation) {
+    parts.push(`kept epoch ${t.validation.epoch}, validation accuracy ${(100 * t.validation.accuracy).toFixed(1)}%`);
+  }
+  return `trained with: ${parts.join(', ') || 'no augmentation'}`;
+}
+
+// Loads a checkpoint, replacing the model in use once the new one is ready. `about` says how
+// it was trained when the checkpoint's own record is not the whole story (the default model).
+async function loadModel(bytes, name, about = null) {
   status(`loading ${name}...`);
-  model = await load(bytes, name);
+  const next = await load(bytes, name);
+  if (model) model.free(); // its GPU buffers
+  model = next;
+  modelName = name;
   const c = JSON.parse(model.config_json);
-  $('ckinfo').textContent = `${name}: ${c.image_size}x${c.image_size}, widths ${c.widths.join('-')}, ` +
-    `attention ${c.attention}; adapter ${model.adapter}`;
+  $('ckname').textContent = name;
+  $('ckconfig').textContent = `${c.image_size}x${c.image_size} input, ${c.in_channels} channel(s), ` +
+    `widths ${c.widths.join('-')}, attention ${c.attention}, norm ${c.norm || 'none'}, ` +
+    `gate ${c.gate || 'multiply'}; on ${model.adapter}`;
+  $('cktrained').textContent = about || describeTraining(JSON.parse(model.training_json));
+  $('ckcommand').hidden = true;
+}
+
+// The manifest of the default model, or null (with a note) when the page is served without it.
+async function readManifest() {
+  try {
+    const r = await fetch(MANIFEST);
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    return await r.json();
+  } catch (e) {
+    console.warn(`${MANIFEST}: ${e.message}: no default model`);
+    return null;
+  }
+}
+
+async function loadDefaultModel() {
+  const bytes = await fetchBytes(`model/${manifest.checkpoint}`);
+  await loadModel(bytes, manifest.name, manifest.trained);
+  if (manifest.command) {
+    $('ckcommand').querySelector('code').textContent = manifest.command;
+    $('ckcommand').hidden = false;
+  }
+}
+
+async function useExample(i) {
+  const f = manifest.faces[i];
+  await loadImage(`model/${f.file}`);
+  imageName = `synthetic face #${f.index} (${f.class})`;
+  trueClass = f.class;
+  $('examples').value = String(i);
+  drawFace();
 }
 
 function setSource(drawable, w, h) {
@@ -94,8 +161,10 @@ function showResult(r) {
   const classes = model.classes;
   const rows = classes.map((name, i) => ({ name, p: r.probs[i] })).sort((a, b) => b.p - a.p);
   $('probs').innerHTML = rows.map(({ name, p }) =>
-    `<tr><td>${name}</td><td>${p.toFixed(3)}</td>` +
+    `<tr><td>${name}${name === trueClass ? ' *' : ''}</td><td>${p.toFixed(3)}</td>` +
     `<td><div class="bar" style="width:${Math.round(200 * p)}px"></div></td></tr>`).join('');
+  $('truth').textContent = trueClass
+    ? `* the example face's own class: ${trueClass} (predicted: ${rows[0].name})` : '';
 
   // The gray network input, once, as the background of every map.
   const n = r.size;
@@ -153,6 +222,7 @@ async function run() {
       window.__runs = (window.__runs || 0) + 1; // for tools/screenshot-web.py
       if (testMode) {
         report(JSON.stringify({
+          model: modelName, image: imageName,
           logits: Array.from(r.logits), probs: Array.from(r.probs),
           maps: r.maps.map((m) => (m ? Array.from(m.data) : null)),
         }));
@@ -217,6 +287,9 @@ $('imgfile').onchange = async (ev) => {
     const url = URL.createObjectURL(f);
     await loadImage(url);
     URL.revokeObjectURL(url);
+    imageName = f.name;
+    trueClass = null;
+    $('examples').value = '';
     drawFace();
     if (!model) status('image loaded: now choose a checkpoint');
     await run();
@@ -238,8 +311,18 @@ $('snap').onclick = () => {
   c.width = c.height = s;
   c.getContext('2d').drawImage(v, (v.videoWidth - s) / 2, (v.videoHeight - s) / 2, s, s, 0, 0, s, s);
   setSource(c, s, s);
+  imageName = 'webcam frame';
+  trueClass = null;
+  $('examples').value = '';
   drawFace();
   run();
+};
+$('examples').onchange = async (ev) => {
+  if (ev.target.value === '') return;
+  try {
+    await useExample(Number(ev.target.value));
+    await run();
+  } catch (e) { fail(e); }
 };
 
 async function main() {
@@ -248,8 +331,20 @@ async function main() {
     if (!navigator.gpu) throw new Error('this browser has no WebGPU (navigator.gpu is missing)');
     const ck = params.get('checkpoint');
     const img = params.get('image');
+    manifest = await readManifest();
+    const select = $('examples');
+    select.add(new Option('(your own image)', ''));
+    (manifest ? manifest.faces : []).forEach((f, i) =>
+      select.add(new Option(`#${f.index}: ${f.class}`, String(i))));
     if (ck) await loadModel(await fetchBytes(ck), ck);
-    if (img) { await loadImage(img); drawFace(); }
+    else if (manifest) await loadDefaultModel();
+    if (img) {
+      await loadImage(img);
+      imageName = img;
+      drawFace();
+    } else if (manifest && manifest.faces.length) {
+      await useExample(0);
+    }
     if (model && haveImage) await run();
     else status('choose a checkpoint and an image (or pass ?checkpoint=URL&image=URL)');
   } catch (e) { fail(e); }

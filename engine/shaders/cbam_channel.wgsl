@@ -12,12 +12,17 @@
 //
 // Every entry point computes its outputs in one invocation with loops in a fixed order, so
 // results are bit-identical run to run (no atomics). Weight gradients sum over the batch outer
-// and the branch (avg, then max) inner.
+// and the branch (avg, then max) inner. The two sums over a whole plane (pool's mean,
+// backward_gate's sum of dy x: 4,096 terms at the first stage) are blocked: BLOCK consecutive
+// elements into one partial sum, the partial sums into the total (the vec4 paths keep the four
+// lanes apart to the end and add them as (x + y) + (z + w)), so no f32 accumulator takes more than
+// BLOCK + H W / BLOCK additions (see docs/numerics.md; one accumulator over the plane erred up
+// to 20 times more).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 // `*_vec4` entry points are the same computations over vec4 views of the [N, C, H, W] tensors,
 // used when H*W is a multiple of 4 (every plane then starts on a vec4): lavapipe moves memory
-// several times faster in vec4 than in scalar f32. Their sums run in the scalar order (x, y, z, w
-// of each vec4 in turn) and the tie rule is the same (first maximum wins).
+// several times faster in vec4 than in scalar f32. Their maxima scan in the scalar order (x, y,
+// z, w of each vec4 in turn, the first maximum wins); their sums keep the four lanes apart.
 
 struct Params {
     n: u32, c: u32, hid: u32, hw: u32,
@@ -62,6 +67,9 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// Elements per partial sum of the plane sums (scalar paths; 64 vec4 in the vec4 paths).
+const BLOCK: u32 = 256u;
+
 // ---------------------------------------------------------------- forward
 
 // One invocation per plane (n, c): reads the plane once for its sum, its maximum and the first
@@ -75,11 +83,15 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var sum = 0.0;
     var best = x[base];
     var best_k = 0u;
-    for (var k = 0u; k < p.hw; k++) {
-        let v = x[base + k];
-        sum += v;
-        // Strictly greater keeps the first of equal maxima (PyTorch's tie rule).
-        if (v > best) { best = v; best_k = k; }
+    for (var k0 = 0u; k0 < p.hw; k0 += BLOCK) {
+        var part = 0.0;
+        for (var k = k0; k < min(k0 + BLOCK, p.hw); k++) {
+            let v = x[base + k];
+            part += v;
+            // Strictly greater keeps the first of equal maxima (PyTorch's tie rule).
+            if (v > best) { best = v; best_k = k; }
+        }
+        sum += part;
     }
     pooled_out[i] = sum / f32(p.hw);
     pooled_out[planes + i] = best;
@@ -93,21 +105,22 @@ fn pool_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (i >= planes) { return; }
     let q = p.hw / 4u;
     let base = i * q;
-    var sum = 0.0;
+    var sum = vec4(0.0);
     var best = x4[base].x;
     var best_k = 0u;
-    for (var k = 0u; k < q; k++) {
-        let v = x4[base + k];
-        sum += v.x;
-        sum += v.y;
-        sum += v.z;
-        sum += v.w;
-        if (v.x > best) { best = v.x; best_k = 4u * k; }
-        if (v.y > best) { best = v.y; best_k = 4u * k + 1u; }
-        if (v.z > best) { best = v.z; best_k = 4u * k + 2u; }
-        if (v.w > best) { best = v.w; best_k = 4u * k + 3u; }
+    for (var k0 = 0u; k0 < q; k0 += BLOCK / 4u) {
+        var part = vec4(0.0);
+        for (var k = k0; k < min(k0 + BLOCK / 4u, q); k++) {
+            let v = x4[base + k];
+            part += v;
+            if (v.x > best) { best = v.x; best_k = 4u * k; }
+            if (v.y > best) { best = v.y; best_k = 4u * k + 1u; }
+            if (v.z > best) { best = v.z; best_k = 4u * k + 2u; }
+            if (v.w > best) { best = v.w; best_k = 4u * k + 3u; }
+        }
+        sum += part;
     }
-    pooled_out[i] = sum / f32(p.hw);
+    pooled_out[i] = ((sum.x + sum.y) + (sum.z + sum.w)) / f32(p.hw);
     pooled_out[planes + i] = best;
     argmax_out[i] = best_k;
 }
@@ -172,8 +185,12 @@ fn backward_gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n * p.c) { return; }
     let base = i * p.hw;
     var dgate = 0.0;
-    for (var k = 0u; k < p.hw; k++) {
-        dgate += dy[base + k] * x[base + k];
+    for (var k0 = 0u; k0 < p.hw; k0 += BLOCK) {
+        var part = 0.0;
+        for (var k = k0; k < min(k0 + BLOCK, p.hw); k++) {
+            part += dy[base + k] * x[base + k];
+        }
+        dgate += part;
     }
     let m = gate[i];
     dz_out[i] = dgate * (m * (1.0 - m));
@@ -185,15 +202,15 @@ fn backward_gate_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if (i >= p.n * p.c) { return; }
     let q = p.hw / 4u;
     let base = i * q;
-    var dgate = 0.0;
-    for (var k = 0u; k < q; k++) {
-        let g = dy4[base + k];
-        let v = x4[base + k];
-        dgate += g.x * v.x;
-        dgate += g.y * v.y;
-        dgate += g.z * v.z;
-        dgate += g.w * v.w;
+    var sum = vec4(0.0);
+    for (var k0 = 0u; k0 < q; k0 += BLOCK / 4u) {
+        var part = vec4(0.0);
+        for (var k = k0; k < min(k0 + BLOCK / 4u, q); k++) {
+            part = fma(dy4[base + k], x4[base + k], part);
+        }
+        sum += part;
     }
+    let dgate = (sum.x + sum.y) + (sum.z + sum.w);
     let m = gate[i];
     dz_out[i] = dgate * (m * (1.0 - m));
 }

@@ -15,6 +15,9 @@
 // backward_input: one position and a block of CH channels), so results are bit-identical run to
 // run. Consecutive invocations take consecutive positions, so every loop over c reads and writes
 // x[n, c, :] at consecutive addresses across invocations (coalesced).
+// The sums over c (pool's mean, backward_gate's sum of dy x) are blocked: CB consecutive
+// channels into one partial sum, the partial sums into the total, so an accumulator takes at
+// most CB + C / CB additions (16 + 16 at 256 channels, where one accumulator took 256).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
 struct Params {
@@ -44,6 +47,9 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// Channels per partial sum of the sums over c.
+const CB: u32 = 16u;
+
 // One position (n, q) per invocation, q the flat index in the H x W plane:
 // pooled[n, 0, q] = max_c x[n, c, q], pooled[n, 1, q] = (sum_c x[n, c, q]) / C,
 // argmax_out[n, q] = the first c holding the max.
@@ -57,13 +63,17 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var best = x[base];
     var best_c = 0u;
     var sum = 0.0;
-    for (var c = 0u; c < p.c; c++) {
-        let v = x[base + c * p.hw];
-        if (v > best) {
-            best = v;
-            best_c = c;
+    for (var c0 = 0u; c0 < p.c; c0 += CB) {
+        var part = 0.0;
+        for (var c = c0; c < min(c0 + CB, p.c); c++) {
+            let v = x[base + c * p.hw];
+            if (v > best) {
+                best = v;
+                best_c = c;
+            }
+            part += v;
         }
-        sum += v;
+        sum += part;
     }
     pooled[2u * n * p.hw + q] = best;
     pooled[(2u * n + 1u) * p.hw + q] = sum / f32(p.c);
@@ -107,9 +117,13 @@ fn backward_gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let n = i / p.hw;
     let base = n * p.c * p.hw + q;
     var dm = 0.0;
-    for (var c = 0u; c < p.c; c++) {
-        let k = base + c * p.hw;
-        dm += dy[k] * x[k];
+    for (var c0 = 0u; c0 < p.c; c0 += CB) {
+        var part = 0.0;
+        for (var c = c0; c < min(c0 + CB, p.c); c++) {
+            let k = base + c * p.hw;
+            part += dy[k] * x[k];
+        }
+        dm += part;
     }
     let mv = m[i];
     dz[i] = dm * mv * (1.0 - mv);

@@ -1,8 +1,9 @@
 // Global average pool over H x W: x [N, C, H, W] -> y [N, C]; backward dx = dy / (H W) broadcast.
 //
 // The forward computes one output per invocation, summing its plane in a fixed order
-// (row-major), so results are bit-identical run to run. The mean divides the f32 sum by H*W (one rounding)
-// rather than multiplying by a rounded reciprocal.
+// (row-major, in blocks of BLOCK elements whose sums are then added in order: an accumulator
+// takes at most BLOCK + H W / BLOCK additions), so results are bit-identical run to run. The
+// mean divides the f32 sum by H*W (one rounding) rather than multiplying by a rounded reciprocal.
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
 struct Params {
@@ -12,6 +13,8 @@ struct Params {
 override WG: u32 = 64u;
 // (n, c) planes per invocation of the backward.
 override ROWS: u32 = 16u;
+// Elements per partial sum of the forward.
+const BLOCK: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -30,8 +33,12 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.n * p.c) { return; }
     let base = i * p.hw;
     var acc = 0.0;
-    for (var j = 0u; j < p.hw; j++) {
-        acc += x[base + j];
+    for (var j0 = 0u; j0 < p.hw; j0 += BLOCK) {
+        var part = 0.0;
+        for (var j = j0; j < min(j0 + BLOCK, p.hw); j++) {
+            part += x[base + j];
+        }
+        acc += part;
     }
     y[i] = acc / f32(p.hw);
 }

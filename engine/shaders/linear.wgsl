@@ -2,8 +2,10 @@
 // y [N, OUT] with y = x W^T + b.
 //
 // Every entry point computes one output element per invocation and loops over its reduction in
-// a fixed ascending order, so results are bit-identical run to run (no atomics). The backward
-// entry points overwrite their outputs (they do not accumulate into them).
+// a fixed ascending order, so results are bit-identical run to run (no atomics). The sums over
+// the batch (the weight and bias gradients) add NB rows into a partial sum at a time and the
+// partial sums in order, so a batch of 256 takes 16 + 16 additions per accumulator, not 256.
+// The backward entry points overwrite their outputs (they do not accumulate into them).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
 struct Params {
@@ -25,6 +27,9 @@ override WG: u32 = 64u;
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
+
+// Rows per partial sum of the sums over the batch.
+const NB: u32 = 16u;
 
 // y[n, o] = sum_i x[n, i] * weight[o, i] + bias[o]
 @compute @workgroup_size(WG)
@@ -66,8 +71,12 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let i = idx % p.in_f;
     let o = idx / p.in_f;
     var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        acc += dy[n * p.out_f + o] * x[n * p.in_f + i];
+    for (var n0 = 0u; n0 < p.n; n0 += NB) {
+        var part = 0.0;
+        for (var n = n0; n < min(n0 + NB, p.n); n++) {
+            part += dy[n * p.out_f + o] * x[n * p.in_f + i];
+        }
+        acc += part;
     }
     dweight[idx] = acc;
 }
@@ -78,8 +87,12 @@ fn backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let o = flat(gid, nwg);
     if (o >= p.out_f) { return; }
     var acc = 0.0;
-    for (var n = 0u; n < p.n; n++) {
-        acc += dy[n * p.out_f + o];
+    for (var n0 = 0u; n0 < p.n; n0 += NB) {
+        var part = 0.0;
+        for (var n = n0; n < min(n0 + NB, p.n); n++) {
+            part += dy[n * p.out_f + o];
+        }
+        acc += part;
     }
     dbias[o] = acc;
 }

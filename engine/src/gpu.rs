@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
+use crate::kernels::{KernelChoice, KernelSet};
 use crate::pipeline::{now_or_never, Dispatch, Kernel, KernelDesc, PipelineCache};
 use crate::tensor::Tensor;
 
@@ -38,6 +39,8 @@ pub struct Gpu {
     /// The limits the device was opened with (the adapter's own sizes, not wgpu's defaults).
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The kernel variants this device runs (see [`crate::kernels`]).
+    pub kernels: KernelSet,
     pub(crate) pipelines: PipelineCache,
     lost: Arc<Mutex<Option<(String, String)>>>,
     /// The dispatches of the last submission, named in a device-lost error.
@@ -97,8 +100,19 @@ async fn slow_fallback(instance: &wgpu::Instance, info: &wgpu::AdapterInfo) -> O
 }
 
 impl Gpu {
-    /// Open the adapter chosen by `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, or the best one there is.
+    /// Open the adapter chosen by `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, or the best one there is,
+    /// with the kernel set of `--kernels` / `FER_CBAM_KERNELS` or, by default, the adapter's.
     pub async fn new() -> Result<Gpu> {
+        let (choice, source) = crate::kernels::current_choice()?;
+        Gpu::open(choice, &source).await
+    }
+
+    /// [`Gpu::new`] with the kernel set forced to `choice` (tests run the gpu set on lavapipe).
+    pub async fn with_kernels(choice: KernelChoice) -> Result<Gpu> {
+        Gpu::open(choice, "the caller").await
+    }
+
+    async fn open(choice: KernelChoice, source: &str) -> Result<Gpu> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         // WGPU_BACKEND narrows the backends; without it every native backend is tried.
         if let Some(b) = wgpu::Backends::from_env() {
@@ -145,6 +159,7 @@ impl Gpu {
                 message: e.to_string(),
             })?;
 
+        let kernels = KernelSet::choose(info.device_type, &limits, choice, source);
         let lost = Arc::new(Mutex::new(None));
         {
             let lost = lost.clone();
@@ -169,6 +184,7 @@ impl Gpu {
             info,
             limits,
             features,
+            kernels,
             pipelines: PipelineCache::default(),
             lost,
             last_submit: Mutex::new(String::new()),
@@ -192,6 +208,12 @@ impl Gpu {
         pollster::block_on(Gpu::new())
     }
 
+    /// [`Gpu::with_kernels`] for native code that may block.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_kernels_blocking(choice: KernelChoice) -> Result<Gpu> {
+        pollster::block_on(Gpu::with_kernels(choice))
+    }
+
     /// A human-readable description: adapter, backend, driver and the limits in use.
     pub fn describe(&self) -> String {
         let i = &self.info;
@@ -205,7 +227,7 @@ impl Gpu {
              max_compute_workgroups_per_dimension {}\n  \
              max_compute_invocations_per_workgroup {}\n  \
              max_compute_workgroup_storage_size   {}\n  \
-             min_storage_buffer_offset_alignment  {}\ntimestamp queries: {}",
+             min_storage_buffer_offset_alignment  {}\ntimestamp queries: {}\nkernels:  {}",
             i.name,
             i.device_type,
             i.backend,
@@ -230,6 +252,7 @@ impl Gpu {
             } else {
                 "none (the profiler falls back to wall clock)"
             },
+            self.kernels.describe(),
         )
     }
 

@@ -13,7 +13,9 @@
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod kernels;
 pub mod model;
+pub mod onnx_proto;
 pub mod ops;
 pub mod pipeline;
 pub mod preprocess;

@@ -73,6 +73,8 @@ pub struct Kernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) label: String,
     pub(crate) bindings: Vec<(u32, Binding)>,
+    /// Invocations per workgroup in x, y, z, from the entry point's `@workgroup_size`.
+    pub(crate) workgroup_size: [u32; 3],
 }
 
 #[derive(Default)]
@@ -108,16 +110,18 @@ impl PipelineCache {
             message,
         };
         let cached = self.modules.lock().unwrap().get(desc.shader).cloned();
+        let overridden = self.overrides.lock().unwrap().get(desc.shader).cloned();
+        let source = match overridden {
+            Some(s) => s,
+            None => shader_source(desc.shader)
+                .ok_or_else(|| shader_err("no such shader file".into()))?
+                .to_string(),
+        };
+        let workgroup_size =
+            workgroup_size(&source, desc.entry, desc.constants).map_err(shader_err)?;
         let module = match cached {
             Some(m) => m,
             None => {
-                let overridden = self.overrides.lock().unwrap().get(desc.shader).cloned();
-                let source = match overridden {
-                    Some(s) => s,
-                    None => shader_source(desc.shader)
-                        .ok_or_else(|| shader_err("no such shader file".into()))?
-                        .to_string(),
-                };
                 let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
                 let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(desc.shader),
@@ -181,6 +185,7 @@ impl PipelineCache {
             layout,
             label,
             bindings: desc.bindings.to_vec(),
+            workgroup_size,
         });
         self.kernels.lock().unwrap().insert(key, kernel.clone());
         Ok(kernel)
@@ -284,6 +289,7 @@ impl Kernel {
             label: self.label.clone(),
             shader: self.shader,
             entry: self.entry,
+            workgroup_size: self.workgroup_size,
             flops: 0,
             bytes,
         })
@@ -298,6 +304,8 @@ pub struct Dispatch {
     pub(crate) label: String,
     pub(crate) shader: &'static str,
     pub(crate) entry: &'static str,
+    /// Invocations per workgroup (x, y, z) of the entry point.
+    pub(crate) workgroup_size: [u32; 3],
     /// Floating-point operations (a multiply-add counts 2), where the op wrapper counts them;
     /// 0 for memory-bound element-wise kernels. For the profiler's GFLOP/s.
     pub(crate) flops: u64,
@@ -327,6 +335,24 @@ impl Dispatch {
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
     }
+    /// Workgroups launched in all.
+    pub fn workgroup_count(&self) -> u64 {
+        self.workgroups.iter().map(|&v| v as u64).product()
+    }
+    /// Invocations per workgroup.
+    pub fn workgroup_size(&self) -> [u32; 3] {
+        self.workgroup_size
+    }
+    /// Invocations launched (workgroups times their size; some return at once where a grid is
+    /// rounded up).
+    pub fn invocations(&self) -> u64 {
+        self.workgroup_count()
+            * self
+                .workgroup_size
+                .iter()
+                .map(|&v| v as u64)
+                .product::<u64>()
+    }
     /// The WGSL file (without `.wgsl`) and entry point: what the profiler groups by.
     pub fn kernel(&self) -> (&'static str, &'static str) {
         (self.shader, self.entry)
@@ -354,5 +380,61 @@ pub(crate) fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
     match f.as_mut().poll(&mut cx) {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
+    }
+}
+
+/// The `@workgroup_size(x, y, z)` of `entry` in `source`: each dimension a literal, or an
+/// `override` constant set by `constants` or else by its default in the source. The profiler
+/// multiplies it by a dispatch's workgroup count to show how many invocations ran.
+fn workgroup_size(
+    source: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> std::result::Result<[u32; 3], String> {
+    let err = |what: &str| format!("cannot read the @workgroup_size of `{entry}`: {what}");
+    let at = source
+        .find(&format!("fn {entry}("))
+        .ok_or_else(|| err("no such entry point"))?;
+    let attr = source[..at]
+        .rfind("@workgroup_size(")
+        .ok_or_else(|| err("no @workgroup_size before it"))?;
+    let args = &source[attr + "@workgroup_size(".len()..];
+    let args = &args[..args.find(')').ok_or_else(|| err("unclosed"))?];
+    let mut size = [1u32; 3];
+    for (d, arg) in args.split(',').map(str::trim).enumerate().take(3) {
+        let literal = arg.trim_end_matches(['u', 'i']);
+        size[d] = if let Ok(v) = literal.parse::<u32>() {
+            v
+        } else if let Some((_, v)) = constants.iter().find(|(k, _)| *k == arg) {
+            *v as u32
+        } else {
+            let decl = format!("override {arg}: u32 = ");
+            let at = source
+                .find(&decl)
+                .ok_or_else(|| err(&format!("`{arg}` is neither a literal nor an override")))?;
+            let rest = &source[at + decl.len()..];
+            rest[..rest.find(';').ok_or_else(|| err("bad override"))?]
+                .trim()
+                .trim_end_matches('u')
+                .parse()
+                .map_err(|_| err(&format!("the default of `{arg}` is not a literal")))?
+        };
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workgroup_size;
+
+    #[test]
+    fn workgroup_sizes_come_from_literals_constants_and_override_defaults() {
+        let src = "override WG: u32 = 64u;\n@compute @workgroup_size(WG)\nfn a() {}\n\
+                   @compute @workgroup_size(1)\nfn b() {}\n@compute @workgroup_size(8, 4u)\nfn c() {}";
+        assert_eq!(workgroup_size(src, "a", &[]), Ok([64, 1, 1]));
+        assert_eq!(workgroup_size(src, "a", &[("WG", 256.0)]), Ok([256, 1, 1]));
+        assert_eq!(workgroup_size(src, "b", &[("WG", 256.0)]), Ok([1, 1, 1]));
+        assert_eq!(workgroup_size(src, "c", &[]), Ok([8, 4, 1]));
+        assert!(workgroup_size(src, "d", &[]).is_err());
     }
 }

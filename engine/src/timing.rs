@@ -95,6 +95,13 @@ pub struct DispatchTime {
     pub dur_ns: f64,
     pub flops: u64,
     pub bytes: u64,
+    /// The grid launched (x, y, z) and its total.
+    pub grid: [u32; 3],
+    pub workgroups: u64,
+    /// Invocations per workgroup (x * y * z of `@workgroup_size`).
+    pub workgroup_size: u32,
+    /// Workgroups times their size.
+    pub invocations: u64,
 }
 
 /// What a submission's dispatches are, kept until their times are read back.
@@ -102,6 +109,8 @@ struct Meta {
     kernel: String,
     flops: u64,
     bytes: u64,
+    grid: [u32; 3],
+    workgroup_size: u32,
 }
 
 enum Pending {
@@ -185,12 +194,19 @@ impl Recorder {
             out.push(
                 meta.into_iter()
                     .zip(times)
-                    .map(|(m, (start_ns, dur_ns))| DispatchTime {
-                        kernel: m.kernel,
-                        start_ns,
-                        dur_ns,
-                        flops: m.flops,
-                        bytes: m.bytes,
+                    .map(|(m, (start_ns, dur_ns))| {
+                        let workgroups = m.grid.iter().map(|&v| v as u64).product::<u64>();
+                        DispatchTime {
+                            kernel: m.kernel,
+                            start_ns,
+                            dur_ns,
+                            flops: m.flops,
+                            bytes: m.bytes,
+                            grid: m.grid,
+                            workgroups,
+                            workgroup_size: m.workgroup_size,
+                            invocations: workgroups * m.workgroup_size as u64,
+                        }
                     })
                     .collect(),
             );
@@ -214,6 +230,8 @@ impl SubmitHook for Recorder {
                 kernel: format!("{}::{}", d.shader, d.entry),
                 flops: d.flops,
                 bytes: d.bytes,
+                grid: d.workgroups,
+                workgroup_size: d.workgroup_size.iter().product(),
             })
             .collect();
         let n = list.len() as u32;

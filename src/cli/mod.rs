@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod explain;
+pub mod export;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;

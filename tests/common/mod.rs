@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use fer_cbam::{Dispatch, Gpu, Tensor};
 #[allow(unused_imports)]
 pub use fer_cbam_reference::check::{
-    assert_close, assert_close_f64, dot, finite_difference, Tol, FD_TOL,
+    assert_close, assert_close_f64, assert_within, dot, finite_difference, sum_bounds, sum_factor,
+    sum_rms, Tol, FD_TOL, U,
 };
 use rand::{Rng, SeedableRng};
 
@@ -15,6 +16,43 @@ use rand::{Rng, SeedableRng};
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The device running kernel set `kind` on this adapter: [`gpu`] when that is its set, else a
+/// second device with the set forced (every variant is tested on lavapipe, and the cpu set on a
+/// GPU).
+pub fn kernel_set(kind: fer_cbam::kernels::KernelSetKind) -> &'static Gpu {
+    use fer_cbam::kernels::{KernelChoice, KernelSetKind};
+    static CPU: OnceLock<Gpu> = OnceLock::new();
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    if gpu().kernels.kind == kind {
+        return gpu();
+    }
+    let (cell, choice) = match kind {
+        KernelSetKind::Cpu => (&CPU, KernelChoice::Cpu),
+        KernelSetKind::Gpu => (&GPU, KernelChoice::Gpu),
+    };
+    cell.get_or_init(|| {
+        let g = Gpu::with_kernels_blocking(choice).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            g.kernels.kind,
+            kind,
+            "the adapter cannot run the {} kernel set: {}",
+            kind.name(),
+            g.kernels.reason
+        );
+        g
+    })
+}
+
+/// [`kernel_set`] of the gpu set (conv2d's v4).
+pub fn gpu_set() -> &'static Gpu {
+    kernel_set(fer_cbam::kernels::KernelSetKind::Gpu)
+}
+
+/// [`kernel_set`] of the cpu set (conv2d's v2).
+pub fn cpu_set() -> &'static Gpu {
+    kernel_set(fer_cbam::kernels::KernelSetKind::Cpu)
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -49,17 +87,38 @@ pub fn read(t: &Tensor) -> Vec<f32> {
     gpu().read_blocking(t).unwrap()
 }
 
-/// Tolerance for an f32 sum of `terms` products of factors bounded by 1 in magnitude, against an
-/// f64 reference: recursive summation's error is at most gamma_K * sum|a b| with
-/// gamma_K ~ K * 2^-24 (Higham, Accuracy and Stability, 3.1), and sum|a b| <= K, so K^2 * 2^-24;
-/// plus the final rounding to f32 (rtol 2^-24). A wrong index or a missed tap errs by O(0.1..1).
-pub fn sum_tol(terms: usize) -> Tol {
-    let k = terms.max(1) as f64;
-    Tol {
-        atol: k * k * f32::EPSILON as f64 / 2.0,
-        rtol: f32::EPSILON as f64,
-        why: "f32 sum of K products of |v|<=1: |err| <= K^2 2^-24 (Higham's gamma_K bound)",
-    }
+/// Holds an f32 sum against its f64 reference with the error model of
+/// `fer_cbam_reference::check::sum_bounds`: `levels` is how the kernel adds up each output (its
+/// op reports them, e.g. `Conv2d::sums`), `abs_sum` the reference applied to the inputs'
+/// magnitudes (each output's sum of |terms|). Prints the largest error in units of the model's
+/// rms, u sum|t| sum_rms(levels), for docs/numerics.md (`--nocapture`). Returns that number.
+#[track_caller]
+pub fn check_sum(what: &str, got: &[f32], want: &[f64], abs_sum: &[f64], levels: &[usize]) -> f64 {
+    use fer_cbam_reference::check::{assert_within, sum_bounds, sum_rms, U};
+    let rms = sum_rms(levels);
+    let used = got
+        .iter()
+        .zip(want)
+        .zip(abs_sum)
+        .map(|((&g, &w), &a)| (g as f64 - w).abs() / (U * rms * a).max(f64::MIN_POSITIVE))
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "{what}: levels {levels:?}: model rms {rms:.2} u sum|t|, largest error {used:.2} rms"
+    );
+    let bounds = sum_bounds(levels, abs_sum, want);
+    assert_within(
+        what,
+        got,
+        want,
+        &bounds,
+        "f32 sum in the kernel's blocked order: min((sqrt(2 ln n) + 2) rms, gamma_D) sum|t| + u|want|",
+    );
+    used
+}
+
+/// Magnitudes, for the reference's sums of |terms|.
+pub fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
 }
 
 /// Tolerance for an element-wise op evaluated in f32 against f64: a few ulps of the result,

@@ -29,6 +29,8 @@ fn js_err(e: fer_cbam_engine::Error) -> JsValue {
 struct Inner {
     gpu: Gpu,
     net: InferenceNetwork,
+    /// The checkpoint's training record as JSON (`null` for one written by `init`).
+    training: String,
 }
 
 /// A loaded checkpoint on the browser's GPU: a network of batch 1 with its parameters written.
@@ -45,12 +47,15 @@ pub async fn load(checkpoint_bytes: Vec<u8>, name: String) -> Result<Model, JsVa
     // A panic would otherwise reach the page as "unreachable executed" with no message.
     std::panic::set_hook(Box::new(|info| error(&info.to_string())));
     let ck = checkpoint::from_bytes(&checkpoint_bytes, Path::new(&name)).map_err(js_err)?;
+    let training = checkpoint::training_meta_from_bytes(&checkpoint_bytes, Path::new(&name))
+        .map_err(js_err)?;
+    let training = serde_json::to_string(&training).unwrap_or_default();
     let gpu = Gpu::new().await.map_err(js_err)?;
     let net = InferenceNetwork::from_checkpoint(&gpu, &ck, 1)
         .await
         .map_err(js_err)?;
     Ok(Model {
-        inner: Rc::new(Inner { gpu, net }),
+        inner: Rc::new(Inner { gpu, net, training }),
     })
 }
 
@@ -78,6 +83,14 @@ impl Model {
     #[wasm_bindgen(getter)]
     pub fn config_json(&self) -> String {
         serde_json::to_string(self.inner.net.config()).unwrap_or_default()
+    }
+
+    /// How the checkpoint was trained, as its header records it (JSON: the face crop, the
+    /// recipe's augmentation and schedule, the validation split), or `null` for a checkpoint
+    /// written by `fer-cbam init` or before training recorded it.
+    #[wasm_bindgen(getter)]
+    pub fn training_json(&self) -> String {
+        self.inner.training.clone()
     }
 
     /// The adapter the kernels run on, in words.

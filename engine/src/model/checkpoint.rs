@@ -470,6 +470,12 @@ pub fn load_training_meta(path: &Path) -> Result<Option<TrainingMeta>> {
     training_meta(&parse(&bytes, path)?.1, path)
 }
 
+/// [`load_training_meta`] from bytes already in memory (a browser has no files); `origin` names
+/// them in errors.
+pub fn training_meta_from_bytes(bytes: &[u8], origin: &Path) -> Result<Option<TrainingMeta>> {
+    training_meta(&parse(bytes, origin)?.1, origin)
+}
+
 fn training_meta(meta: &HashMap<String, String>, path: &Path) -> Result<Option<TrainingMeta>> {
     match meta.get(TRAINING_KEY) {
         None => Ok(None),

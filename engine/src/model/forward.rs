@@ -34,6 +34,8 @@ pub struct PlanEntry {
 pub(crate) struct Planner<'a> {
     pub gpu: &'a Gpu,
     pub plan: Vec<PlanEntry>,
+    /// The plan's tensors, in the plan's order.
+    pub tensors: Vec<Tensor>,
 }
 
 impl Planner<'_> {
@@ -44,6 +46,7 @@ impl Planner<'_> {
             shape: shape.to_vec(),
             bytes: 4 * t.len() as u64,
         });
+        self.tensors.push(t.clone());
         Ok(t)
     }
 }

@@ -68,6 +68,7 @@ impl InferenceNetwork {
         let mut p = Planner {
             gpu,
             plan: Vec::new(),
+            tensors: Vec::new(),
         };
         let params = p.alloc("params", &[table.packed_len()])?;
         let buffers = match table.buffers_len() {

@@ -8,6 +8,7 @@ mod forward;
 pub mod infer;
 pub mod inference;
 pub mod network;
+pub mod onnx;
 pub mod params;
 
 pub use config::{Attention, Gate, Init, ModelConfig, Norm, CLASSES};

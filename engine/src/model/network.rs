@@ -96,6 +96,8 @@ pub struct Network {
     /// `[HISTORY, 2]`: (loss, correct) of the last HISTORY steps, slot (t - 1) % HISTORY.
     history: Tensor,
     plan: Vec<PlanEntry>,
+    /// The plan's tensors, in the plan's order (for [`Network::tensor`]).
+    planned: Vec<Tensor>,
     adam: Adam,
     /// Kept for their buffers, which the recorded dispatches bind.
     _grads: (Vec<StageGrads>, HeadGrads),
@@ -151,6 +153,7 @@ impl Network {
         let mut p = Planner {
             gpu,
             plan: Vec::new(),
+            tensors: Vec::new(),
         };
         let packed = table.packed_len();
         let params = p.alloc("params", &[packed])?;
@@ -279,6 +282,7 @@ impl Network {
             dropouts,
             history,
             plan: p.plan,
+            planned: p.tensors,
             adam,
             _grads: (stage_grads, head_grads),
             _class_weights: class_weights,
@@ -388,12 +392,12 @@ fn record_backward(
                 },
             )?);
         }
-        backward.push(
+        backward.extend(
             st.conv
                 .op
                 .backward_weight(gpu, &sg.d_conv_out, x, &gv.conv_weight)?,
         );
-        backward.push(
+        backward.extend(
             st.conv
                 .op
                 .backward_bias(gpu, &sg.d_conv_out, &gv.conv_bias)?,
@@ -424,6 +428,15 @@ impl Network {
     /// Every tensor the network allocated, in allocation order, with its size.
     pub fn plan(&self) -> &[PlanEntry] {
         &self.plan
+    }
+    /// The planned tensor named `name` (an activation such as `stages.0.conv_out` or a
+    /// gradient such as `stages.0.d_conv_out`; see [`Network::plan`]), for inspection: read
+    /// it back after a step to hold one intermediate against another framework.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.plan
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| &self.planned[i])
     }
     /// Training steps taken (Adam's t after the last step).
     pub fn step(&self) -> u32 {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{backward_part, built, Passes, WG};
+use crate::ops::{backward_part, blocked_levels, built, Levels, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -120,6 +120,19 @@ const X4: (u32, Binding) = (27, Binding::Read);
 const Y4: (u32, Binding) = (28, Binding::ReadWrite);
 const DY4: (u32, Binding) = (29, Binding::Read);
 const DX4: (u32, Binding) = (30, Binding::ReadWrite);
+
+/// How the gate sums its two plane-long reductions (see [`Levels`]); every other sum is over at
+/// most C + 1 or 2 N terms, in plain order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CbamChannelSums {
+    /// The mean of each plane (then one division).
+    pub pool: Levels,
+    /// dL/dM = sum over the plane of dy x (then times M (1 - M)).
+    pub backward_gate: Levels,
+}
+
+/// `BLOCK` of cbam_channel.wgsl: elements per partial sum of the plane sums.
+const PLANE_BLOCK: usize = 256;
 
 /// A channel gate of one shape: pipelines, shape uniform, saved tensors and backward scratch.
 pub struct CbamChannel {
@@ -298,6 +311,29 @@ impl CbamChannel {
     /// Whether this is the residual form `F' = F + M * F`.
     pub fn residual(&self) -> bool {
         self.residual
+    }
+
+    /// How the plane sums are added up: in blocks of 256 elements (the vec4 paths: each lane
+    /// in blocks of 64, the four lanes added as (x + y) + (z + w) at the end).
+    pub fn sums(&self) -> CbamChannelSums {
+        let hw = self.shape.h * self.shape.w;
+        let levels = if self.vec4 {
+            let mut l = blocked_levels(hw / 4, PLANE_BLOCK / 4);
+            l.extend([2, 2]);
+            l
+        } else {
+            blocked_levels(hw, PLANE_BLOCK)
+        };
+        CbamChannelSums {
+            pool: levels.clone(),
+            backward_gate: levels,
+        }
+    }
+
+    /// Scratch `[N, C]`: dL/dz at the gate's pre-activation z = mlp(a) + mlp(m), from the last
+    /// backward (for inspection and tests); `None` for a gate built for inference.
+    pub fn dz(&self) -> Option<&Tensor> {
+        self.backward.as_ref().map(|b| &b.dz)
     }
 
     /// The gate M `[N, C]` written by the forward (for inspection and attention maps).

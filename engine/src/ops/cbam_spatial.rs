@@ -6,15 +6,17 @@
 //!
 //! Forward dispatches, in order:
 //! 1. `cbam_spatial.wgsl:pool`: reads F' once, writes `pooled` (max, mean) and `argmax`;
-//! 2. `conv2d.wgsl:forward_v2`: `pooled` -> `z`;
+//! 2. conv2d's forward (the device's kernel set: `forward_v2`; also with the gpu set, whose
+//!    64-row tiles would be 63/64 padding for one output channel): `pooled` -> `z`;
 //! 3. `cbam_spatial.wgsl:gate`: sigmoid and scaling in one pass, writes F'' and saves `m_s`.
 //!
 //! Backward dispatches, in order (every gradient overwrites):
 //! 1. `cbam_spatial.wgsl:backward_gate`: `dz = (sum_c dF'' F') M_s (1 - M_s)`;
-//! 2. `conv2d.wgsl:backward_input_v2`: `dz` -> `ds`;
-//! 3. `conv2d.wgsl:backward_weight` (v1: with one output channel 7/8 of v2's 8-channel block
-//!    would be padding): `dz`, `pooled` -> dweight `[1, 2, 7, 7]`;
-//! 4. `conv2d.wgsl:backward_bias_v2`: `dz` -> dbias `[1]`;
+//! 2. conv2d's backward_input: `dz` -> `ds`;
+//! 3. conv2d's weight gradient, `dz`, `pooled` -> dweight `[1, 2, 7, 7]`: with the cpu kernels
+//!    `backward_weight_rows_v2` (one output channel: 7/8 of v2's 8-channel block would be
+//!    padding), split over chunks of rows, then `backward_weight_reduce`;
+//! 4. conv2d's bias gradient: `dz` -> dbias `[1]` (v4: split, then `backward_bias_reduce`);
 //! 5. `cbam_spatial.wgsl:backward_input`: `dF' = dF'' M_s + (c == argmax) ds_max + ds_mean / C`.
 //!
 //! Saved between forward and backward (allocated here, one set per gate): `pooled`, `argmax`,
@@ -28,8 +30,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::conv2d::{Conv2d, Conv2dShape};
-use crate::ops::{backward_part, built, Passes, WG};
+use crate::ops::conv2d::{Conv2d, Conv2dShape, Conv2dSums};
+use crate::ops::{backward_part, blocked_levels, built, Levels, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -111,6 +113,17 @@ const DZ: (u32, Binding) = (9, Binding::ReadWrite);
 const DS: (u32, Binding) = (10, Binding::Read);
 const ARGMAX: (u32, Binding) = (11, Binding::Read);
 const DX: (u32, Binding) = (12, Binding::ReadWrite);
+
+/// How the gate sums (see [`Levels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CbamSpatialSums {
+    /// The mean over channels (then one division), 16 channels at a time (`CB` in the shader).
+    pub pool: Levels,
+    /// sum over channels of dy x (then times M_s (1 - M_s)), likewise.
+    pub backward_gate: Levels,
+    /// The 7x7 convolution's passes.
+    pub conv: Conv2dSums,
+}
 
 /// A spatial gate of one shape: its pipelines, its convolution, and the tensors it saves.
 pub struct CbamSpatial {
@@ -231,6 +244,20 @@ impl CbamSpatial {
         self.residual
     }
 
+    /// How each of the gate's sums is added up.
+    pub fn sums(&self) -> CbamSpatialSums {
+        CbamSpatialSums {
+            pool: blocked_levels(self.shape.c, 16),
+            backward_gate: blocked_levels(self.shape.c, 16),
+            conv: self.conv.sums().clone(),
+        }
+    }
+
+    /// The gate's convolution (for its kernel version and chunking).
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
     /// Invocations of `gate` and `backward_input`: one per position and block of channels.
     fn block_threads(&self) -> usize {
         let s = &self.shape;
@@ -333,7 +360,7 @@ impl CbamSpatial {
         dbias.expect_shape(op, &s.bias_shape())?;
         let u = self.params.as_entire_binding();
         let (dz, ds) = (built(&self.dz, op)?, built(&self.ds, op)?);
-        Ok(vec![
+        let mut out = vec![
             built(&self.backward_gate, op)?.dispatch(
                 gpu,
                 &[
@@ -346,20 +373,21 @@ impl CbamSpatial {
                 gpu.grid(dz.len(), WG),
             )?,
             self.conv.backward_input(gpu, dz, weight, ds)?,
-            self.conv.backward_weight(gpu, dz, &self.pooled, dweight)?,
-            self.conv.backward_bias(gpu, dz, dbias)?,
-            built(&self.backward_input, op)?.dispatch(
-                gpu,
-                &[
-                    u,
-                    dy.binding(),
-                    self.m_s.binding(),
-                    ds.binding(),
-                    self.argmax.binding(),
-                    dx.binding(),
-                ],
-                gpu.grid(self.block_threads(), WG),
-            )?,
-        ])
+        ];
+        out.extend(self.conv.backward_weight(gpu, dz, &self.pooled, dweight)?);
+        out.extend(self.conv.backward_bias(gpu, dz, dbias)?);
+        out.push(built(&self.backward_input, op)?.dispatch(
+            gpu,
+            &[
+                u,
+                dy.binding(),
+                self.m_s.binding(),
+                ds.binding(),
+                self.argmax.binding(),
+                dx.binding(),
+            ],
+            gpu.grid(self.block_threads(), WG),
+        )?);
+        Ok(out)
     }
 }

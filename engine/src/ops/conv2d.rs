@@ -1,21 +1,28 @@
 //! 2-D convolution, stride 1, zero padding, square kernel, optional bias.
 //! Shader: `shaders/conv2d.wgsl`; reference: `reference/src/conv2d.rs`; tests: `tests/conv2d.rs`.
 //!
-//! Two versions of the kernels live side by side in the shader (see [`Conv2dVersion`]): v1, one
-//! output per invocation (the readable one), and v2, register-blocked (the fast one, default:
-//! about 20-25 GFLOP/s on lavapipe at the stage shapes where v1 runs at 2-2.5). Both are one
-//! dispatch per pass, with no atomics and a fixed summation order (bit-identical reruns); they
-//! differ only in that order where v2 splits a weight or bias reduction.
+//! Three versions of the kernels live side by side in the shader (see [`Conv2dVersion`]): v1,
+//! one output per invocation (the readable one); v2, register-blocked (the cpu kernel set: about
+//! 20-25 GFLOP/s on lavapipe at the stage shapes where v1 runs at 2-2.5); v4, workgroup-memory
+//! tiles (the gpu set). Which one [`Conv2d::new`] builds follows the device's
+//! [`crate::kernels::KernelSet`]. Every sum runs in a fixed order with no atomics
+//! (bit-identical reruns).
 //!
-//! Dispatches per pass: forward (y), backward_input (dx), backward_weight (dweight),
-//! backward_bias (dbias), each independent of the others; nothing is saved between passes
-//! beyond the caller's x, weight and dy.
+//! Dispatches per pass: forward (y), backward_input (dx), backward_weight (dweight: one
+//! dispatch, or with v2 and v4 a split pass into this convolution's partials buffer and a
+//! reduce pass), backward_bias (dbias: likewise for v4), each independent of the others;
+//! nothing is saved between passes beyond the caller's x, weight and dy.
+//!
+//! How each pass adds up one output is in [`Conv2d::sums`]: the lengths of its nested serial
+//! loops, which is what its rounding error depends on (see `docs/numerics.md`).
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{backward_part, built, check_optional, optional, Passes, WG};
+use crate::kernels::KernelSetKind;
+pub use crate::ops::Levels;
+use crate::ops::{built, check_optional, optional, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -70,7 +77,8 @@ struct Params {
     h_out: u32,
     w_out: u32,
     has_bias: u32,
-    _pad: [u32; 2],
+    chunk_rows: u32,
+    chunks: u32,
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -82,20 +90,36 @@ const DY: (u32, Binding) = (5, Binding::Read);
 const DX: (u32, Binding) = (6, Binding::ReadWrite);
 const DWEIGHT: (u32, Binding) = (7, Binding::ReadWrite);
 const DBIAS: (u32, Binding) = (8, Binding::ReadWrite);
+const PARTIALS: (u32, Binding) = (9, Binding::Read);
 
 /// Which kernels a [`Conv2d`] runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Conv2dVersion {
     /// `forward`, `backward_input`, `backward_weight`, `backward_bias`: one output per
     /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
     V1,
     /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
-    /// outputs per invocation held in registers (see the notes in conv2d.wgsl); where a weight
-    /// or bias gradient has few blocks, several invocations of a workgroup split its reduction
-    /// and add their partial sums in a fixed order. With fewer than 4 output channels the weight
-    /// gradient runs v1's kernel (see `BWD_WEIGHT_V2_MIN_C_OUT` in the source).
-    #[default]
+    /// outputs per invocation held in registers (see the notes in conv2d.wgsl). The weight
+    /// gradient is split-K over chunks of output rows (`backward_weight_reduce` adds them);
+    /// with fewer than 4 output channels it runs `backward_weight_rows_v2` (one weight per
+    /// invocation, chunked the same way). The kernels of the cpu set.
     V2,
+    /// `forward_v4`, `backward_input_v4`, `backward_weight_v4`, `backward_bias_v4`: tiles of the
+    /// implicit matrix product through workgroup memory, split-K gradients with as many chunks
+    /// as fill the device. Passes whose row dimension (output channels; input channels for
+    /// backward_input) is below 8 run v2's kernels instead (a 64-row tile would be mostly
+    /// padding: the spatial gate's 2 -> 1). The kernels of the gpu set.
+    V4,
+}
+
+impl Conv2dVersion {
+    /// The version the device's kernel set runs.
+    pub fn for_gpu(gpu: &Gpu) -> Conv2dVersion {
+        match gpu.kernels.kind {
+            KernelSetKind::Cpu => Conv2dVersion::V2,
+            KernelSetKind::Gpu => Conv2dVersion::V4,
+        }
+    }
 }
 
 /// Channels per invocation of the v2 kernels (the `BLOCK_C` override): output channels x 8 columns
@@ -110,6 +134,37 @@ const BWD_WEIGHT_BLOCK_C: u32 = 16;
 const MAX_BLOCK_C: u32 = 32;
 /// `BLOCK_X` in the shader.
 const BLOCK_X: usize = 8;
+/// `TN` and `TK` of the v4 tiles (columns of a tile, reduction step).
+const V4_TN: usize = 64;
+const V4_TK: usize = 16;
+/// `REDUCE_GROUP` in the shader: chunks summed in order before their group sum is added.
+const REDUCE_GROUP: usize = 32;
+
+/// Terms one chunk of a v2 split gradient sums, about: whole output rows, at least this many
+/// positions. Short enough that one accumulator's rounding stays small (the error of a serial
+/// f32 sum of same-sign terms grows as the square root of its length, see docs/numerics.md),
+/// long enough that writing 8 x 16 partial sums per chunk costs nothing against its 8 x 16 x 256
+/// multiply-adds (the reduce pass then reads the partials once: about 1% of a batch-64 step on
+/// lavapipe).
+const V2_CHUNK_TERMS: usize = 256;
+/// The least positions one v4 chunk sums (16 reduction steps of 16): below that a workgroup
+/// spends more on staging its tiles than on multiply-adds.
+const V4_MIN_CHUNK_TERMS: usize = 256;
+/// The most floats one convolution's partials buffer holds (16 MiB): at batch 64 the chunk count
+/// of a large weight gradient is lowered (longer chunks) rather than the buffer grown.
+const MAX_PARTIALS: usize = 4 << 20;
+
+/// [`Levels`] of each pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conv2dSums {
+    /// Over (ci, ky, kx), then the bias.
+    pub forward: Levels,
+    /// Over (co, ky, kx).
+    pub backward_input: Levels,
+    /// Over the batch's positions.
+    pub backward_weight: Levels,
+    pub backward_bias: Levels,
+}
 
 /// One pass: its pipeline and the grid it is launched on.
 struct Pass {
@@ -117,7 +172,23 @@ struct Pass {
     grid: [u32; 3],
 }
 
-/// A convolution of one shape, with its four pipelines and shape uniforms.
+/// A split-K gradient: the pass that writes each chunk's sums, and, with more than one chunk,
+/// the partials buffer it writes and the pass that adds the chunks into the gradient.
+struct Split {
+    first: Pass,
+    reduce: Option<(Pass, Tensor)>,
+}
+
+impl Split {
+    fn direct(first: Pass) -> Split {
+        Split {
+            first,
+            reduce: None,
+        }
+    }
+}
+
+/// A convolution of one shape, with its pipelines, shape uniform and partials buffers.
 pub struct Conv2d {
     shape: Conv2dShape,
     with_bias: bool,
@@ -125,20 +196,22 @@ pub struct Conv2d {
     forward: Pass,
     /// `None` for a convolution built for inference.
     backward: Option<Backward>,
+    sums: Conv2dSums,
     params: wgpu::Buffer,
 }
 
 /// The three backward passes.
 struct Backward {
     input: Pass,
-    weight: Pass,
-    bias: Pass,
+    weight: Split,
+    bias: Split,
 }
 
 impl Conv2d {
-    /// The convolution with the default (fastest) kernels, [`Conv2dVersion::V2`].
+    /// The convolution with the kernels of the device's kernel set
+    /// ([`Conv2dVersion::for_gpu`]).
     pub async fn new(gpu: &Gpu, shape: Conv2dShape, with_bias: bool) -> Result<Conv2d> {
-        Conv2d::with_version(gpu, shape, with_bias, Conv2dVersion::default()).await
+        Conv2d::with_version(gpu, shape, with_bias, Conv2dVersion::for_gpu(gpu)).await
     }
 
     /// [`Conv2d::new`] without the backward passes (an inference network's).
@@ -147,14 +220,14 @@ impl Conv2d {
             gpu,
             shape,
             with_bias,
-            Conv2dVersion::default(),
+            Conv2dVersion::for_gpu(gpu),
             Passes::Inference,
         )
         .await
     }
 
     /// The convolution running `version`'s kernels where they handle the shape; passes that
-    /// v2 cannot run fall back to v1 (see [`Conv2d::version`]).
+    /// v2 or v4 cannot run fall back to v1 (see [`Conv2d::version`]).
     pub async fn with_version(
         gpu: &Gpu,
         shape: Conv2dShape,
@@ -190,6 +263,17 @@ impl Conv2d {
                 ),
             });
         }
+        let version = match version {
+            Conv2dVersion::V1 => Conv2dVersion::V1,
+            _ if !v2_fits(gpu, &s) => Conv2dVersion::V1,
+            Conv2dVersion::V4 if !v4_fits(gpu, &s) => Conv2dVersion::V2,
+            v => v,
+        };
+        let chunking = match version {
+            Conv2dVersion::V1 => Chunking::one(&s),
+            Conv2dVersion::V2 => Chunking::v2(&s),
+            Conv2dVersion::V4 => Chunking::v4(&s, gpu.kernels.target_workgroups as usize),
+        };
         let params = Params {
             n: s.n as u32,
             c_in: s.c_in as u32,
@@ -201,37 +285,75 @@ impl Conv2d {
             h_out: s.h_out() as u32,
             w_out: s.w_out() as u32,
             has_bias: with_bias as u32,
-            _pad: [0; 2],
+            chunk_rows: chunking.rows as u32,
+            chunks: chunking.chunks as u32,
         };
-        let v2 = version == Conv2dVersion::V2 && v2_fits(gpu, &s);
-        let (forward, backward) = if v2 {
-            v2_passes(gpu, &s, passes).await?
-        } else {
-            v1_passes(gpu, &s, passes).await?
+        let (forward, backward, sums) = match passes {
+            Passes::Training => {
+                let built = match version {
+                    Conv2dVersion::V1 => v1_passes(gpu, &s).await?,
+                    Conv2dVersion::V2 => v2_passes(gpu, &s, &chunking).await?,
+                    Conv2dVersion::V4 => v4_passes(gpu, &s, &chunking).await?,
+                };
+                let backward = Backward {
+                    input: built.backward_input,
+                    weight: built.backward_weight,
+                    bias: built.backward_bias,
+                };
+                (built.forward, Some(backward), built.sums)
+            }
+            // Only the forward pass and its order of summation: no backward pipelines, no
+            // partials buffers.
+            Passes::Inference => {
+                let (forward, levels) = match version {
+                    Conv2dVersion::V1 => v1_forward(gpu, &s).await?,
+                    Conv2dVersion::V2 => (v2_forward(gpu, &s).await?, v2_forward_levels(&s)),
+                    Conv2dVersion::V4 => v4_forward(gpu, &s).await?,
+                };
+                let sums = Conv2dSums {
+                    forward: levels,
+                    backward_input: Vec::new(),
+                    backward_weight: Vec::new(),
+                    backward_bias: Vec::new(),
+                };
+                (forward, None, sums)
+            }
         };
         Ok(Conv2d {
             shape,
             with_bias,
-            version: if v2 {
-                Conv2dVersion::V2
-            } else {
-                Conv2dVersion::V1
-            },
+            version,
             forward,
             backward,
+            sums,
             params: gpu.uniform_buffer("conv2d.params", &params),
         })
     }
 
-    /// The version whose kernels this convolution runs: v1 where v2 was asked for but does not
-    /// fit the shape (`v2_fits` in the source), and v2 also when its weight gradient uses v1's
-    /// kernel.
+    /// The version whose kernels this convolution runs: v1 where v2 or v4 was asked for but
+    /// does not fit the shape (`v2_fits` in the source), v2 where v4 does not (`v4_fits`); and
+    /// v2 or v4 also where single passes run another version's kernel (see the variants).
     pub fn version(&self) -> Conv2dVersion {
         self.version
     }
 
     pub fn shape(&self) -> &Conv2dShape {
         &self.shape
+    }
+
+    /// How each pass sums one output (see [`Levels`]).
+    pub fn sums(&self) -> &Conv2dSums {
+        &self.sums
+    }
+
+    /// Chunks of the split weight gradient (1: summed in one pass, no partials).
+    pub fn weight_chunks(&self) -> usize {
+        let Some(backward) = &self.backward else {
+            return 1;
+        };
+        backward.weight.reduce.as_ref().map_or(1, |(_, t)| {
+            t.len() / self.shape.weight_shape().iter().product::<usize>()
+        })
     }
 
     /// y = conv(x, weight) + bias.
@@ -288,54 +410,154 @@ impl Conv2d {
         Ok(d.with_flops(s.flops()))
     }
 
-    /// dweight = sum over the batch and positions of dy x shifted x (overwrites, does not add).
+    /// dweight = sum over the batch and positions of dy x shifted x (overwrites, does not add):
+    /// the split pass and, where there is more than one chunk, the reduce pass, in order.
     pub fn backward_weight(
         &self,
         gpu: &Gpu,
         dy: &Tensor,
         x: &Tensor,
         dweight: &Tensor,
-    ) -> Result<Dispatch> {
+    ) -> Result<Vec<Dispatch>> {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_weight", &s.output_shape())?;
         x.expect_shape("conv2d.backward_weight", &s.input_shape())?;
         dweight.expect_shape("conv2d.backward_weight", &s.weight_shape())?;
-        let pass = &built(&self.backward, "conv2d.backward_weight")?.weight;
-        let d = pass.kernel.dispatch(
+        let u = || self.params.as_entire_binding();
+        let split = &built(&self.backward, "conv2d.backward_weight")?.weight;
+        let out = split.reduce.as_ref().map_or(dweight, |(_, t)| t);
+        let first = split.first.kernel.dispatch(
             gpu,
-            &[
-                self.params.as_entire_binding(),
-                dy.binding(),
-                x.binding(),
-                dweight.binding(),
-            ],
-            pass.grid,
+            &[u(), dy.binding(), x.binding(), out.binding()],
+            split.first.grid,
         )?;
-        Ok(d.with_flops(s.flops()))
+        let mut ds = vec![first.with_flops(s.flops())];
+        if let Some((pass, partials)) = &split.reduce {
+            // One addition per partial sum.
+            ds.push(
+                pass.kernel
+                    .dispatch(
+                        gpu,
+                        &[u(), partials.binding(), dweight.binding()],
+                        pass.grid,
+                    )?
+                    .with_flops(partials.len() as u64),
+            );
+        }
+        Ok(ds)
     }
 
-    /// dbias = sum of dy over the batch and positions (overwrites).
-    pub fn backward_bias(&self, gpu: &Gpu, dy: &Tensor, dbias: &Tensor) -> Result<Dispatch> {
+    /// dbias = sum of dy over the batch and positions (overwrites): one pass, or with v4's
+    /// split a split pass and a reduce pass.
+    pub fn backward_bias(&self, gpu: &Gpu, dy: &Tensor, dbias: &Tensor) -> Result<Vec<Dispatch>> {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_bias", &s.output_shape())?;
         self.check_bias("conv2d.backward_bias", Some(dbias))?;
-        let pass = &built(&self.backward, "conv2d.backward_bias")?.bias;
-        let d = pass.kernel.dispatch(
+        let u = || self.params.as_entire_binding();
+        let split = &built(&self.backward, "conv2d.backward_bias")?.bias;
+        let out = split.reduce.as_ref().map_or(dbias, |(_, t)| t);
+        let first = split.first.kernel.dispatch(
             gpu,
-            &[
-                self.params.as_entire_binding(),
-                dy.binding(),
-                dbias.binding(),
-            ],
-            pass.grid,
+            &[u(), dy.binding(), out.binding()],
+            split.first.grid,
         )?;
-        Ok(d.with_flops(s.output_shape().iter().product::<usize>() as u64))
+        let mut ds = vec![first.with_flops(s.output_shape().iter().product::<usize>() as u64)];
+        if let Some((pass, partials)) = &split.reduce {
+            ds.push(
+                pass.kernel
+                    .dispatch(gpu, &[u(), partials.binding(), dbias.binding()], pass.grid)?
+                    .with_flops(partials.len() as u64),
+            );
+        }
+        Ok(ds)
     }
 
     fn check_bias(&self, op: &str, bias: Option<&Tensor>) -> Result<()> {
         let shape = [self.shape.c_out];
         check_optional(op, "a bias", bias, self.with_bias.then_some(&shape[..]))
     }
+}
+
+/// The split of the weight and bias gradients: `chunks` chunks of `rows` output rows each (the
+/// last one shorter) out of the N * H_out rows.
+#[derive(Clone, Copy, Debug)]
+struct Chunking {
+    rows: usize,
+    chunks: usize,
+}
+
+impl Chunking {
+    fn total_rows(s: &Conv2dShape) -> usize {
+        s.n * s.h_out()
+    }
+
+    /// All rows in one chunk (v1: no split).
+    fn one(s: &Conv2dShape) -> Chunking {
+        Chunking {
+            rows: Chunking::total_rows(s),
+            chunks: 1,
+        }
+    }
+
+    /// `rows` rows per chunk, then fewer chunks if the partials would pass [`MAX_PARTIALS`].
+    fn with_rows(s: &Conv2dShape, rows: usize) -> Chunking {
+        let total = Chunking::total_rows(s);
+        let weights: usize = s.weight_shape().iter().product();
+        let mut rows = rows.clamp(1, total);
+        let most = (MAX_PARTIALS / weights).clamp(1, 65_535);
+        if total.div_ceil(rows) > most {
+            rows = total.div_ceil(most);
+        }
+        Chunking {
+            rows,
+            chunks: total.div_ceil(rows),
+        }
+    }
+
+    /// Chunks of whole rows holding about [`V2_CHUNK_TERMS`] positions.
+    fn v2(s: &Conv2dShape) -> Chunking {
+        Chunking::with_rows(s, V2_CHUNK_TERMS.div_ceil(s.w_out()))
+    }
+
+    /// As many chunks as make the weight gradient's tiles times chunks reach `target`
+    /// workgroups, each chunk at least [`V4_MIN_CHUNK_TERMS`] positions.
+    fn v4(s: &Conv2dShape, target: usize) -> Chunking {
+        let tiles = s.c_out.div_ceil(v4_rows(s.c_out)) * (s.c_in * s.k * s.k).div_ceil(V4_TN);
+        let want = target.div_ceil(tiles).max(1);
+        let rows = Chunking::total_rows(s)
+            .div_ceil(want)
+            .max(V4_MIN_CHUNK_TERMS.div_ceil(s.w_out()));
+        Chunking::with_rows(s, rows)
+    }
+
+    /// The reduce pass's levels: the chunks in groups of [`REDUCE_GROUP`], then the groups.
+    fn reduce_levels(&self) -> Levels {
+        if self.chunks <= 1 {
+            vec![]
+        } else if self.chunks <= REDUCE_GROUP {
+            vec![self.chunks]
+        } else {
+            vec![REDUCE_GROUP, self.chunks.div_ceil(REDUCE_GROUP)]
+        }
+    }
+}
+
+/// Rows of a v4 tile (`TM`) for a row dimension of `rows` channels: 32 when they fit, else 64.
+fn v4_rows(rows: usize) -> usize {
+    if rows <= 32 {
+        32
+    } else {
+        64
+    }
+}
+
+/// Every pass of one version, as built.
+struct Built {
+    forward: Pass,
+    backward_input: Pass,
+    backward_weight: Split,
+    backward_bias: Split,
+    sums: Conv2dSums,
 }
 
 async fn kernel(
@@ -357,50 +579,79 @@ const FORWARD_BINDINGS: &[(u32, Binding)] = &[UNIFORM, X, WEIGHT, BIAS, Y];
 const BACKWARD_INPUT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, WEIGHT, DX];
 const BACKWARD_WEIGHT_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, X, DWEIGHT];
 const BACKWARD_BIAS_BINDINGS: &[(u32, Binding)] = &[UNIFORM, DY, DBIAS];
+const WEIGHT_REDUCE_BINDINGS: &[(u32, Binding)] = &[UNIFORM, PARTIALS, DWEIGHT];
+const BIAS_REDUCE_BINDINGS: &[(u32, Binding)] = &[UNIFORM, PARTIALS, DBIAS];
 
-/// One invocation per output element, flat grid; the backward passes with `passes`.
-async fn v1_passes(gpu: &Gpu, s: &Conv2dShape, passes: Passes) -> Result<(Pass, Option<Backward>)> {
+/// The reduce pass of a split gradient of `len` values in `chunks` chunks, with its partials
+/// buffer; none with one chunk.
+async fn reduce(
+    gpu: &Gpu,
+    name: &str,
+    entry: &'static str,
+    bindings: &'static [(u32, Binding)],
+    len: usize,
+    chunks: usize,
+) -> Result<Option<(Pass, Tensor)>> {
+    if chunks <= 1 {
+        return Ok(None);
+    }
+    let partials = gpu.zeros(name, &[chunks, len])?;
+    let pass = Pass {
+        kernel: kernel(gpu, entry, bindings, &[("WG", WG as f64)]).await?,
+        grid: gpu.grid(len, WG),
+    };
+    Ok(Some((pass, partials)))
+}
+
+/// v1's forward pass and its levels: one invocation per output element.
+async fn v1_forward(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Levels)> {
+    let len: usize = s.output_shape().iter().product();
+    let pass = Pass {
+        kernel: kernel(gpu, "forward", FORWARD_BINDINGS, &[("WG", WG as f64)]).await?,
+        grid: gpu.grid(len, WG),
+    };
+    Ok((pass, vec![s.c_in * s.k * s.k + 1]))
+}
+
+/// One invocation per output element, flat grid.
+async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<Built> {
     let wg = [("WG", WG as f64)];
     let pass = |threads: usize, kernel| Pass {
         kernel,
         grid: gpu.grid(threads, WG),
     };
     let len = |d: [usize; 4]| d.iter().product::<usize>();
-    let forward = pass(
-        len(s.output_shape()),
-        kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
-    );
-    let backward = backward_part(passes, || async {
-        Ok(Backward {
-            input: pass(
-                len(s.input_shape()),
-                kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
-            ),
-            weight: v1_backward_weight(gpu, s).await?,
-            bias: pass(
-                s.c_out,
-                kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
-            ),
-        })
+    let positions = s.n * s.h_out() * s.w_out();
+    Ok(Built {
+        forward: pass(
+            len(s.output_shape()),
+            kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
+        ),
+        backward_input: pass(
+            len(s.input_shape()),
+            kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
+        ),
+        backward_weight: Split::direct(pass(
+            len(s.weight_shape()),
+            kernel(gpu, "backward_weight", BACKWARD_WEIGHT_BINDINGS, &wg).await?,
+        )),
+        backward_bias: Split::direct(pass(
+            s.c_out,
+            kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
+        )),
+        sums: Conv2dSums {
+            forward: vec![s.c_in * s.k * s.k + 1],
+            backward_input: vec![s.c_out * s.k * s.k],
+            backward_weight: vec![positions],
+            backward_bias: vec![positions],
+        },
     })
-    .await?;
-    Ok((forward, backward))
 }
 
 /// `preferred` channels per invocation, or fewer when the pass has fewer channels (a power of two,
 /// so a 3-channel pass computes 4, not 16).
 fn block_c(preferred: u32, channels: usize) -> u32 {
     preferred.min(channels.next_power_of_two() as u32)
-}
-
-/// Invocations sharing one backward_weight_v2 block (`SPLIT`): only when the pass has few blocks
-/// (all taps together), enough for 128 invocations (16 SIMD groups of 8 on lavapipe, to keep
-/// both cores busy to the end); at most 16 (the partial sums are added serially); a power of two
-/// (so it divides WG). The first stage has 4 blocks x 9 taps, so 4; stage 1 has 144 blocks and
-/// does not split: splitting it measured slower at batch 64 (16 against 21 GFLOP/s), the
-/// invocations sharing a block each stream the same channels.
-fn bwd_weight_split(blocks: usize) -> u32 {
-    128usize.div_ceil(blocks).next_power_of_two().clamp(1, 16) as u32
 }
 
 /// Whether the v2 kernels can run `s`. Every kernel size, padding and image size is handled (the
@@ -415,95 +666,280 @@ fn v2_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
         && s.k * s.k <= max_dim
 }
 
-async fn v1_backward_weight(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+/// Whether the v4 kernels can run `s`: their tiles' workgroup memory and invocations (checked
+/// for the device when the kernel set is chosen), and the grid: row tiles in z (forward,
+/// backward_input) and y (backward_weight), chunks in z, output channels in x (bias).
+fn v4_fits(gpu: &Gpu, s: &Conv2dShape) -> bool {
+    let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    gpu.limits.max_compute_workgroup_storage_size >= crate::kernels::V4_WORKGROUP_BYTES
+        && gpu.limits.max_compute_invocations_per_workgroup >= crate::kernels::V4_INVOCATIONS
+        && s.c_out <= max_dim
+        && (s.c_in * s.k * s.k).div_ceil(V4_TN) <= max_dim
+}
+
+/// Below this many output channels the v2 convolution computes its weight gradient with
+/// backward_weight_rows_v2: backward_weight_v2 computes 8 output channels per invocation (two
+/// vec4), so with 1 (the spatial gate's 7x7 2 -> 1) 7/8 of its loads and multiply-adds are
+/// padding, and it measured 0.9-1.2 GFLOP/s against the one-weight kernel's 2.7 there
+/// (benches/conv2d.rs, gate128/gate64).
+const BWD_WEIGHT_V2_MIN_C_OUT: usize = 4;
+
+/// v2's weight gradient (blocked or one weight per invocation), split as `c` says.
+async fn v2_weight(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Split> {
     let weights: usize = s.weight_shape().iter().product();
-    Ok(Pass {
-        kernel: kernel(
+    let first = if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
+        Pass {
+            kernel: kernel(
+                gpu,
+                "backward_weight_rows_v2",
+                BACKWARD_WEIGHT_BINDINGS,
+                &[("WG", WG as f64)],
+            )
+            .await?,
+            grid: gpu.grid(weights * c.chunks, WG),
+        }
+    } else {
+        let bc = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
+        let blocks = s.c_in.div_ceil(bc as usize) * s.c_out.div_ceil(8);
+        let [gx, gy, _] = gpu.grid(blocks * c.chunks, WG);
+        Pass {
+            kernel: kernel(
+                gpu,
+                "backward_weight_v2",
+                BACKWARD_WEIGHT_BINDINGS,
+                &[("WG", WG as f64), ("K", s.k as f64), ("BLOCK_C", bc as f64)],
+            )
+            .await?,
+            // Blocks of 8 output x BLOCK_C input channels times chunks; z = tap.
+            grid: [gx, gy, (s.k * s.k) as u32],
+        }
+    };
+    Ok(Split {
+        first,
+        reduce: reduce(
             gpu,
-            "backward_weight",
-            BACKWARD_WEIGHT_BINDINGS,
-            &[("WG", WG as f64)],
+            "conv2d.weight_partials",
+            "backward_weight_reduce",
+            WEIGHT_REDUCE_BINDINGS,
+            weights,
+            c.chunks,
         )
         .await?,
-        grid: gpu.grid(weights, WG),
     })
 }
 
-/// Below this many output channels the v2 convolution computes its weight gradient with v1's
-/// kernel: backward_weight_v2 computes 8 output channels per invocation (two vec4), so with 1
-/// (the spatial gate's 7x7 2 -> 1) 7/8 of its loads and multiply-adds are padding, and it
-/// measured 0.9-1.2 GFLOP/s against v1's 2.7 there (benches/conv2d.rs, gate128/gate64).
-const BWD_WEIGHT_V2_MIN_C_OUT: usize = 4;
+/// The levels of a split sum whose chunks each add `leaf` terms (as `leaf_levels`).
+fn split_levels(leaf_levels: Levels, c: &Chunking) -> Levels {
+    let mut l = leaf_levels;
+    l.extend(c.reduce_levels());
+    l
+}
 
-/// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl. The
-/// backward passes with `passes`.
-async fn v2_passes(gpu: &Gpu, s: &Conv2dShape, passes: Passes) -> Result<(Pass, Option<Backward>)> {
-    let constants = |bc: u32| {
-        assert!(bc <= MAX_BLOCK_C);
-        [("WG", WG as f64), ("K", s.k as f64), ("BLOCK_C", bc as f64)]
-    };
-    // Invocations fold into x/y; the channel block index is z.
-    let grid = |invocations: usize, channels: usize, bc: u32| {
-        let [gx, gy, _] = gpu.grid(invocations, WG);
-        [gx, gy, channels.div_ceil(bc as usize) as u32]
-    };
-    let fwd = block_c(FWD_BLOCK_C, s.c_out);
-    let bwd_in = block_c(BWD_INPUT_BLOCK_C, s.c_in);
-    let bwd_w = block_c(BWD_WEIGHT_BLOCK_C, s.c_in);
-    let bwd_w_blocks = s.c_in.div_ceil(bwd_w as usize) * s.c_out.div_ceil(8);
-    let split = bwd_weight_split(bwd_w_blocks * s.k * s.k);
-    let forward = Pass {
-        kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants(fwd)).await?,
-        grid: grid(s.n * s.h_out() * s.w_out().div_ceil(BLOCK_X), s.c_out, fwd),
-    };
-    let backward = backward_part(passes, || async {
-        Ok(Backward {
-            input: Pass {
-                kernel: kernel(
-                    gpu,
-                    "backward_input_v2",
-                    BACKWARD_INPUT_BINDINGS,
-                    &constants(bwd_in),
-                )
-                .await?,
-                grid: grid(s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bwd_in),
-            },
-            weight: if s.c_out < BWD_WEIGHT_V2_MIN_C_OUT {
-                v1_backward_weight(gpu, s).await?
-            } else {
-                Pass {
-                    kernel: kernel(
-                        gpu,
-                        "backward_weight_v2",
-                        BACKWARD_WEIGHT_BINDINGS,
-                        &[
-                            ("WG", WG as f64),
-                            ("K", s.k as f64),
-                            ("BLOCK_C", bwd_w as f64),
-                            ("SPLIT", split as f64),
-                        ],
-                    )
-                    .await?,
-                    // SPLIT invocations per block of 8 output x BLOCK_C input channels; z = tap.
-                    grid: {
-                        let [gx, gy, _] = gpu.grid(bwd_w_blocks * split as usize, WG);
-                        [gx, gy, (s.k * s.k) as u32]
-                    },
-                }
-            },
-            bias: Pass {
-                // One workgroup per output channel, folded into x/y.
-                kernel: kernel(
-                    gpu,
-                    "backward_bias_v2",
-                    BACKWARD_BIAS_BINDINGS,
-                    &[("WG", WG as f64)],
-                )
-                .await?,
-                grid: gpu.grid(s.c_out * WG as usize, WG),
-            },
-        })
+/// v2's `BLOCK_C` constants and grid: invocations fold into x/y, the channel block is z.
+fn v2_constants(s: &Conv2dShape, bc: u32) -> [(&'static str, f64); 3] {
+    assert!(bc <= MAX_BLOCK_C);
+    [("WG", WG as f64), ("K", s.k as f64), ("BLOCK_C", bc as f64)]
+}
+
+fn v2_grid(gpu: &Gpu, invocations: usize, channels: usize, bc: u32) -> [u32; 3] {
+    let [gx, gy, _] = gpu.grid(invocations, WG);
+    [gx, gy, channels.div_ceil(bc as usize) as u32]
+}
+
+/// Input channels per partial sum of forward_v2 (`CI_BLOCK`; see the shader).
+const FWD_CI_BLOCK: usize = 32;
+
+/// forward_v2's levels: CI_BLOCK channels' taps per partial sum, then the bias and the blocks.
+fn v2_forward_levels(s: &Conv2dShape) -> Levels {
+    let blocks = s.c_in.div_ceil(FWD_CI_BLOCK);
+    vec![s.c_in.min(FWD_CI_BLOCK) * s.k * s.k, blocks + 1]
+}
+
+async fn v2_forward(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+    let bc = block_c(FWD_BLOCK_C, s.c_out);
+    let mut constants = v2_constants(s, bc).to_vec();
+    constants.push(("CI_BLOCK", FWD_CI_BLOCK as f64));
+    Ok(Pass {
+        kernel: kernel(gpu, "forward_v2", FORWARD_BINDINGS, &constants).await?,
+        grid: v2_grid(
+            gpu,
+            s.n * s.h_out() * s.w_out().div_ceil(BLOCK_X),
+            s.c_out,
+            bc,
+        ),
     })
-    .await?;
-    Ok((forward, backward))
+}
+
+async fn v2_backward_input(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+    let bc = block_c(BWD_INPUT_BLOCK_C, s.c_in);
+    Ok(Pass {
+        kernel: kernel(
+            gpu,
+            "backward_input_v2",
+            BACKWARD_INPUT_BINDINGS,
+            &v2_constants(s, bc),
+        )
+        .await?,
+        grid: v2_grid(gpu, s.n * s.h * s.w.div_ceil(BLOCK_X), s.c_in, bc),
+    })
+}
+
+/// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
+async fn v2_passes(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Built> {
+    let plane = s.h_out() * s.w_out();
+    let wg = WG as usize;
+    Ok(Built {
+        forward: v2_forward(gpu, s).await?,
+        backward_input: v2_backward_input(gpu, s).await?,
+        backward_weight: v2_weight(gpu, s, c).await?,
+        backward_bias: Split::direct(Pass {
+            // One workgroup per output channel, folded into x/y.
+            kernel: kernel(
+                gpu,
+                "backward_bias_v2",
+                BACKWARD_BIAS_BINDINGS,
+                &[("WG", WG as f64)],
+            )
+            .await?,
+            grid: gpu.grid(s.c_out * wg, WG),
+        }),
+        sums: Conv2dSums {
+            forward: v2_forward_levels(s),
+            backward_input: vec![s.c_out * s.k * s.k],
+            backward_weight: split_levels(vec![c.rows * s.w_out()], c),
+            // Per invocation: its share of each plane, then the images; then 8 groups of 8.
+            backward_bias: vec![plane.div_ceil(wg), s.n, 8, wg / 8],
+        },
+    })
+}
+
+/// A binary tree over `n` (a power of two) values: log2(n) levels of 2.
+fn tree_levels(n: usize) -> Levels {
+    vec![2; n.trailing_zeros() as usize]
+}
+
+/// v4's tile constants for a pass whose row dimension has `rows` channels: (rows per tile,
+/// override constants).
+fn v4_tile(s: &Conv2dShape, rows: usize) -> (usize, [(&'static str, f64); 3]) {
+    let tm = v4_rows(rows);
+    let threads = tm / 4 * 16;
+    (
+        tm,
+        [("WG", threads as f64), ("K", s.k as f64), ("TM", tm as f64)],
+    )
+}
+
+/// Passes whose row dimension has fewer channels run v2's kernel (see [`Conv2dVersion::V4`]).
+const V4_MIN_ROWS: usize = 8;
+
+/// v4's forward pass and its levels (v2's below [`V4_MIN_ROWS`] output channels).
+async fn v4_forward(gpu: &Gpu, s: &Conv2dShape) -> Result<(Pass, Levels)> {
+    if s.c_out < V4_MIN_ROWS {
+        return Ok((v2_forward(gpu, s).await?, v2_forward_levels(s)));
+    }
+    let (tm, k) = v4_tile(s, s.c_out);
+    let r = s.c_in * s.k * s.k;
+    let mut sums = vec![V4_TK, r.div_ceil(V4_TK)];
+    *sums.last_mut().unwrap() += 1; // the bias, added last
+    let [gx, gy, _] = gpu.grid((s.n * s.h_out() * s.w_out()).div_ceil(V4_TN), 1);
+    let pass = Pass {
+        kernel: kernel(gpu, "forward_v4", FORWARD_BINDINGS, &k).await?,
+        grid: [gx, gy, s.c_out.div_ceil(tm) as u32],
+    };
+    Ok((pass, sums))
+}
+
+/// Tiled passes for GPUs; grids as documented at each v4 entry point in conv2d.wgsl. Passes
+/// whose row dimension has fewer than 8 channels run v2's kernel.
+async fn v4_passes(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Built> {
+    const MIN_ROWS: usize = V4_MIN_ROWS;
+    let tile = |rows: usize| v4_tile(s, rows);
+    let steps = |r: usize| vec![V4_TK, r.div_ceil(V4_TK)];
+    let fold = |tiles: usize, z: usize| {
+        let [gx, gy, _] = gpu.grid(tiles, 1);
+        [gx, gy, z as u32]
+    };
+    let (forward, forward_sums) = v4_forward(gpu, s).await?;
+    let (backward_input, input_sums) = if s.c_in >= MIN_ROWS {
+        let (tm, k) = tile(s.c_in);
+        (
+            Pass {
+                kernel: kernel(gpu, "backward_input_v4", BACKWARD_INPUT_BINDINGS, &k).await?,
+                grid: fold((s.n * s.h * s.w).div_ceil(V4_TN), s.c_in.div_ceil(tm)),
+            },
+            steps(s.c_out * s.k * s.k),
+        )
+    } else {
+        (v2_backward_input(gpu, s).await?, vec![s.c_out * s.k * s.k])
+    };
+    let weights: usize = s.weight_shape().iter().product();
+    let chunk_terms = c.rows * s.w_out();
+    let (backward_weight, weight_sums) = if s.c_out >= MIN_ROWS {
+        let (tm, k) = tile(s.c_out);
+        (
+            Split {
+                first: Pass {
+                    kernel: kernel(gpu, "backward_weight_v4", BACKWARD_WEIGHT_BINDINGS, &k).await?,
+                    grid: [
+                        (s.c_in * s.k * s.k).div_ceil(V4_TN) as u32,
+                        s.c_out.div_ceil(tm) as u32,
+                        c.chunks as u32,
+                    ],
+                },
+                reduce: reduce(
+                    gpu,
+                    "conv2d.weight_partials",
+                    "backward_weight_reduce",
+                    WEIGHT_REDUCE_BINDINGS,
+                    weights,
+                    c.chunks,
+                )
+                .await?,
+            },
+            split_levels(steps(chunk_terms), c),
+        )
+    } else {
+        (
+            v2_weight(gpu, s, c).await?,
+            split_levels(vec![chunk_terms], c),
+        )
+    };
+    let wg = WG as usize;
+    let backward_bias = Split {
+        first: Pass {
+            kernel: kernel(
+                gpu,
+                "backward_bias_v4",
+                BACKWARD_BIAS_BINDINGS,
+                &[("WG", WG as f64)],
+            )
+            .await?,
+            // One workgroup per (output channel, chunk).
+            grid: [s.c_out as u32, c.chunks as u32, 1],
+        },
+        reduce: reduce(
+            gpu,
+            "conv2d.bias_partials",
+            "backward_bias_reduce",
+            BIAS_REDUCE_BINDINGS,
+            s.c_out,
+            c.chunks,
+        )
+        .await?,
+    };
+    Ok(Built {
+        forward,
+        backward_input,
+        backward_weight,
+        backward_bias,
+        sums: Conv2dSums {
+            forward: forward_sums,
+            backward_input: input_sums,
+            backward_weight: weight_sums,
+            backward_bias: split_levels(
+                [vec![chunk_terms.div_ceil(wg)], tree_levels(wg)].concat(),
+                c,
+            ),
+        },
+    })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{backward_part, built, Passes, WG};
+use crate::ops::{backward_part, blocked_levels, built, Levels, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -104,6 +104,12 @@ impl GlobalAvgPool {
 
     pub fn shape(&self) -> &GlobalAvgPoolShape {
         &self.shape
+    }
+
+    /// How the forward sums a plane (blocks of 256, `BLOCK` in global_avgpool.wgsl), before its
+    /// division by H W (see [`Levels`]).
+    pub fn sums(&self) -> Levels {
+        blocked_levels(self.shape.h * self.shape.w, 256)
     }
 
     /// y[n, c] = mean over (h, w) of x[n, c, h, w].

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::ops::{backward_part, built, check_optional, optional, Passes, WG};
+use crate::ops::{
+    backward_part, blocked_levels, built, check_optional, optional, Levels, Passes, WG,
+};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
@@ -58,6 +60,18 @@ const DY: (u32, Binding) = (5, Binding::Read);
 const DX: (u32, Binding) = (6, Binding::ReadWrite);
 const DWEIGHT: (u32, Binding) = (7, Binding::ReadWrite);
 const DBIAS: (u32, Binding) = (8, Binding::ReadWrite);
+
+/// How each pass sums one output (see [`Levels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearSums {
+    /// Over the inputs, then the bias.
+    pub forward: Levels,
+    /// Over the outputs.
+    pub backward_input: Levels,
+    /// Over the batch, 16 rows at a time (`NB` in linear.wgsl).
+    pub backward_weight: Levels,
+    pub backward_bias: Levels,
+}
 
 /// A linear layer of one shape, with its four pipelines and shape uniform.
 pub struct Linear {
@@ -127,6 +141,17 @@ impl Linear {
 
     pub fn shape(&self) -> &LinearShape {
         &self.shape
+    }
+
+    /// How each pass sums one output.
+    pub fn sums(&self) -> LinearSums {
+        let s = &self.shape;
+        LinearSums {
+            forward: vec![s.in_features + 1],
+            backward_input: vec![s.out_features],
+            backward_weight: blocked_levels(s.n, 16),
+            backward_bias: blocked_levels(s.n, 16),
+        }
     }
 
     /// y = x weight^T + bias.

@@ -17,6 +17,25 @@ pub mod softmax_xent;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
+/// How a kernel sums one output: the lengths of its nested serial loops, innermost first (a
+/// plain loop over K terms is `[K]`; K terms in chunks of 256 whose sums are then added in
+/// order, `[256, K / 256]`; a binary tree over 64 values, six `2`s). A term passes through at
+/// most `sum(levels)` additions, and the rounding error model of docs/numerics.md
+/// (`fer_cbam_reference::check::sum_rms`) is a function of these lengths. Ops report theirs
+/// (`Conv2d::sums`, `CbamChannel::sums`, ...) so that the tests hold each kernel to the error
+/// its own summation order allows.
+pub type Levels = Vec<usize>;
+
+/// The levels of a sum of `len` values in blocks of `block` consecutive ones, each block summed
+/// in order and the block sums added in order.
+pub fn blocked_levels(len: usize, block: usize) -> Levels {
+    if len <= block {
+        vec![len]
+    } else {
+        vec![block, len.div_ceil(block)]
+    }
+}
+
 /// Which of an op's passes are built: all of them (training), or the forward alone (inference:
 /// no backward pipeline is compiled and no backward scratch is allocated, and a backward
 /// method fails naming the op).
