@@ -258,14 +258,18 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn config(&self) -> fer_cbam::Result<ModelConfig> {
-        let config = self.network.apply(ModelConfig {
-            image_size: self.image_size,
-            in_channels: self.in_channels,
-            attention: self.attention,
-            widths: self.widths.clone(),
-            ..ModelConfig::default()
-        });
+    /// The config, with `norm` where --norm is not given.
+    fn config(&self, norm: fer_cbam::model::Norm) -> fer_cbam::Result<ModelConfig> {
+        let config = self.network.apply(
+            ModelConfig {
+                image_size: self.image_size,
+                in_channels: self.in_channels,
+                attention: self.attention,
+                widths: self.widths.clone(),
+                ..ModelConfig::default()
+            },
+            norm,
+        );
         config.validate()?;
         Ok(config)
     }
@@ -403,7 +407,7 @@ fn main() {
                     (st.checkpoint.config, st.meta.and_then(|t| t.crop))
                 }
                 None => {
-                    let mut c = config.config()?;
+                    let mut c = config.config(recipe.default_norm())?;
                     c.dropout = dropout;
                     c.validate()?;
                     (c, None)
@@ -539,7 +543,7 @@ fn main() {
             } else {
                 cli::demo::Plan::quick()
             };
-            plan.norm = network.norm;
+            plan.norm = network.norm.unwrap_or(recipe.default_norm());
             plan.init = network.init;
             plan.gate = network.gate;
             if let Some(e) = epochs {
@@ -706,7 +710,7 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
     cli::print_line(gpu.describe());
     cli::print_line(format!("choosing: {}", fer_cbam::gpu::CHOOSING));
     if model {
-        let config = config.config()?;
+        let config = config.config(fer_cbam::model::Norm::None)?;
         let table = ParamTable::new(&config);
         cli::print_line(format!(
             "\nmodel: {}",
@@ -793,7 +797,7 @@ fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result
 }
 
 fn init(seed: u64, out: &std::path::Path, config: &ConfigArgs) -> fer_cbam::Result<()> {
-    let config = config.config()?;
+    let config = config.config(fer_cbam::model::Norm::None)?;
     fer_cbam::files::check_file(out, &[])?;
     let table = ParamTable::new(&config);
     checkpoint::save(out, &config, &table.init(seed))?;

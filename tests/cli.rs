@@ -88,7 +88,17 @@ fn recipe_flags_reach_the_checkpoint_and_batch_norm_training_resumes_exactly() {
     );
     assert_eq!(ck.batches_tracked, 0);
 
-    let recipe = ["--norm", "batch", "--gate", "residual", "--init", "he"];
+    // A cosine schedule planned for the two epochs, so that the resumed one continues its curve.
+    let recipe = [
+        "--norm",
+        "batch",
+        "--gate",
+        "residual",
+        "--init",
+        "he",
+        "--schedule-epochs",
+        "2",
+    ];
     let train = |out: &std::path::Path, epochs: &str, resume: Option<&std::path::Path>| {
         let mut args = vec![
             "train",
@@ -237,7 +247,9 @@ fn bad_arguments_are_one_line_errors() {
 }
 
 /// Tiny model flags for fast end-to-end runs.
-const TINY: [&str; 8] = [
+/// One epoch of a tiny network, on a cosine schedule planned for two (so that a resumed second
+/// epoch continues the same curve).
+const TINY: [&str; 10] = [
     "--image-size",
     "16",
     "--widths",
@@ -246,6 +258,8 @@ const TINY: [&str; 8] = [
     "8",
     "--epochs",
     "1",
+    "--schedule-epochs",
+    "2",
 ];
 
 #[test]
@@ -310,6 +324,8 @@ fn train_resume_eval_and_predict_end_to_end_on_synthetic_faces() {
         "70",
         "--epochs",
         "1",
+        "--schedule-epochs",
+        "2",
         "--batch-size",
         "8",
         "--quiet",
@@ -671,4 +687,66 @@ fn a_checkpoint_with_other_classes_is_refused_in_one_line() {
             && lines[0].contains("differ"),
         "{stderr}"
     );
+}
+
+/// The training commands default to batch norm and a cosine schedule; `--spec` gives the spec's
+/// network and constant rate; `init` keeps the spec's network; `--spec` with `--norm` is refused.
+#[test]
+fn training_defaults_to_the_recipe_and_spec_restores_the_paper() {
+    use fer_cbam::model::{checkpoint, Norm};
+    let dir = tmp_dir("cli-spec");
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec![
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--synthetic",
+            "70",
+            "--quiet",
+        ];
+        args.extend_from_slice(&TINY);
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = run_bin(&args);
+        assert!(ok, "{stderr}");
+        let ck = checkpoint::load(&out).unwrap();
+        let meta = checkpoint::load_training_meta(&out).unwrap().unwrap();
+        (
+            ck.config.norm,
+            meta.recipe["lr_schedule"]["decay"]["kind"].clone(),
+        )
+    };
+    assert_eq!(
+        train("default.safetensors", &[]),
+        (Norm::Batch, "cosine".into())
+    );
+    assert_eq!(
+        train("spec.safetensors", &["--spec"]),
+        (Norm::None, "constant".into())
+    );
+    // One flag of the recipe can still be changed alone.
+    assert_eq!(
+        train("constant.safetensors", &["--lr-schedule", "constant"]),
+        (Norm::Batch, "constant".into())
+    );
+
+    let init = dir.join("init.safetensors");
+    let (ok, _, stderr) = run_bin(&["init", "--out", init.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert_eq!(checkpoint::load(&init).unwrap().config.norm, Norm::None);
+
+    let bad = dir.join("bad.safetensors");
+    let (ok, _, stderr) = run_bin(&[
+        "train",
+        "--out",
+        bad.to_str().unwrap(),
+        "--spec",
+        "--norm",
+        "batch",
+    ]);
+    assert!(
+        !ok && stderr.contains("--spec") && stderr.contains("--norm"),
+        "{stderr}"
+    );
+    assert!(!bad.exists());
 }

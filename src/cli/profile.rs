@@ -44,7 +44,7 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
                 })?,
         ),
     };
-    let config = args.config.config()?;
+    let config = args.config.config(fer_cbam::model::Norm::None)?;
     if let Some(trace) = &args.trace {
         fer_cbam::files::check_file(trace, &[])?;
     }

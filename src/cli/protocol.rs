@@ -214,14 +214,17 @@ fn invalid(op: &str, message: impl Into<String>) -> Error {
 
 impl ProtocolArgs {
     fn config(&self, attention: Attention) -> Result<ModelConfig> {
-        let c = self.network.apply(ModelConfig {
-            image_size: self.image_size,
-            in_channels: self.in_channels,
-            attention,
-            widths: self.widths.clone(),
-            dropout: self.dropout,
-            ..ModelConfig::default()
-        });
+        let c = self.network.apply(
+            ModelConfig {
+                image_size: self.image_size,
+                in_channels: self.in_channels,
+                attention,
+                widths: self.widths.clone(),
+                dropout: self.dropout,
+                ..ModelConfig::default()
+            },
+            self.recipe.default_norm(),
+        );
         c.validate()?;
         Ok(c)
     }
@@ -304,7 +307,7 @@ impl ProtocolArgs {
             "lr_schedule": self.recipe.schedule(self.lr, self.epochs).ok(),
             "val_fraction": self.recipe.val_fraction,
             "select": if self.recipe.keep_best() { "best-val" } else { "last" },
-            "norm": self.network.norm.name(),
+            "norm": self.network.norm.unwrap_or(self.recipe.default_norm()).name(),
             "init": self.network.init.name(),
             "gate": self.network.gate.name(),
         })

@@ -32,6 +32,12 @@ pub enum Select {
 /// Augmentation, learning-rate schedule and validation flags.
 #[derive(Args, Clone, Debug)]
 pub struct RecipeArgs {
+    /// Train the spec's network with the spec's recipe exactly (../shared/spec/network.md):
+    /// no batch norm and a constant learning rate, instead of this program's defaults
+    /// (--norm batch, --lr-schedule cosine; docs/experiments.md says why they are the
+    /// defaults). The other flags keep their meaning.
+    #[arg(long, conflicts_with_all = ["norm", "lr_schedule"])]
+    pub spec: bool,
     /// Mirror each training image left-right with probability 1/2, drawn per (seed, epoch,
     /// image) after any occlusion.
     #[arg(long)]
@@ -44,9 +50,9 @@ pub struct RecipeArgs {
     pub shift: usize,
     /// Learning rate per step: constant, cosine (to 0 at the end of the schedule) or step
     /// (times --lr-gamma every --lr-step-epochs epochs); a function of the step, so --resume
-    /// continues on the same curve.
-    #[arg(long, value_enum, default_value = "constant")]
-    pub lr_schedule: ScheduleKind,
+    /// continues on the same curve [default: cosine; constant with --spec].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<ScheduleKind>,
     /// With --lr-schedule step: epochs between two drops of the rate.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub lr_step_epochs: usize,
@@ -74,6 +80,24 @@ pub struct RecipeArgs {
 }
 
 impl RecipeArgs {
+    /// The normalisation a model gets when --norm is not given: batch norm, or none with --spec.
+    pub fn default_norm(&self) -> Norm {
+        if self.spec {
+            Norm::None
+        } else {
+            Norm::Batch
+        }
+    }
+
+    /// --lr-schedule, or its default: cosine, or constant with --spec.
+    pub fn schedule_kind(&self) -> ScheduleKind {
+        self.lr_schedule.unwrap_or(if self.spec {
+            ScheduleKind::Constant
+        } else {
+            ScheduleKind::Cosine
+        })
+    }
+
     pub fn augmentation(&self) -> Augmentation {
         Augmentation {
             flip: self.flip,
@@ -130,7 +154,7 @@ impl RecipeArgs {
     pub fn schedule(&self, lr: f64, end: usize) -> Result<LrSchedule> {
         let s = LrSchedule {
             base: lr,
-            decay: match self.lr_schedule {
+            decay: match self.schedule_kind() {
                 ScheduleKind::Constant => Decay::Constant,
                 ScheduleKind::Cosine => Decay::Cosine,
                 ScheduleKind::Step => Decay::Step {
@@ -171,14 +195,16 @@ impl RecipeArgs {
 }
 
 /// The network options (`--norm`, `--init`, `--gate`) of every command that builds a model: the
-/// spec's "Options beyond the paper's text", each defaulting to the paper's network.
+/// spec's "Options beyond the paper's text". Each defaults to the paper's network, except
+/// `--norm` in the training commands (see [`RecipeArgs::default_norm`]).
 #[derive(Args, Clone, Debug)]
 pub struct NetworkArgs {
     /// Normalisation between each stage's conv and its ELU: none (the paper's network) or batch
     /// (BatchNorm2d with PyTorch's semantics: eps 1e-5, momentum 0.1; running statistics saved
-    /// in the checkpoint and used by evaluation).
-    #[arg(long, default_value = "none", value_name = "none|batch")]
-    pub norm: Norm,
+    /// in the checkpoint and used by evaluation) [default: batch in train, kfold, holdout,
+    /// cross and demo, none with their --spec; none in init and info].
+    #[arg(long, value_name = "none|batch")]
+    pub norm: Option<Norm>,
     /// Initialisation of every conv and linear layer (the gates' MLP and 7x7 conv included):
     /// pytorch (weights and biases uniform +-1/sqrt(fan_in), PyTorch's default), he (weights
     /// normal with std sqrt(2/fan_in), biases 0) or glorot (weights uniform
@@ -192,10 +218,10 @@ pub struct NetworkArgs {
 }
 
 impl NetworkArgs {
-    /// `config` with these options.
-    pub fn apply(&self, config: ModelConfig) -> ModelConfig {
+    /// `config` with these options; `norm` where --norm is not given.
+    pub fn apply(&self, config: ModelConfig, norm: Norm) -> ModelConfig {
         ModelConfig {
-            norm: self.norm,
+            norm: self.norm.unwrap_or(norm),
             init: self.init,
             gate: self.gate,
             ..config
