@@ -2,11 +2,15 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 mod cli;
-use cli::run::{self, DataArgs, Output};
-use fer_cbam::model::{checkpoint, Attention, ModelConfig, ParamTable};
+use cli::config::ConfigArgs;
+use cli::data::DataArgs;
+use cli::new_gpu;
+use cli::report;
+use cli::run::{self, Output};
+use fer_cbam::model::{checkpoint, ParamTable};
 
 #[derive(Parser)]
 #[command(
@@ -238,43 +242,6 @@ enum Command {
     },
 }
 
-/// The model config flags; defaults are the spec's network.
-#[derive(Args)]
-struct ConfigArgs {
-    /// Square input size in pixels.
-    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
-    image_size: usize,
-    /// Input channels: 3 (grayscale replicated) or 1.
-    #[arg(long, value_parser = crate::cli::in_channels, default_value_t = 3)]
-    in_channels: usize,
-    /// Attention variant: full, none, channel or spatial.
-    #[arg(long, default_value = "full")]
-    attention: Attention,
-    /// Conv widths of the stages, comma-separated.
-    #[arg(long, value_parser = crate::cli::width, value_delimiter = ',', default_value = "32,64,128,256")]
-    widths: Vec<usize>,
-    #[command(flatten)]
-    network: cli::recipe::NetworkArgs,
-}
-
-impl ConfigArgs {
-    /// The config, with `norm` where --norm is not given.
-    fn config(&self, norm: fer_cbam::model::Norm) -> fer_cbam::Result<ModelConfig> {
-        let config = self.network.apply(
-            ModelConfig {
-                image_size: self.image_size,
-                in_channels: self.in_channels,
-                attention: self.attention,
-                widths: self.widths.clone(),
-                ..ModelConfig::default()
-            },
-            norm,
-        );
-        config.validate()?;
-        Ok(config)
-    }
-}
-
 /// The command line, or one line saying what is wrong with it (clap's own messages, folded
 /// onto one line without the usage block) and exit status 2; help and version print as usual.
 fn parse_args() -> Cli {
@@ -303,26 +270,6 @@ fn parse_args() -> Cli {
             std::process::exit(2);
         }
     }
-}
-
-/// Opens the device, and warns on stderr when it is a slow fallback (OpenGL, or a CPU adapter
-/// while a GPU is there), whatever the command and however quiet.
-fn new_gpu() -> fer_cbam::Result<fer_cbam::Gpu> {
-    let gpu = fer_cbam::Gpu::new_blocking()?;
-    if let Some(w) = &gpu.warning {
-        cli::warn_line(format!("warning: {w}"));
-    }
-    Ok(gpu)
-}
-
-/// The files a data flag names (a CSV dataset, a landmark sidecar): outputs must not be them.
-fn data_inputs(data: &DataArgs) -> Vec<PathBuf> {
-    data.data
-        .iter()
-        .filter(|p| p.is_file())
-        .chain(data.landmarks_csv.iter())
-        .cloned()
-        .collect()
 }
 
 fn main() {
@@ -388,7 +335,7 @@ fn main() {
         } => (|| {
             // Everything that can fail before training is checked before training: where the
             // results go first (a run must not end on a missing folder), then what is resumed.
-            let mut inputs = data_inputs(&data);
+            let mut inputs = data.input_files();
             // The pair being resumed is an input too, unless the run continues it in place.
             if let Some(r) = resume
                 .as_ref()
@@ -445,7 +392,7 @@ fn main() {
             };
             let t = run::train_command(&gpu, c, &d, &job, &o)?;
             if json {
-                let mut v = run::report_json(&t.eval, &classes);
+                let mut v = report::json(&t.eval, &classes);
                 v["train_seconds"] = serde_json::json!(t.seconds);
                 v["checkpoint"] = serde_json::json!(out);
                 v["lr_schedule"] = serde_json::json!(t.schedule);
@@ -457,13 +404,13 @@ fn main() {
                     "kept_epoch": t.kept,
                 });
                 v["crop"] = serde_json::json!(d.crop());
-                v["unreadable"] = serde_json::json!(run::all_unreadable(&t.eval, &t.unreadable));
+                v["unreadable"] = serde_json::json!(report::all_unreadable(&t.eval, &t.unreadable));
                 v["train_unreadable"] = serde_json::json!(t.unreadable);
                 cli::print_line(v);
             } else {
-                cli::print_line(format!("test: {}", run::report(&t.eval, &classes)));
+                cli::print_line(format!("test: {}", report::text(&t.eval, &classes)));
                 if !t.unreadable.is_empty() {
-                    cli::print_text(run::unreadable_lines(
+                    cli::print_text(report::unreadable_lines(
                         "training images could not be read; each time, its row of the batch \
                          was filled with a copy of a readable image of the same batch",
                         &t.unreadable,
@@ -513,7 +460,7 @@ fn main() {
             let classes = config.classes;
             let source = d.landmark_source(split == "test");
             if json {
-                let mut v = run::report_json(&e, &classes);
+                let mut v = report::json(&e, &classes);
                 v["occlusion"] = serde_json::json!(occlusion);
                 v["landmarks"] = serde_json::json!(source);
                 v["crop"] = serde_json::json!(d.crop());
@@ -522,7 +469,7 @@ fn main() {
                 cli::print_line(format!(
                     "{}; occlusion {occlusion} (landmarks: {source})\n{}",
                     d.describe(),
-                    run::report(&e, &classes)
+                    report::text(&e, &classes)
                 ));
             }
             Ok(())
@@ -560,13 +507,13 @@ fn main() {
             Ok(())
         })(),
         Command::Kfold(a) => {
-            let inputs = data_inputs(&a.data);
+            let inputs = a.data.input_files();
             protocol_folder(&a.common.out, &inputs)
                 .and_then(|()| cli::protocol::kfold(new_gpu, &a))
                 .map(|r| protocol_done(&r, &a.common.out))
         }
         Command::Holdout(a) => {
-            let inputs = data_inputs(&a.data);
+            let inputs = a.data.input_files();
             protocol_folder(&a.common.out, &inputs)
                 .and_then(|()| cli::protocol::holdout(new_gpu, &a))
                 .map(|r| protocol_done(&r, &a.common.out))
@@ -594,7 +541,7 @@ fn main() {
                 Ok(())
             }),
         Command::Occlude(args) => {
-            let inputs = data_inputs(&args.data);
+            let inputs = args.data.input_files();
             let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
             fer_cbam::files::check_file(&args.out, &inputs)
                 .and_then(|()| cli::explain::occlude_command(&args))
@@ -617,7 +564,7 @@ fn main() {
                 crop
             };
             let trained = fer_cbam::model::checkpoint::load_training_meta(&checkpoint)?;
-            let crop = run::resolve_crop(crop, face_margin, trained.and_then(|t| t.crop))?;
+            let crop = cli::data::resolve_crop(crop, face_margin, trained.and_then(|t| t.crop))?;
             let gpu = new_gpu()?;
             let rows = run::predict_command(&gpu, &checkpoint, &inputs, crop)?;
             let mut failed = 0;

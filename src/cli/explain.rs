@@ -12,7 +12,7 @@ use fer_cbam::model::checkpoint::{self, Checkpoint};
 use fer_cbam::{Error, Gpu, Result};
 use serde_json::{json, Value};
 
-use super::run::DataArgs;
+use super::data::DataArgs;
 use fer_cbam::sources::Data;
 
 /// `fer-cbam explain`.
@@ -160,8 +160,8 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
     let trained = checkpoint::load_training_meta(&a.checkpoint)?;
-    let crop = super::run::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
-    let (samples, faces) = super::run::file_samples(&a.images, crop)?;
+    let crop = super::data::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
+    let (samples, faces) = super::data::file_samples(&a.images, crop)?;
     let mut items = Vec::new();
     let mut lm_origin = Vec::new();
     for ((path, sample), face) in a.images.iter().zip(&samples).zip(&faces) {

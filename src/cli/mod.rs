@@ -1,12 +1,16 @@
-//! The commands, and what they share: output that survives a closed pipe, and the range of
-//! every numeric flag.
+//! The commands, and what they share: the flag groups (`config`, `data`, `recipe`,
+//! `protocol`), the evaluation report, the device, output that survives a closed pipe, and the
+//! range of every numeric flag.
 
+pub mod config;
+pub mod data;
 pub mod demo;
 pub mod explain;
 pub mod export;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;
+pub mod report;
 pub mod run;
 
 use std::fmt::Display;
@@ -42,6 +46,16 @@ pub fn print_text(text: impl Display) {
 /// Writes one line to stderr; a closed stderr is ignored (there is nobody left to tell).
 pub fn warn_line(line: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Opens the device, and warns on stderr when it is a slow fallback (OpenGL, or a CPU adapter
+/// while a GPU is there), whatever the command and however quiet.
+pub fn new_gpu() -> fer_cbam::Result<fer_cbam::Gpu> {
+    let gpu = fer_cbam::Gpu::new_blocking()?;
+    if let Some(w) = &gpu.warning {
+        warn_line(format!("warning: {w}"));
+    }
+    Ok(gpu)
 }
 
 /// A value parsed and checked against an inclusive range, for clap.

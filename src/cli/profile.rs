@@ -29,7 +29,7 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "OUT.json")]
     trace: Option<PathBuf>,
     #[command(flatten)]
-    config: crate::ConfigArgs,
+    config: super::config::ConfigArgs,
 }
 
 /// Runs the profile; `start` is when the command started (for the time to the first step).
@@ -48,7 +48,7 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
     if let Some(trace) = &args.trace {
         fer_cbam::files::check_file(trace, &[])?;
     }
-    let gpu = crate::new_gpu()?;
+    let gpu = super::new_gpu()?;
     let device_s = start.elapsed().as_secs_f64();
     let mut p = profile::run(
         &gpu,

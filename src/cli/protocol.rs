@@ -17,8 +17,8 @@ use fer_cbam::train::ImageSource;
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::data::DataArgs;
 use super::recipe::RecipeArgs;
-use super::run::DataArgs;
 
 /// Model, training, evaluation and report flags shared by the three protocols.
 #[derive(Args, Clone, Debug)]
@@ -183,7 +183,7 @@ fn open(
     }
     // After the landmarks are attached: they place the crop.
     let crop = match crop {
-        Some(c) => Some(super::run::crop_dataset(&mut ds, c, quiet)?),
+        Some(c) => Some(super::data::crop_dataset(&mut ds, c, quiet)?),
         None => None,
     };
     note += &format!(" ({})", ds.landmark_summary());
@@ -428,7 +428,7 @@ pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<R
             test_sets: protocol::test_sets(&c.occlusions)?,
             train: &pool,
             test: &pool,
-            folds: folds,
+            folds,
             plan,
             data,
             settings,
@@ -489,7 +489,7 @@ pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Resu
 pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<Report> {
     let c = &args.common;
     c.check()?;
-    let crop = super::run::resolve_crop(Some(args.crop), args.face_margin, None)?;
+    let crop = super::data::resolve_crop(Some(args.crop), args.face_margin, None)?;
     let mut samples = Vec::new();
     let mut notes = Vec::new();
     let mut train_crop: Option<CropReport> = None;
