@@ -10,7 +10,7 @@ use cli::data::DataArgs;
 use cli::new_gpu;
 use cli::report;
 use cli::run::{self, Output};
-use fer_cbam::model::{checkpoint, ParamTable};
+use fer_cbam::model::checkpoint;
 
 #[derive(Parser)]
 #[command(
@@ -43,58 +43,13 @@ enum Command {
     Profile(cli::profile::ProfileArgs),
     /// Print the adapter, backend, driver and the device limits in use; with --model, the
     /// model's parameter table.
-    Info {
-        /// Also print the parameter table (names, shapes, counts) of the model config below and
-        /// the memory plan at --batch-size (every device tensor, allocated for real).
-        #[arg(long)]
-        model: bool,
-        /// Batch size of the memory plan.
-        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
-        batch_size: usize,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Info(cli::info::Args),
     /// Write a freshly initialised checkpoint (seeded; PyTorch's default init unless --init).
-    Init {
-        /// Seed of the initialisation: the same seed gives the same weights everywhere.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output checkpoint (.safetensors); written atomically.
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Init(cli::init::Args),
     /// Run one training step (dropout off) on a batch file and write logits, loss, every
     /// gradient (`grad.<name>`) and the parameters after one Adam step (`param.<name>`) to one
     /// safetensors file: the hook for holding the engine against another framework.
-    DebugStep {
-        /// Checkpoint to start from (never overwritten: --out must be another path).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// safetensors file with `images` (f32 [N, C, H, W], network input scale) and
-        /// `labels` (i64 [N]).
-        #[arg(long)]
-        batch: PathBuf,
-        /// Output safetensors file (written atomically).
-        #[arg(long)]
-        out: PathBuf,
-        /// Adam's learning rate (above 0).
-        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-3)]
-        lr: f64,
-        /// Adam's first-moment decay, in [0, 1).
-        #[arg(long, value_parser = crate::cli::below_one, default_value_t = 0.9)]
-        beta1: f64,
-        /// Adam's second-moment decay, in [0, 1).
-        #[arg(long, value_parser = crate::cli::below_one, default_value_t = 0.999)]
-        beta2: f64,
-        /// Adam's epsilon (above 0).
-        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-8)]
-        eps: f64,
-        /// Decoupled (AdamW) weight decay.
-        #[arg(long, value_parser = crate::cli::non_negative, default_value_t = 0.0)]
-        weight_decay: f64,
-    },
+    DebugStep(cli::debug_step::Args),
     /// Train a model (on the embedded synthetic faces unless --data is given), write the
     /// checkpoint and its optimizer state, and evaluate it on the held-out test side.
     Train {
@@ -280,42 +235,9 @@ fn main() {
     }
     let result = match cli.command {
         Command::Profile(args) => cli::profile::profile(&args, start),
-        Command::Info {
-            model,
-            batch_size,
-            config,
-        } => info(model, batch_size, &config),
-        Command::Init { seed, out, config } => init(seed, &out, &config),
-        Command::DebugStep {
-            checkpoint,
-            batch,
-            out,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } => {
-            let adam = fer_cbam::ops::adam::AdamConfig {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            };
-            fer_cbam::files::check_file(&out, &[&checkpoint, &batch])
-                .and_then(|()| new_gpu())
-                .and_then(|gpu| {
-                    pollster::block_on(fer_cbam::model::debug_step::debug_step(
-                        &gpu,
-                        &checkpoint,
-                        &batch,
-                        adam,
-                        &out,
-                    ))
-                    .map(|()| cli::print_line(format!("wrote {}", out.display())))
-                })
-        }
+        Command::Info(a) => cli::info::run(&a),
+        Command::Init(a) => cli::init::run(&a),
+        Command::DebugStep(a) => cli::debug_step::run(&a),
         Command::Train {
             out,
             resume,
@@ -650,108 +572,4 @@ fn protocol_done(report: &fer_cbam::protocol::Report, out: &std::path::Path) {
     let table = md.split("\n## Models").next().unwrap_or(&md);
     cli::print_line(table);
     cli::print_line(format!("report written to {}", out.display()));
-}
-
-fn info(model: bool, batch_size: usize, config: &ConfigArgs) -> fer_cbam::Result<()> {
-    let gpu = new_gpu()?;
-    cli::print_line(gpu.describe());
-    cli::print_line(format!("choosing: {}", fer_cbam::gpu::CHOOSING));
-    if model {
-        let config = config.config(fer_cbam::model::Norm::None)?;
-        let table = ParamTable::new(&config);
-        cli::print_line(format!(
-            "\nmodel: {}",
-            serde_json::to_string(&config).unwrap()
-        ));
-        cli::print_line(format!(
-            "{:<40} {:<18} {:>10}",
-            "parameter", "shape", "count"
-        ));
-        for e in table.entries() {
-            cli::print_line(format!(
-                "{:<40} {:<18} {:>10}",
-                e.name,
-                format!("{:?}", e.shape),
-                e.len()
-            ));
-        }
-        cli::print_line(format!("{:<40} {:<18} {:>10}", "total", "", table.count()));
-        if !table.buffers().is_empty() {
-            cli::print_line(format!(
-                "\n{:<40} {:<18} {:>10}",
-                "buffer (not trained; in the checkpoint)", "shape", "count"
-            ));
-            for e in table.buffers() {
-                cli::print_line(format!(
-                    "{:<40} {:<18} {:>10}",
-                    e.name,
-                    format!("{:?}", e.shape),
-                    e.len()
-                ));
-            }
-            for name in table.counters() {
-                cli::print_line(format!("{name:<40} {:<18} {:>10}", "[] (I64)", 1));
-            }
-            let floats: usize = table.buffers().iter().map(|e| e.len()).sum();
-            cli::print_line(format!("{:<40} {:<18} {:>10}", "total f32", "", floats));
-        }
-        // Both networks, allocated for real: what `predict`, `eval` and `explain` hold (the
-        // inference network), and what `train` holds.
-        let inference = pollster::block_on(fer_cbam::model::InferenceNetwork::new(
-            &gpu, &config, batch_size,
-        ))?;
-        let inferred: Vec<fer_cbam::model::network::PlanEntry> = inference.plan().to_vec();
-        drop(inference);
-        let net = pollster::block_on(fer_cbam::model::Network::new(
-            &gpu,
-            &config,
-            batch_size,
-            Default::default(),
-        ))?;
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        cli::print_line(format!(
-            "\nmemory plan at batch {batch_size} (the networks' device tensors, f32; each gate's and batch norm's small saved tensors come on top):"
-        ));
-        cli::print_line(format!(
-            "{:<40} {:<22} {:>14} {:>14}",
-            "tensor", "shape", "inference", "training"
-        ));
-        for e in net.plan() {
-            let inf = inferred
-                .iter()
-                .find(|i| i.name == e.name)
-                .map_or("-".to_string(), |i| format!("{:.2} MiB", mib(i.bytes)));
-            cli::print_line(format!(
-                "{:<40} {:<22} {:>14} {:>14}",
-                e.name,
-                format!("{:?}", e.shape),
-                inf,
-                format!("{:.2} MiB", mib(e.bytes))
-            ));
-        }
-        let total = |plan: &[fer_cbam::model::network::PlanEntry]| {
-            format!("{:.2} MiB", mib(plan.iter().map(|e| e.bytes).sum()))
-        };
-        cli::print_line(format!(
-            "{:<40} {:<22} {:>14} {:>14}",
-            "total",
-            "",
-            total(&inferred),
-            total(net.plan())
-        ));
-    }
-    Ok(())
-}
-
-fn init(seed: u64, out: &std::path::Path, config: &ConfigArgs) -> fer_cbam::Result<()> {
-    let config = config.config(fer_cbam::model::Norm::None)?;
-    fer_cbam::files::check_file(out, &[])?;
-    let table = ParamTable::new(&config);
-    checkpoint::save(out, &config, &table.init(seed))?;
-    cli::print_line(format!(
-        "wrote {} ({} parameters, seed {seed})",
-        out.display(),
-        table.count()
-    ));
-    Ok(())
 }

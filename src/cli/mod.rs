@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod data;
+pub mod debug_step;
 pub mod demo;
 pub mod explain;
 pub mod export;
+pub mod info;
+pub mod init;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;
