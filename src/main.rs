@@ -5,12 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod cli;
-use cli::config::ConfigArgs;
-use cli::data::DataArgs;
 use cli::new_gpu;
-use cli::report;
-use cli::run::{self, Output};
-use fer_cbam::model::checkpoint;
 
 #[derive(Parser)]
 #[command(
@@ -52,76 +47,9 @@ enum Command {
     DebugStep(cli::debug_step::Args),
     /// Train a model (on the embedded synthetic faces unless --data is given), write the
     /// checkpoint and its optimizer state, and evaluate it on the held-out test side.
-    Train {
-        /// Output checkpoint (.safetensors); the optimizer state goes beside it
-        /// (.optim.safetensors) for --resume. Both are checked writable before training starts.
-        #[arg(long)]
-        out: PathBuf,
-        /// Continue from this checkpoint and its optimizer state (its config is used); the two
-        /// must be a pair saved together (same step, matching parameters). A run stopped
-        /// mid-epoch continues that epoch, which counts as the first of --epochs. It may be the
-        /// same path as --out (the run continues in place).
-        #[arg(long)]
-        resume: Option<PathBuf>,
-        /// Epochs to train (at least 1; `init` writes an untrained checkpoint).
-        #[arg(long, value_parser = crate::cli::epochs, default_value_t = 10)]
-        epochs: usize,
-        /// Also save --out (and its optimizer state) every N epochs during training, not only
-        /// at the end. Ctrl-C always saves the step reached, then stops.
-        #[arg(long, value_name = "N", value_parser = crate::cli::every)]
-        checkpoint_every: Option<usize>,
-        /// Training batch size.
-        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
-        batch_size: usize,
-        /// Adam's learning rate.
-        #[arg(long, value_parser = crate::cli::positive, default_value_t = 1e-3)]
-        lr: f64,
-        /// Decoupled (AdamW) weight decay.
-        #[arg(long, value_parser = crate::cli::non_negative, default_value_t = 0.0)]
-        weight_decay: f64,
-        /// Seed of the initialisation, the shuffling and the dropout masks.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Dropout probability of the head.
-        #[arg(long, value_parser = crate::cli::dropout, default_value_t = 0.2)]
-        dropout: f32,
-        /// Fraction of training images that get one of the paper's five occlusions (random
-        /// 8/16/24 px patch, eyes, mouth), redrawn every epoch.
-        #[arg(long, value_parser = crate::cli::fraction, default_value_t = 0.0)]
-        occlusion_mix: f64,
-        #[command(flatten)]
-        recipe: cli::recipe::RecipeArgs,
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// No progress bar, only the final report.
-        #[arg(long)]
-        quiet: bool,
-        /// Print the final report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Train(cli::train::Args),
     /// Evaluate a checkpoint: accuracy, macro F1, per-class precision/recall/F1, confusion.
-    Eval {
-        /// Checkpoint to evaluate.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Which side of the data: test (default) or train.
-        #[arg(long, value_parser = ["test", "train"], default_value = "test")]
-        split: String,
-        /// Evaluation batch size.
-        #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
-        batch_size: usize,
-        /// Occlude every test image: none, patch8, patch16, patch24, eyes or mouth.
-        #[arg(long, default_value = "none")]
-        occlusion: String,
-        #[command(flatten)]
-        data: DataArgs,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(cli::eval::Args),
     /// The main job on the embedded synthetic faces: train with and without attention, evaluate
     /// both on clean faces and the paper's five occlusions, print the table, write a report
     /// folder (Markdown, JSON, checkpoints). Sized for a 2-core CPU; --full for a GPU.
@@ -170,31 +98,7 @@ enum Command {
     /// needed).
     Export(cli::export::ExportArgs),
     /// Print the top-3 classes with probabilities for images (files or folders of images).
-    Predict {
-        /// Checkpoint to predict with.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Image files or folders. An image that cannot be read is reported and the others are
-        /// still predicted; the exit status is then 1.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Crop each image to a square around its face first: the box of the `.pts` landmarks
-        /// beside the image if there is one, else the largest face the embedded SeetaFace
-        /// detector finds; an image without a face is used whole, and the output says so.
-        /// `none` uses images whole [default: what the checkpoint was trained with].
-        #[arg(long, value_name = "none|face")]
-        crop: Option<fer_cbam::data::crop::CropMode>,
-        /// The same as --crop face: for photos that are not already aligned face crops.
-        #[arg(long, conflicts_with = "crop")]
-        detect_face: bool,
-        /// Margin added around the face box on every side, as a fraction of its size
-        /// [default: 0.25, or the checkpoint's].
-        #[arg(long, value_name = "M", value_parser = crate::cli::margin)]
-        face_margin: Option<f32>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Predict(cli::predict::Args),
 }
 
 /// The command line, or one line saying what is wrong with it (clap's own messages, folded
@@ -238,164 +142,8 @@ fn main() {
         Command::Info(a) => cli::info::run(&a),
         Command::Init(a) => cli::init::run(&a),
         Command::DebugStep(a) => cli::debug_step::run(&a),
-        Command::Train {
-            out,
-            resume,
-            epochs,
-            checkpoint_every,
-            batch_size,
-            lr,
-            weight_decay,
-            seed,
-            dropout,
-            occlusion_mix,
-            recipe,
-            data,
-            config,
-            quiet,
-            json,
-        } => (|| {
-            // Everything that can fail before training is checked before training: where the
-            // results go first (a run must not end on a missing folder), then what is resumed.
-            let mut inputs = data.input_files();
-            // The pair being resumed is an input too, unless the run continues it in place.
-            if let Some(r) = resume
-                .as_ref()
-                .filter(|r| !fer_cbam::files::same_file(r, &out))
-            {
-                inputs.extend([r.clone(), checkpoint::optimizer_path(r)]);
-            }
-            let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
-            checkpoint::check_pair_outputs(&out, &inputs)?;
-            // A resumed run takes its config from the checkpoint it continues, once the
-            // checkpoint and its optimizer state are known to be a pair, and its face crop
-            // unless --crop says otherwise.
-            let (c, trained_crop) = match &resume {
-                Some(path) => {
-                    let st = checkpoint::load_training(path)?;
-                    (st.checkpoint.config, st.meta.and_then(|t| t.crop))
-                }
-                None => {
-                    let mut c = config.config(recipe.default_norm())?;
-                    c.dropout = dropout;
-                    c.validate()?;
-                    (c, None)
-                }
-            };
-            recipe.check(c.image_size)?;
-            let crop = data.crop_for(trained_crop)?;
-            let gpu = new_gpu()?;
-            let d = data.load_with(crop, quiet || json)?;
-            let adam = fer_cbam::ops::adam::AdamConfig {
-                lr,
-                weight_decay,
-                ..Default::default()
-            };
-            let o = Output { quiet, json };
-            o.say(format!("device: {}", gpu.summary()));
-            let classes = c.classes.clone();
-            run::install_interrupt_handler();
-            let job = run::TrainJob {
-                out_path: &out,
-                resume: resume.as_deref(),
-                epochs,
-                batch: batch_size,
-                adam,
-                seed,
-                strict: data.strict,
-                occlusion_mix,
-                recipe: &recipe,
-                split_seed: data.split_seed,
-                grouped: data.group_by == "subject",
-                crop,
-                saving: run::Saving {
-                    every: checkpoint_every,
-                },
-            };
-            let t = run::train_command(&gpu, c, &d, &job, &o)?;
-            if json {
-                let mut v = report::json(&t.eval, &classes);
-                v["train_seconds"] = serde_json::json!(t.seconds);
-                v["checkpoint"] = serde_json::json!(out);
-                v["lr_schedule"] = serde_json::json!(t.schedule);
-                v["augmentation"] = serde_json::json!(recipe.augmentation());
-                v["epochs"] = serde_json::json!(t.epochs);
-                v["validation"] = serde_json::json!({
-                    "images": t.val_images,
-                    "best": t.best,
-                    "kept_epoch": t.kept,
-                });
-                v["crop"] = serde_json::json!(d.crop());
-                v["unreadable"] = serde_json::json!(report::all_unreadable(&t.eval, &t.unreadable));
-                v["train_unreadable"] = serde_json::json!(t.unreadable);
-                cli::print_line(v);
-            } else {
-                cli::print_line(format!("test: {}", report::text(&t.eval, &classes)));
-                if !t.unreadable.is_empty() {
-                    cli::print_text(report::unreadable_lines(
-                        "training images could not be read; each time, its row of the batch \
-                         was filled with a copy of a readable image of the same batch",
-                        &t.unreadable,
-                    ));
-                }
-            }
-            Ok(())
-        })(),
-        Command::Eval {
-            checkpoint,
-            split,
-            batch_size,
-            occlusion,
-            data,
-            json,
-        } => (|| {
-            let occ: Option<fer_cbam::data::occlusion::Occlusion> = match occlusion.as_str() {
-                "none" => None,
-                o => Some(
-                    o.parse()
-                        .map_err(|e: String| fer_cbam::Error::InvalidConfig {
-                            op: "--occlusion".into(),
-                            message: e,
-                        })?,
-                ),
-            };
-            let config = fer_cbam::model::checkpoint::load(&checkpoint)?.config;
-            // The checkpoint's face crop unless --crop says otherwise.
-            let trained = fer_cbam::model::checkpoint::load_training_meta(&checkpoint)?;
-            let crop = data.crop_for(trained.and_then(|t| t.crop))?;
-            let gpu = new_gpu()?;
-            let d = data.load_with(crop, json)?;
-            let lm = d.landmarks_of(split == "test");
-            let f = occ.map(|o| {
-                fer_cbam::data::augment::occluded(o, config.in_channels, config.image_size, lm)
-            });
-            let augment = f.as_ref().map(|f| f as fer_cbam::train::Augment);
-            let e = run::eval_command(
-                &gpu,
-                &checkpoint,
-                &d,
-                &split,
-                batch_size,
-                data.strict,
-                augment,
-            )?;
-            let classes = config.classes;
-            let source = d.landmark_source(split == "test");
-            if json {
-                let mut v = report::json(&e, &classes);
-                v["occlusion"] = serde_json::json!(occlusion);
-                v["landmarks"] = serde_json::json!(source);
-                v["crop"] = serde_json::json!(d.crop());
-                cli::print_line(v);
-            } else {
-                cli::print_line(format!(
-                    "{}; occlusion {occlusion} (landmarks: {source})\n{}",
-                    d.describe(),
-                    report::text(&e, &classes)
-                ));
-            }
-            Ok(())
-        })(),
+        Command::Train(a) => cli::train::run(&a),
+        Command::Eval(a) => cli::eval::run(&a),
         Command::Demo {
             out,
             full,
@@ -472,81 +220,7 @@ fn main() {
                 })
         }
         Command::Export(args) => cli::export::export(&args),
-        Command::Predict {
-            checkpoint,
-            inputs,
-            crop,
-            detect_face,
-            face_margin,
-            json,
-        } => (|| {
-            let crop = if detect_face {
-                Some(fer_cbam::data::crop::CropMode::Face)
-            } else {
-                crop
-            };
-            let trained = fer_cbam::model::checkpoint::load_training_meta(&checkpoint)?;
-            let crop = cli::data::resolve_crop(crop, face_margin, trained.and_then(|t| t.crop))?;
-            let gpu = new_gpu()?;
-            let rows = run::predict_command(&gpu, &checkpoint, &inputs, crop)?;
-            let mut failed = 0;
-            for r in &rows {
-                let face_json = |f: &Option<fer_cbam::data::crop::FoundFace>| match f {
-                    Some(f) => serde_json::json!([f.crop.x, f.crop.y, f.crop.width, f.crop.height]),
-                    None => serde_json::Value::Null,
-                };
-                if let Some(e) = &r.error {
-                    // The other images are still predicted; the exit status says one was not.
-                    failed += 1;
-                    if json {
-                        cli::print_line(serde_json::json!({"image": r.path, "error": e}));
-                    } else {
-                        cli::warn_line(format!("error: {e}"));
-                    }
-                } else if json {
-                    let t: Vec<_> = r
-                        .top
-                        .iter()
-                        .map(|(c, p)| serde_json::json!({"class": c, "probability": p}))
-                        .collect();
-                    let mut v = serde_json::json!({"image": r.path, "top3": t});
-                    if let Some(f) = &r.face {
-                        v["face"] = face_json(f);
-                        v["face_from"] = serde_json::json!(f.map(|f| f.from));
-                    }
-                    cli::print_line(v);
-                } else {
-                    let t: Vec<String> = r.top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
-                    let face = match &r.face {
-                        None => String::new(),
-                        Some(Some(f)) => {
-                            let from = match f.from {
-                                fer_cbam::data::crop::FaceSource::Landmarks => "landmarks",
-                                fer_cbam::data::crop::FaceSource::Detector => "detector",
-                            };
-                            let b = f.crop;
-                            format!(
-                                " (face {}x{} at {},{}, from the {from})",
-                                b.width, b.height, b.x, b.y
-                            )
-                        }
-                        Some(None) => " (no face found: whole image)".into(),
-                    };
-                    cli::print_line(format!("{}: {}{face}", r.path.display(), t.join(", ")));
-                }
-            }
-            if failed > 0 {
-                return Err(fer_cbam::Error::Data {
-                    path: "predict".into(),
-                    message: format!(
-                        "predicted {} of {} images; {failed} could not be read (named above)",
-                        rows.len() - failed,
-                        rows.len()
-                    ),
-                });
-            }
-            Ok(())
-        })(),
+        Command::Predict(a) => cli::predict::run(&a),
     };
     if let Err(e) = result {
         cli::warn_line(format!("error: {e}"));

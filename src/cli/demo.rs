@@ -12,7 +12,7 @@ use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
 
 use super::recipe::RecipeArgs;
-use super::run::{self, Output, TrainJob};
+use super::train::{self, Output, Saving, TrainJob};
 use fer_cbam::sources::Data;
 
 /// The demo's sizes.
@@ -144,9 +144,9 @@ pub fn demo(
             split_seed: 0,
             grouped: false,
             crop: None,
-            saving: run::Saving::default(),
+            saving: Saving::default(),
         };
-        let trained = run::train_command(gpu, config.clone(), &data, &job, &o)?;
+        let trained = train::train(gpu, config.clone(), &data, &job, &o)?;
         let seconds = trained.seconds;
         recipe_line = format!(
             "learning rate {}; augmentation {}{}",

@@ -6,15 +6,17 @@ pub mod config;
 pub mod data;
 pub mod debug_step;
 pub mod demo;
+pub mod eval;
 pub mod explain;
 pub mod export;
 pub mod info;
 pub mod init;
+pub mod predict;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;
 pub mod report;
-pub mod run;
+pub mod train;
 
 use std::fmt::Display;
 use std::io::Write;

@@ -1,25 +1,174 @@
-//! `train`, `eval` and `predict`: training with saves and Ctrl-C, evaluation, prediction.
+//! `fer-cbam train`: one model, trained on the embedded synthetic faces or --data, saved with
+//! its optimizer state (for --resume), and evaluated on the held-out test side. Ctrl-C saves
+//! the step reached; a progress bar shows steps, loss, accuracy and the learning rate.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fer_cbam::data::crop::{self, FoundFace};
-use fer_cbam::data::dataset::{Pixels, Sample};
-use fer_cbam::data::occlusion::Template;
-use fer_cbam::data::{folder, landmarks};
-use fer_cbam::model::checkpoint::{FaceCrop, TrainingMeta, ValidationMeta};
-use fer_cbam::model::{
-    checkpoint, InferenceNetwork, ModelConfig, Network, ParamTable, TrainOptions,
-};
+use fer_cbam::model::checkpoint::{self, FaceCrop, TrainingMeta, ValidationMeta};
+use fer_cbam::model::{ModelConfig, Network, ParamTable, TrainOptions};
 use fer_cbam::ops::adam::AdamConfig;
-use fer_cbam::sources::{Data, DatasetSource};
+use fer_cbam::sources::Data;
 use fer_cbam::train::{self, EpochEnd, Evaluation, ImageSource, LrSchedule, Score, TrainLoop};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::data::FaceResult;
+use super::config::ConfigArgs;
+use super::data::DataArgs;
 use super::recipe::RecipeArgs;
+use super::report;
+
+/// `fer-cbam train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output checkpoint (.safetensors); the optimizer state goes beside it
+    /// (.optim.safetensors) for --resume. Both are checked writable before training starts.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from this checkpoint and its optimizer state (its config is used); the two
+    /// must be a pair saved together (same step, matching parameters). A run stopped
+    /// mid-epoch continues that epoch, which counts as the first of --epochs. It may be the
+    /// same path as --out (the run continues in place).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Epochs to train (at least 1; `init` writes an untrained checkpoint).
+    #[arg(long, value_parser = super::epochs, default_value_t = 10)]
+    pub epochs: usize,
+    /// Also save --out (and its optimizer state) every N epochs during training, not only
+    /// at the end. Ctrl-C always saves the step reached, then stops.
+    #[arg(long, value_name = "N", value_parser = super::every)]
+    pub checkpoint_every: Option<usize>,
+    /// Training batch size.
+    #[arg(long, value_parser = super::batch_size, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, value_parser = super::positive, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    #[arg(long, value_parser = super::non_negative, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed of the initialisation, the shuffling and the dropout masks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Dropout probability of the head.
+    #[arg(long, value_parser = super::dropout, default_value_t = 0.2)]
+    pub dropout: f32,
+    /// Fraction of training images that get one of the paper's five occlusions (random
+    /// 8/16/24 px patch, eyes, mouth), redrawn every epoch.
+    #[arg(long, value_parser = super::fraction, default_value_t = 0.0)]
+    pub occlusion_mix: f64,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// No progress bar, only the final report.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let Args {
+        out,
+        resume,
+        recipe,
+        data,
+        quiet,
+        json,
+        ..
+    } = args;
+    let (quiet, json) = (*quiet, *json);
+    // Everything that can fail before training is checked before training: where the results
+    // go first (a run must not end on a missing folder), then what is resumed.
+    let mut inputs = data.input_files();
+    // The pair being resumed is an input too, unless the run continues it in place.
+    if let Some(r) = resume
+        .as_ref()
+        .filter(|r| !fer_cbam::files::same_file(r, out))
+    {
+        inputs.extend([r.clone(), checkpoint::optimizer_path(r)]);
+    }
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    checkpoint::check_pair_outputs(out, &inputs)?;
+    // A resumed run takes its config from the checkpoint it continues, once the checkpoint and
+    // its optimizer state are known to be a pair, and its face crop unless --crop says
+    // otherwise.
+    let (c, trained_crop) = match resume {
+        Some(path) => {
+            let st = checkpoint::load_training(path)?;
+            (st.checkpoint.config, st.meta.and_then(|t| t.crop))
+        }
+        None => {
+            let mut c = args.config.config(recipe.default_norm())?;
+            c.dropout = args.dropout;
+            c.validate()?;
+            (c, None)
+        }
+    };
+    recipe.check(c.image_size)?;
+    let crop = data.crop_for(trained_crop)?;
+    let gpu = super::new_gpu()?;
+    let d = data.load_with(crop, quiet || json)?;
+    let adam = AdamConfig {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        ..Default::default()
+    };
+    let o = Output { quiet, json };
+    o.say(format!("device: {}", gpu.summary()));
+    let classes = c.classes.clone();
+    install_interrupt_handler();
+    let job = TrainJob {
+        out_path: out,
+        resume: resume.as_deref(),
+        epochs: args.epochs,
+        batch: args.batch_size,
+        adam,
+        seed: args.seed,
+        strict: data.strict,
+        occlusion_mix: args.occlusion_mix,
+        recipe,
+        split_seed: data.split_seed,
+        grouped: data.group_by == "subject",
+        crop,
+        saving: Saving {
+            every: args.checkpoint_every,
+        },
+    };
+    let t = train(&gpu, c, &d, &job, &o)?;
+    if json {
+        let mut v = report::json(&t.eval, &classes);
+        v["train_seconds"] = serde_json::json!(t.seconds);
+        v["checkpoint"] = serde_json::json!(out);
+        v["lr_schedule"] = serde_json::json!(t.schedule);
+        v["augmentation"] = serde_json::json!(recipe.augmentation());
+        v["epochs"] = serde_json::json!(t.epochs);
+        v["validation"] = serde_json::json!({
+            "images": t.val_images,
+            "best": t.best,
+            "kept_epoch": t.kept,
+        });
+        v["crop"] = serde_json::json!(d.crop());
+        v["unreadable"] = serde_json::json!(report::all_unreadable(&t.eval, &t.unreadable));
+        v["train_unreadable"] = serde_json::json!(t.unreadable);
+        super::print_line(v);
+    } else {
+        super::print_line(format!("test: {}", report::text(&t.eval, &classes)));
+        if !t.unreadable.is_empty() {
+            super::print_text(report::unreadable_lines(
+                "training images could not be read; each time, its row of the batch was \
+                 filled with a copy of a readable image of the same batch",
+                &t.unreadable,
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Where a run says how it goes: progress lines on stdout, unless --quiet or --json.
 pub struct Output {
@@ -173,21 +322,36 @@ fn save_state(
 /// validation score. A stop request (Ctrl-C) saves the step reached and comes back as
 /// [`Error::Interrupted`] saying how to continue; a divergence writes nothing more and says
 /// which save, if any, is kept.
-#[allow(clippy::too_many_arguments)]
+/// What [`fit_and_save`] trains on and where it saves.
+struct Fit<'a> {
+    source: &'a dyn ImageSource,
+    idx: &'a [usize],
+    opts: &'a TrainLoop,
+    augment: Option<train::Augment<'a>>,
+    validation: Option<&'a train::Validation<'a>>,
+    saving: &'a Saving,
+    out_path: &'a Path,
+    /// The training metadata of a state, from its validation score.
+    meta: &'a dyn Fn(Option<Score>) -> TrainingMeta,
+}
+
 fn fit_and_save(
     gpu: &Gpu,
     net: &mut Network,
-    source: &dyn ImageSource,
-    idx: &[usize],
-    opts: &TrainLoop,
-    augment: Option<train::Augment<'_>>,
-    validation: Option<&train::Validation<'_>>,
-    saving: &Saving,
-    out_path: &Path,
-    meta: &dyn Fn(Option<Score>) -> TrainingMeta,
+    fit: &Fit<'_>,
     report: &mut dyn FnMut(&train::Progress, &[String]),
     on_epoch: &mut dyn FnMut(&Network, &EpochEnd) -> Result<()>,
 ) -> Result<train::Fitted> {
+    let Fit {
+        source,
+        idx,
+        opts,
+        augment,
+        validation,
+        saving,
+        out_path,
+        meta,
+    } = *fit;
     let spe = (idx.len() / net.batch()).max(1) as u32;
     let epochs = opts.epochs;
     // The step this run ends at: a run that starts mid-epoch finishes that epoch as its first.
@@ -280,7 +444,7 @@ fn fit_and_save(
 }
 
 /// Trains and writes the checkpoint and its optimizer state; evaluates on the test side.
-pub fn train_command(
+pub fn train(
     gpu: &Gpu,
     config: ModelConfig,
     data: &Data,
@@ -291,7 +455,7 @@ pub fn train_command(
     let (ck, optim, previous) = match job.resume {
         Some(path) => {
             let st = checkpoint::load_training(path)?;
-            check_classes(path, &st.checkpoint.config)?;
+            super::eval::check_classes(path, &st.checkpoint.config)?;
             (st.checkpoint, Some((st.m, st.v, st.step)), st.meta)
         }
         None => {
@@ -425,14 +589,16 @@ pub fn train_command(
     let fitted = fit_and_save(
         gpu,
         &mut net,
-        data.train(),
-        &idx,
-        &opts,
-        fer_cbam::data::augment::as_augment(&augment),
-        validation.as_ref(),
-        &job.saving,
-        job.out_path,
-        &meta,
+        &Fit {
+            source: data.train(),
+            idx: &idx,
+            opts: &opts,
+            augment: fer_cbam::data::augment::as_augment(&augment),
+            validation: validation.as_ref(),
+            saving: &job.saving,
+            out_path: job.out_path,
+            meta: &meta,
+        },
         &mut |p, failures| {
             for f in failures {
                 // Named once: a broken file fails the same way every epoch.
@@ -506,188 +672,4 @@ pub fn train_command(
         best: fitted.best,
         unreadable: unreadable.into_iter().collect(),
     })
-}
-
-/// Evaluates a checkpoint on the test side of `data` (or both sides with `all`).
-pub fn eval_command(
-    gpu: &Gpu,
-    path: &Path,
-    data: &Data,
-    which: &str,
-    batch: usize,
-    strict: bool,
-    augment: Option<train::Augment<'_>>,
-) -> Result<Evaluation> {
-    let ck = checkpoint::load(path)?;
-    check_classes(path, &ck.config)?;
-    let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &ck, batch))?;
-    let source = match which {
-        "train" => data.train(),
-        _ => data.test(),
-    };
-    let idx: Vec<usize> = (0..source.len()).collect();
-    train::evaluate(gpu, &net, source, &idx, strict, augment)
-}
-
-/// Every data source labels images with the spec's seven classes, in the spec's order; a
-/// checkpoint with other classes cannot be scored against them.
-pub fn check_classes(path: &Path, config: &ModelConfig) -> Result<()> {
-    let data: Vec<String> = fer_cbam::model::CLASSES
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
-    if config.classes != data {
-        return Err(Error::Checkpoint {
-            path: path.display().to_string(),
-            message: format!(
-                "its classes {:?} differ from the data's {:?}",
-                config.classes, data
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// An image, its top-3 classes with probabilities, and the face crop used (with a
-/// face crop: `Some(None)` when no face was found and the whole image was used); or why
-/// it could not be predicted (`top` is then empty).
-pub struct Prediction {
-    pub path: PathBuf,
-    pub top: Vec<(String, f32)>,
-    pub face: Option<Option<FoundFace>>,
-    pub error: Option<String>,
-}
-
-/// Image files named by `inputs`: files as given, folders as their images in name order.
-pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::Data {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        folder::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                    })
-                })
-                .collect();
-            v.sort();
-            if v.is_empty() {
-                return Err(Error::Data {
-                    path: p.display().to_string(),
-                    message: "no images in this folder".into(),
-                });
-            }
-            files.extend(v);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    Ok(files)
-}
-
-/// Top-3 classes of each image (files, or every image in a folder); with `crop`, each image
-/// is first cropped to its face. An image that cannot be read gets its error instead, and the
-/// others are still predicted.
-pub fn predict_command(
-    gpu: &Gpu,
-    path: &Path,
-    inputs: &[PathBuf],
-    crop: Option<FaceCrop>,
-) -> Result<Vec<Prediction>> {
-    let ck = checkpoint::load(path)?;
-    let files = image_files(inputs)?;
-    let c = &ck.config;
-    let batch = files.len().clamp(1, 32);
-    let net = pollster::block_on(InferenceNetwork::from_checkpoint(gpu, &ck, batch))?;
-    // Per file: its sample's index, or why there is none; and the face crop.
-    let mut samples = Vec::with_capacity(files.len());
-    let mut slots: Vec<std::result::Result<usize, String>> = Vec::with_capacity(files.len());
-    for f in &files {
-        match landmarks::pts_beside(f) {
-            Ok(landmarks) => {
-                slots.push(Ok(samples.len()));
-                samples.push(Sample {
-                    name: f.display().to_string(),
-                    pixels: Pixels::File(f.clone()),
-                    label: 0,
-                    split: folder::Split::Unsplit,
-                    group: None,
-                    landmarks,
-                });
-            }
-            Err(e) => slots.push(Err(e.to_string())),
-        }
-    }
-    // An image that cannot be read to search it is left whole for the loader, which names it
-    // below.
-    let found: Vec<FaceResult> = match crop {
-        Some(c) => crop::crop_samples(&mut samples, c, &|_, _| {})?
-            .1
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => vec![None; samples.len()],
-    };
-    let faces: Vec<FaceResult> = slots
-        .iter()
-        .map(|s| s.as_ref().ok().and_then(|&i| found[i]))
-        .collect();
-    let source = DatasetSource {
-        samples,
-        template: Template::Fer2013,
-    };
-    let idx: Vec<usize> = (0..source.len()).collect();
-    let (e, failed) = if idx.is_empty() {
-        (None, BTreeSet::new())
-    } else {
-        let e = train::evaluate(gpu, &net, &source, &idx, false, None)?;
-        let failed: BTreeSet<usize> = e.failed.iter().copied().collect();
-        (Some(e), failed)
-    };
-    // Rows of the evaluation, in order, for the samples that loaded.
-    let k = c.classes.len();
-    let mut rows = e.as_ref().map(|e| e.probs.chunks_exact(k));
-    let mut load_errors = e.as_ref().map(|e| e.failures.iter());
-    Ok(files
-        .into_iter()
-        .zip(faces)
-        .zip(slots)
-        .map(|((path, face), slot)| {
-            let error = match slot {
-                Err(message) => Some(message),
-                Ok(i) if failed.contains(&i) => load_errors
-                    .as_mut()
-                    .and_then(|f| f.next().cloned())
-                    .or_else(|| Some(format!("{}: cannot be read", path.display()))),
-                Ok(_) => None,
-            };
-            if error.is_some() {
-                return Prediction {
-                    path,
-                    top: Vec::new(),
-                    face,
-                    error,
-                };
-            }
-            let row = rows
-                .as_mut()
-                .and_then(|r| r.next())
-                .expect("one row per image that loaded");
-            let mut top: Vec<(String, f32)> =
-                c.classes.iter().cloned().zip(row.iter().copied()).collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            top.truncate(3);
-            Prediction {
-                path,
-                top,
-                face,
-                error: None,
-            }
-        })
-        .collect())
 }
