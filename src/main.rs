@@ -80,13 +80,13 @@ enum Command {
     /// k-fold cross-validation (the paper's Table 3): stratified, subject-grouped with
     /// --group-by subject; for every k in --folds and every attention variant, k models each
     /// tested on its held-out fold, clean and per occlusion; mean and spread over folds.
-    Kfold(cli::protocol::KfoldArgs),
+    Kfold(cli::kfold::Args),
     /// Hold-out (the paper's Table 5): the dataset's own train/test split or a stratified 80:20
     /// split, one model per attention variant, tested clean and per occlusion.
-    Holdout(cli::protocol::HoldoutArgs),
+    Holdout(cli::holdout::Args),
     /// Cross-dataset (the paper's Table 6): train on all images of one or more datasets, test
     /// on all images of another, clean and per occlusion.
-    Cross(cli::protocol::CrossArgs),
+    Cross(cli::cross::Args),
     /// Draw what the attention gates did to images, clean and occluded side by side: each
     /// stage's spatial map over the face, each channel gate as a strip, the class
     /// probabilities, and with --sensitivity where hiding the face lowers the prediction.
@@ -176,30 +176,9 @@ fn main() {
             cli::print_line(format!("report written to {}", out.display()));
             Ok(())
         })(),
-        Command::Kfold(a) => {
-            let inputs = a.data.input_files();
-            protocol_folder(&a.common.out, &inputs)
-                .and_then(|()| cli::protocol::kfold(new_gpu, &a))
-                .map(|r| protocol_done(&r, &a.common.out))
-        }
-        Command::Holdout(a) => {
-            let inputs = a.data.input_files();
-            protocol_folder(&a.common.out, &inputs)
-                .and_then(|()| cli::protocol::holdout(new_gpu, &a))
-                .map(|r| protocol_done(&r, &a.common.out))
-        }
-        Command::Cross(a) => {
-            let mut inputs: Vec<PathBuf> = a.train.iter().chain([&a.test]).cloned().collect();
-            inputs.extend(
-                a.train_landmarks_csv
-                    .iter()
-                    .chain(&a.test_landmarks_csv)
-                    .cloned(),
-            );
-            protocol_folder(&a.common.out, &inputs)
-                .and_then(|()| cli::protocol::cross(new_gpu, &a))
-                .map(|r| protocol_done(&r, &a.common.out))
-        }
+        Command::Kfold(a) => cli::kfold::run(&a),
+        Command::Holdout(a) => cli::holdout::run(&a),
+        Command::Cross(a) => cli::cross::run(&a),
         Command::Explain(args) => fer_cbam::files::check_folder(&args.out, &[&args.checkpoint])
             .and_then(|()| new_gpu())
             .and_then(|gpu| {
@@ -232,18 +211,4 @@ fn main() {
         };
         std::process::exit(code);
     }
-}
-
-/// Creates a protocol's report folder before the data is read or a model trained.
-fn protocol_folder(out: &std::path::Path, inputs: &[PathBuf]) -> fer_cbam::Result<()> {
-    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
-    fer_cbam::files::check_folder(out, &inputs)
-}
-
-/// Prints a finished protocol's summary table and where its report is.
-fn protocol_done(report: &fer_cbam::protocol::Report, out: &std::path::Path) {
-    let md = report.markdown();
-    let table = md.split("\n## Models").next().unwrap_or(&md);
-    cli::print_line(table);
-    cli::print_line(format!("report written to {}", out.display()));
 }

@@ -3,14 +3,17 @@
 //! range of every numeric flag.
 
 pub mod config;
+pub mod cross;
 pub mod data;
 pub mod debug_step;
 pub mod demo;
 pub mod eval;
 pub mod explain;
 pub mod export;
+pub mod holdout;
 pub mod info;
 pub mod init;
+pub mod kfold;
 pub mod predict;
 pub mod profile;
 pub mod protocol;
