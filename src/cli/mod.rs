@@ -1,6 +1,6 @@
-//! The commands, and what they share: the flag groups (`config`, `data`, `recipe`,
-//! `protocol`), the evaluation report, the device, output that survives a closed pipe, and the
-//! range of every numeric flag.
+//! The commands, one module each (its `Args` and its `run`), and what they share: the flag
+//! groups (`config`, `data`, `recipe`, `protocol`), the evaluation report, the device, output
+//! that survives a closed pipe, and the range of every numeric flag.
 
 pub mod config;
 pub mod cross;
@@ -14,6 +14,7 @@ pub mod holdout;
 pub mod info;
 pub mod init;
 pub mod kfold;
+pub mod occlude;
 pub mod predict;
 pub mod profile;
 pub mod protocol;
