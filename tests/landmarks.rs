@@ -13,8 +13,6 @@ use fer_cbam::data::occlusion::Template;
 use fer_cbam::sources::DatasetSource;
 use fer_cbam::Error;
 
-/// Where the run of tools/landmarks.py on CK+48 wrote its sidecar (outside the repository).
-
 fn write_png(path: &Path, w: u32, h: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x + y) as u8]))

@@ -11,9 +11,61 @@ use fer_cbam::ops::adam::AdamConfig;
 use fer_cbam::sources::SyntheticSource;
 use fer_cbam::{Error, Gpu, Result};
 
+use super::recipe::NetworkArgs;
 use super::recipe::RecipeArgs;
-use super::run::{self, Output, TrainJob};
+use super::train::{self, Output, Saving, TrainJob};
 use fer_cbam::sources::Data;
+
+/// `fer-cbam demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Report folder.
+    #[arg(long, default_value = "demo-report")]
+    pub out: PathBuf,
+    /// The paper's configuration (128x128, widths 32-256, batch 64): for machines with a GPU.
+    #[arg(long)]
+    pub full: bool,
+    /// Override the number of epochs.
+    #[arg(long, value_parser = super::epochs)]
+    pub epochs: Option<usize>,
+    /// Override the number of synthetic faces (80% train, 20% test).
+    #[arg(long, value_parser = super::synthetic_count)]
+    pub synthetic: Option<usize>,
+    /// Seed of the initialisation, shuffling, dropout and occlusion draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// No progress output, only the final table.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    fer_cbam::files::check_folder(&args.out, &[])?;
+    let mut plan = if args.full {
+        Plan::full()
+    } else {
+        Plan::quick()
+    };
+    plan.norm = args.network.norm.unwrap_or(args.recipe.default_norm());
+    plan.init = args.network.init;
+    plan.gate = args.network.gate;
+    if let Some(e) = args.epochs {
+        plan.epochs = e;
+    }
+    if let Some(n) = args.synthetic {
+        plan.test = n / 5;
+        plan.train = n - plan.test;
+    }
+    let gpu = super::new_gpu()?;
+    let md = demo(&gpu, &plan, &args.recipe, &args.out, args.seed, args.quiet)?;
+    super::print_line(md);
+    super::print_line(format!("report written to {}", args.out.display()));
+    Ok(())
+}
 
 /// The demo's sizes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -144,9 +196,9 @@ pub fn demo(
             split_seed: 0,
             grouped: false,
             crop: None,
-            saving: run::Saving::default(),
+            saving: Saving::default(),
         };
-        let trained = run::train_command(gpu, config.clone(), &data, &job, &o)?;
+        let trained = train::train(gpu, config.clone(), &data, &job, &o)?;
         let seconds = trained.seconds;
         recipe_line = format!(
             "learning rate {}; augmentation {}{}",

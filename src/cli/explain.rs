@@ -1,9 +1,8 @@
-//! `explain` (what the attention gates did to an image, clean and occluded, and where the
-//! prediction is sensitive) and `occlude` (a grid of the paper's occlusions, its Figure 5).
+//! `fer-cbam explain`: what the attention gates did to an image, clean and occluded, and where
+//! the prediction is sensitive; also the demo's figures.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use fer_cbam::data::folder;
 use fer_cbam::data::occlusion::{Occlusion, Template};
 use fer_cbam::data::synthetic::{self, Landmarks};
@@ -12,12 +11,9 @@ use fer_cbam::model::checkpoint::{self, Checkpoint};
 use fer_cbam::{Error, Gpu, Result};
 use serde_json::{json, Value};
 
-use super::run::DataArgs;
-use fer_cbam::sources::Data;
-
 /// `fer-cbam explain`.
-#[derive(Args, Clone, Debug)]
-pub struct ExplainArgs {
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
     /// Checkpoint to explain (its config says the input size; images are resized to it).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -26,14 +22,14 @@ pub struct ExplainArgs {
     pub images: Vec<PathBuf>,
     /// Explain this many synthetic faces instead of (or besides) files: faces the trainer
     /// never draws (see --synthetic-first).
-    #[arg(long, value_parser = crate::cli::count)]
+    #[arg(long, value_parser = super::count)]
     pub synthetic: Option<usize>,
     /// Seed of the synthetic face set.
     #[arg(long, default_value_t = 2026)]
     pub synthetic_seed: u64,
     /// Index of the first synthetic face; the default lies beyond every training set
     /// `train --synthetic N` draws (N < 1,000,000).
-    #[arg(long, value_parser = crate::cli::synthetic_index, default_value_t = 1_000_000)]
+    #[arg(long, value_parser = super::synthetic_index, default_value_t = 1_000_000)]
     pub synthetic_first: u64,
     /// The occluded column: eyes, mouth, patch8, patch16, patch24 (the paper's; a patch
     /// scales with the image size), or none for the clean column only.
@@ -48,13 +44,13 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub sensitivity: bool,
     /// Side of the sliding patch in pixels at the checkpoint's input size [default: size/8].
-    #[arg(long, value_parser = crate::cli::pixels)]
+    #[arg(long, value_parser = super::pixels)]
     pub patch: Option<usize>,
     /// Step between patch positions in pixels [default: size/16].
-    #[arg(long, value_parser = crate::cli::pixels)]
+    #[arg(long, value_parser = super::pixels)]
     pub stride: Option<usize>,
     /// Images per submission (patched copies for the sensitivity map go through in batches).
-    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 32)]
+    #[arg(long, value_parser = super::batch_size, default_value_t = 32)]
     pub batch_size: usize,
     /// Crop each image file to a square around its face first, as training does: the box of
     /// the `.pts` landmarks beside it, else the built-in detector's; `none` uses it whole
@@ -66,22 +62,6 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "M")]
     pub face_margin: Option<f32>,
     /// Output folder: one PNG per image and explain.json.
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-/// `fer-cbam occlude`.
-#[derive(Args, Clone, Debug)]
-pub struct OccludeArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Faces per row (the test side's first face of each class first, then the next ones).
-    #[arg(long, value_parser = crate::cli::count, default_value_t = 7)]
-    pub count: usize,
-    /// Image size the occlusions are drawn at (the paper's 128; patches scale with it).
-    #[arg(long, value_parser = crate::cli::image_size, default_value_t = 128)]
-    pub image_size: usize,
-    /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -136,8 +116,19 @@ pub fn synthetic_item(
     }
 }
 
-/// The command: checks every input before the first figure is drawn.
-pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
+pub fn run(args: &Args) -> Result<()> {
+    fer_cbam::files::check_folder(&args.out, &[&args.checkpoint])?;
+    let gpu = super::new_gpu()?;
+    let w = explain_all(&gpu, args)?;
+    for f in &w.figures {
+        super::print_line(format!("wrote {}", f.display()));
+    }
+    super::print_line(format!("wrote {}", args.out.join("explain.json").display()));
+    Ok(())
+}
+
+/// The command's work: checks every input before the first figure is drawn.
+fn explain_all(gpu: &Gpu, a: &Args) -> Result<Written> {
     let occ = parse_occlusion(&a.occlusion)?;
     if a.images.is_empty() && a.synthetic.unwrap_or(0) == 0 {
         return Err(Error::InvalidConfig {
@@ -160,8 +151,8 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
     let ck = checkpoint::load(&a.checkpoint)?;
     let (channels, size) = (ck.config.in_channels, ck.config.image_size);
     let trained = checkpoint::load_training_meta(&a.checkpoint)?;
-    let crop = super::run::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
-    let (samples, faces) = super::run::file_samples(&a.images, crop)?;
+    let crop = super::data::resolve_crop(a.crop, a.face_margin, trained.and_then(|t| t.crop))?;
+    let (samples, faces) = super::data::file_samples(&a.images, crop)?;
     let mut items = Vec::new();
     let mut lm_origin = Vec::new();
     for ((path, sample), face) in a.images.iter().zip(&samples).zip(&faces) {
@@ -215,31 +206,41 @@ pub fn explain_command(gpu: &Gpu, a: &ExplainArgs) -> Result<Written> {
             faces.len()
         );
     }
-    explain_items(
-        gpu,
-        &ck,
-        &a.checkpoint,
-        items,
-        sens,
-        a.batch_size,
-        &a.out,
-        &origin,
-    )
+    let job = Explanation {
+        ck: &ck,
+        ck_path: &a.checkpoint,
+        sensitivity: sens,
+        batch_size: a.batch_size,
+        out: &a.out,
+        landmark_origin: &origin,
+    };
+    explain_items(gpu, &job, items)
+}
+
+/// The checkpoint [`explain_items`] explains with, and how.
+pub struct Explanation<'a> {
+    pub ck: &'a Checkpoint,
+    pub ck_path: &'a Path,
+    /// Occlusion sensitivity's patch side and stride in pixels, when it is drawn.
+    pub sensitivity: Option<(usize, usize)>,
+    pub batch_size: usize,
+    /// The output folder.
+    pub out: &'a Path,
+    /// Where the items' landmarks came from, in words (for explain.json).
+    pub landmark_origin: &'a str,
 }
 
 /// Explains `items` with checkpoint `ck` into `out`: one figure per item (a clean column, and an
 /// occluded one where the item has an occlusion) and `out/explain.json`.
-#[allow(clippy::too_many_arguments)]
-pub fn explain_items(
-    gpu: &Gpu,
-    ck: &Checkpoint,
-    ck_path: &Path,
-    items: Vec<Item>,
-    sensitivity: Option<(usize, usize)>,
-    batch_size: usize,
-    out: &Path,
-    landmark_origin: &str,
-) -> Result<Written> {
+pub fn explain_items(gpu: &Gpu, job: &Explanation<'_>, items: Vec<Item>) -> Result<Written> {
+    let Explanation {
+        ck,
+        ck_path,
+        sensitivity,
+        batch_size,
+        out,
+        landmark_origin,
+    } = *job;
     let config = &ck.config;
     let (channels, size) = (config.in_channels, config.image_size);
     if let Some((patch, stride)) = sensitivity {
@@ -437,96 +438,6 @@ fn column_json(
     v
 }
 
-/// The six test sets of the paper, in its order: clean, then its five occlusions.
-pub fn occlusion_rows() -> Vec<Option<Occlusion>> {
-    std::iter::once(None)
-        .chain(Occlusion::PAPER.map(Some))
-        .collect()
-}
-
-fn labels_of(data: &Data) -> Vec<usize> {
-    match data {
-        Data::Synthetic { test, .. } => test.labels(),
-        Data::Folder { test, .. } => test.labels(),
-    }
-}
-
-/// `fer-cbam occlude`: a grid of test faces, one row per occlusion type; returns the grid's
-/// width and height.
-pub fn occlude_command(a: &OccludeArgs) -> Result<(u32, u32)> {
-    let size = a.image_size;
-    if !(16..=512).contains(&size) || a.count == 0 {
-        return Err(Error::InvalidConfig {
-            op: "occlude".into(),
-            message: format!(
-                "--image-size must be in 16..=512 and --count positive (got {size} and {})",
-                a.count
-            ),
-        });
-    }
-    let data = a.data.load()?;
-    let test = data.test();
-    if test.is_empty() {
-        return Err(Error::Data {
-            path: a
-                .data
-                .data
-                .as_ref()
-                .map_or("synthetic".into(), |p| p.display().to_string()),
-            message: "no test images to show".into(),
-        });
-    }
-    // The first face of each class, in class order, then the next faces in order.
-    let labels = labels_of(&data);
-    let mut pick: Vec<usize> = (0..fer_cbam::model::CLASSES.len())
-        .filter_map(|c| labels.iter().position(|&l| l == c))
-        .collect();
-    for i in 0..labels.len() {
-        if pick.len() >= a.count {
-            break;
-        }
-        if !pick.contains(&i) {
-            pick.push(i);
-        }
-    }
-    pick.truncate(a.count);
-    let clean: Vec<Vec<u8>> = pick
-        .iter()
-        .map(|&i| test.load(i, 1, size).map(|(px, _)| px))
-        .collect::<Result<_>>()?;
-    let mut rows = Vec::new();
-    for occ in occlusion_rows() {
-        let lm = data.landmarks_of(true);
-        let images = match occ {
-            None => clean.clone(),
-            Some(o) => {
-                let f = fer_cbam::data::augment::occluded(o, 1, size, lm);
-                pick.iter()
-                    .zip(&clean)
-                    .map(|(&i, px)| {
-                        let mut px = px.clone();
-                        f(&mut px, i, 0);
-                        px
-                    })
-                    .collect()
-            }
-        };
-        rows.push((occ.map_or("clean".into(), |o| o.to_string()), images));
-    }
-    let titles: Vec<String> = pick
-        .iter()
-        .map(|&i| fer_cbam::model::CLASSES[labels[i]].to_string())
-        .collect();
-    let title = [
-        format!("the paper's occlusions at {size}x{size} (black; patches at random places)"),
-        data.describe(),
-        format!("landmarks: {}", data.landmark_source(true)),
-    ];
-    let img = explain::grid(&title, &titles, &rows, size);
-    explain::save_png(&a.out, &img)?;
-    Ok((img.width(), img.height()))
-}
-
 /// The demo's figures: the first three test faces under the attention model, each clean beside
 /// one occlusion (mouth, eyes, mouth), with sensitivity maps, into `out`.
 pub fn demo_figures(
@@ -545,6 +456,13 @@ pub fn demo_figures(
         .map(|(k, &o)| synthetic_item(seed, first + k as u64, channels, size, Some(o)))
         .collect();
     let sens = ((size / 8).max(1), (size / 16).max(1));
-    let origin = "exact (the generator's own geometry)";
-    Ok(explain_items(gpu, ck, ck_path, items, Some(sens), 32, out, origin)?.figures)
+    let job = Explanation {
+        ck,
+        ck_path,
+        sensitivity: Some(sens),
+        batch_size: 32,
+        out,
+        landmark_origin: "exact (the generator's own geometry)",
+    };
+    Ok(explain_items(gpu, &job, items)?.figures)
 }

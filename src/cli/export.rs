@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
 use fer_cbam::model::{checkpoint, onnx, ParamTable};
 use fer_cbam::Result;
 
-#[derive(Args)]
-pub struct ExportArgs {
+/// `fer-cbam export`.
+#[derive(clap::Args)]
+pub struct Args {
     /// Checkpoint to export (any fer-cbam checkpoint: every attention variant, norm and gate).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -18,7 +18,7 @@ pub struct ExportArgs {
     pub onnx: PathBuf,
 }
 
-pub fn export(a: &ExportArgs) -> Result<()> {
+pub fn run(a: &Args) -> Result<()> {
     fer_cbam::files::check_file(&a.onnx, &[&a.checkpoint])?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let name = a

@@ -1,13 +1,26 @@
-//! The commands, and what they share: output that survives a closed pipe, and the range of
-//! every numeric flag.
+//! The commands, one module each (its `Args` and its `run`), and what they share: the flag
+//! groups (`config`, `data`, `recipe`, `protocol`), the evaluation report, the device, output
+//! that survives a closed pipe, and the range of every numeric flag.
 
+pub mod config;
+pub mod cross;
+pub mod data;
+pub mod debug_step;
 pub mod demo;
+pub mod eval;
 pub mod explain;
 pub mod export;
+pub mod holdout;
+pub mod info;
+pub mod init;
+pub mod kfold;
+pub mod occlude;
+pub mod predict;
 pub mod profile;
 pub mod protocol;
 pub mod recipe;
-pub mod run;
+pub mod report;
+pub mod train;
 
 use std::fmt::Display;
 use std::io::Write;
@@ -42,6 +55,16 @@ pub fn print_text(text: impl Display) {
 /// Writes one line to stderr; a closed stderr is ignored (there is nobody left to tell).
 pub fn warn_line(line: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Opens the device, and warns on stderr when it is a slow fallback (OpenGL, or a CPU adapter
+/// while a GPU is there), whatever the command and however quiet.
+pub fn new_gpu() -> fer_cbam::Result<fer_cbam::Gpu> {
+    let gpu = fer_cbam::Gpu::new_blocking()?;
+    if let Some(w) = &gpu.warning {
+        warn_line(format!("warning: {w}"));
+    }
+    Ok(gpu)
 }
 
 /// A value parsed and checked against an inclusive range, for clap.

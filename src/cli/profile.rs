@@ -3,17 +3,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
 use fer_cbam::profile::{self, Method, ProfileOptions};
 use fer_cbam::{Error, Result};
 
-#[derive(Args)]
-pub struct ProfileArgs {
+/// `fer-cbam profile`.
+#[derive(clap::Args)]
+pub struct Args {
     /// Training batch size.
-    #[arg(long, value_parser = crate::cli::batch_size, default_value_t = 64)]
+    #[arg(long, value_parser = super::batch_size, default_value_t = 64)]
     batch_size: usize,
     /// Profiled training steps (as many unprofiled steps follow, for images/s).
-    #[arg(long, value_parser = crate::cli::steps, default_value_t = 1)]
+    #[arg(long, value_parser = super::steps, default_value_t = 1)]
     steps: usize,
     /// How dispatches are timed: auto (the best the adapter has), inside-passes (timestamps
     /// between dispatches of one pass), per-pass (one pass per dispatch), wall-clock.
@@ -29,11 +29,11 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "OUT.json")]
     trace: Option<PathBuf>,
     #[command(flatten)]
-    config: crate::ConfigArgs,
+    config: super::config::ConfigArgs,
 }
 
 /// Runs the profile; `start` is when the command started (for the time to the first step).
-pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
+pub fn run(args: &Args, start: Instant) -> Result<()> {
     let method = match args.method.as_str() {
         "auto" => None,
         m => Some(
@@ -48,7 +48,7 @@ pub fn profile(args: &ProfileArgs, start: Instant) -> Result<()> {
     if let Some(trace) = &args.trace {
         fer_cbam::files::check_file(trace, &[])?;
     }
-    let gpu = crate::new_gpu()?;
+    let gpu = super::new_gpu()?;
     let device_s = start.elapsed().as_secs_f64();
     let mut p = profile::run(
         &gpu,

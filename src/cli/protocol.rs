@@ -1,24 +1,23 @@
-//! `kfold`, `holdout` and `cross`: the paper's evaluation protocols (Tables 3, 5 and 6), each
-//! training a set of models and writing one report folder (`report.json`, `report.md`,
-//! `curves/<model>.csv`). The plans, records and aggregation are in `fer_cbam::protocol`.
+//! What `kfold`, `holdout` and `cross` (the paper's evaluation protocols, Tables 3, 5 and 6)
+//! share: the model, training and report flags, opening a dataset, the run over all models
+//! with its progress bar, and the report folder (`report.json`, `report.md`,
+//! `curves/<model>.csv`). Each protocol is its own module; the plans, records and aggregation
+//! are in `fer_cbam::protocol`.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use fer_cbam::data::crop::{CropMode, CropReport};
+use fer_cbam::data::crop::CropReport;
 use fer_cbam::data::dataset::{self, Dataset, Format};
-use fer_cbam::data::occlusion::Template;
 use fer_cbam::model::checkpoint::FaceCrop;
 use fer_cbam::model::{Attention, ModelConfig};
 use fer_cbam::ops::adam::AdamConfig;
-use fer_cbam::protocol::{self, DataInfo, Event, Protocol, Recipe, Report};
-use fer_cbam::sources::{Data, DatasetSource, Source, SyntheticSource};
-use fer_cbam::train::ImageSource;
+use fer_cbam::protocol::{self, Event, Protocol, Recipe, Report};
 use fer_cbam::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::data::DataArgs;
 use super::recipe::RecipeArgs;
-use super::run::DataArgs;
 
 /// Model, training, evaluation and report flags shared by the three protocols.
 #[derive(Args, Clone, Debug)]
@@ -86,85 +85,10 @@ pub struct ProtocolArgs {
     pub quiet: bool,
 }
 
-/// `fer-cbam kfold`.
-#[derive(Args, Clone, Debug)]
-pub struct KfoldArgs {
-    /// Fold counts, comma-separated: each k gives k models per attention variant. The folds
-    /// are drawn with --split-seed; without --data the pool is --synthetic faces.
-    #[arg(long, value_parser = crate::cli::folds, value_delimiter = ',', default_value = "3,5,10")]
-    pub folds: Vec<usize>,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub common: ProtocolArgs,
-}
-
-/// `fer-cbam holdout`.
-#[derive(Args, Clone, Debug)]
-pub struct HoldoutArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub common: ProtocolArgs,
-}
-
-/// `fer-cbam cross`.
-#[derive(Args, Clone, Debug)]
-pub struct CrossArgs {
-    /// Training datasets, comma-separated: all their images (both sides of any split).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub train: Vec<PathBuf>,
-    /// Test dataset: all its images.
-    #[arg(long)]
-    pub test: PathBuf,
-    /// Form of every --train dataset; detected from its files when not given.
-    #[arg(long)]
-    pub train_format: Option<Format>,
-    /// Form of --test; detected from its files when not given.
-    #[arg(long)]
-    pub test_format: Option<Format>,
-    /// Landmark template for training images without landmarks: fer2013 or ckplus48.
-    #[arg(long, default_value = "fer2013")]
-    pub train_landmarks: Template,
-    /// Landmark template for test images without landmarks: fer2013 or ckplus48 (for CK+48).
-    #[arg(long, default_value = "fer2013")]
-    pub test_landmarks: Template,
-    /// Landmark sidecar CSV (`file,x0,y0,...,x67,y67`, e.g. from tools/landmarks.py) for the
-    /// --train datasets; rows match images by path or path ending.
-    #[arg(long, value_name = "PATH")]
-    pub train_landmarks_csv: Option<PathBuf>,
-    /// Landmark sidecar CSV for --test.
-    #[arg(long, value_name = "PATH")]
-    pub test_landmarks_csv: Option<PathBuf>,
-    /// CK+: keep only the last (apex) frame of each sequence, on either side.
-    #[arg(long)]
-    pub ckplus_apex: bool,
-    /// Stop at the first unreadable image instead of reporting, counting and going on.
-    #[arg(long)]
-    pub strict: bool,
-    /// Keep every subject's images on one side of the validation split (--val-fraction).
-    #[arg(long, value_parser = ["subject", "none"], default_value = "none")]
-    pub group_by: String,
-    /// Seed of the validation split.
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Crop every image of both sides to a square around its face before resizing (its own
-    /// landmarks' box, else the built-in detector's, grown by --face-margin); `none` uses
-    /// images whole.
-    #[arg(long, value_name = "none|face", default_value = "none")]
-    pub crop: CropMode,
-    /// With --crop face: the margin on every side of the face box, as a fraction of its side
-    /// [default: 0.25].
-    #[arg(long, value_name = "M")]
-    pub face_margin: Option<f32>,
-    #[command(flatten)]
-    pub common: ProtocolArgs,
-}
-
 /// Opens a dataset (detected form unless `format`), keeps the apex frames when asked, attaches
 /// a landmark sidecar when given, and describes it in words (skipped folders, loader notes,
 /// where the landmarks came from).
-fn open(
+pub fn open(
     root: &Path,
     format: Option<Format>,
     apex: bool,
@@ -183,7 +107,7 @@ fn open(
     }
     // After the landmarks are attached: they place the crop.
     let crop = match crop {
-        Some(c) => Some(super::run::crop_dataset(&mut ds, c, quiet)?),
+        Some(c) => Some(super::data::crop_dataset(&mut ds, c, quiet)?),
         None => None,
     };
     note += &format!(" ({})", ds.landmark_summary());
@@ -205,7 +129,7 @@ fn open(
     Ok((ds, note, crop))
 }
 
-fn invalid(op: &str, message: impl Into<String>) -> Error {
+pub fn invalid(op: &str, message: impl Into<String>) -> Error {
     Error::InvalidConfig {
         op: op.into(),
         message: message.into(),
@@ -213,7 +137,7 @@ fn invalid(op: &str, message: impl Into<String>) -> Error {
 }
 
 impl ProtocolArgs {
-    fn config(&self, attention: Attention) -> Result<ModelConfig> {
+    pub fn config(&self, attention: Attention) -> Result<ModelConfig> {
         let c = self.network.apply(
             ModelConfig {
                 image_size: self.image_size,
@@ -228,7 +152,7 @@ impl ProtocolArgs {
         c.validate()?;
         Ok(c)
     }
-    fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if self.attention.is_empty() {
             return Err(invalid("--attention", "no attention variant named"));
         }
@@ -260,7 +184,7 @@ impl ProtocolArgs {
     }
     /// The flags as the library's recipe, with how unreadable images and the validation split
     /// are treated.
-    fn to_recipe(&self, strict: bool, split_seed: u64, grouped: bool) -> Result<Recipe> {
+    pub fn to_recipe(&self, strict: bool, split_seed: u64, grouped: bool) -> Result<Recipe> {
         Ok(Recipe {
             config: self.config(Attention::Full)?,
             epochs: self.epochs,
@@ -286,7 +210,7 @@ impl ProtocolArgs {
 
     /// The run's settings for the report (everything but the output folder, so that reruns
     /// compare equal).
-    fn settings(&self) -> serde_json::Value {
+    pub fn settings(&self) -> serde_json::Value {
         serde_json::json!({
             "attention": self.attention.iter().map(|a| protocol::attention_name(*a)).collect::<Vec<_>>(),
             "epochs": self.epochs,
@@ -314,7 +238,7 @@ impl ProtocolArgs {
     }
 }
 
-fn data_settings(d: &DataArgs) -> serde_json::Value {
+pub fn data_settings(d: &DataArgs) -> serde_json::Value {
     serde_json::json!({
         "data": d.data,
         "format": d.format.map(|f| f.name()),
@@ -329,256 +253,16 @@ fn data_settings(d: &DataArgs) -> serde_json::Value {
     })
 }
 
-fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+pub fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
     if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
     }
     a
 }
 
-/// `fer-cbam kfold`: stratified (optionally subject-grouped) k-fold cross-validation.
-pub fn kfold(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &KfoldArgs) -> Result<Report> {
-    let c = &args.common;
-    c.check()?;
-    let (pool, note, crop) = match &args.data.data {
-        None => {
-            if args.data.crop_for(None)?.is_some() {
-                return Err(invalid(
-                    "--crop face",
-                    "needs --data: the synthetic faces are drawn as face crops",
-                ));
-            }
-            if let Some(csv) = &args.data.landmarks_csv {
-                return Err(Error::Data {
-                    path: csv.display().to_string(),
-                    message:
-                        "--landmarks-csv needs --data: the synthetic faces have exact landmarks"
-                            .into(),
-                });
-            }
-            if args.data.synthetic < 10 {
-                return Err(invalid(
-                    "--synthetic",
-                    format!("{} faces are too few for k-fold", args.data.synthetic),
-                ));
-            }
-            let s = SyntheticSource {
-                seed: args.data.synthetic_seed,
-                first: 0,
-                len: args.data.synthetic,
-            };
-            let note = format!("synthetic faces (seed {}): {}", s.seed, args.data.synthetic);
-            (Source::Synthetic(s), note, None)
-        }
-        Some(root) => {
-            let (ds, note, crop) = open(
-                root,
-                args.data.format,
-                args.data.ckplus_apex,
-                args.data.landmarks_csv.as_deref(),
-                args.data.crop_for(None)?,
-                c.quiet,
-            )?;
-            let src = DatasetSource::new(&ds, args.data.landmarks, |_| true);
-            (Source::Dataset(src), note, crop)
-        }
-    };
-    let grouped = args.data.group_by == "subject";
-    let groups = pool.groups();
-    if grouped && groups.iter().all(|g| g.is_none()) {
-        return Err(invalid(
-            "--group-by subject",
-            format!("no image of {note} names its subject"),
-        ));
-    }
-    let (folds, plan) = protocol::kfold_plan(
-        &pool.labels(),
-        grouped.then_some(&groups[..]),
-        &args.folds,
-        &c.attention,
-        args.data.split_seed,
-    )?;
-    let desc = format!(
-        "{note}, {} images; stratified k-fold (seed {}{})",
-        pool.len(),
-        args.data.split_seed,
-        if grouped { ", by subject" } else { "" }
-    );
-    let data = DataInfo {
-        train: desc.clone(),
-        test: desc,
-        train_landmarks: pool.landmark_origins(),
-        test_landmarks: pool.landmark_origins(),
-        train_counts: pool.counts(None),
-        test_counts: pool.counts(None),
-        samples: pool.samples(),
-        train_crop: crop.clone(),
-        test_crop: crop,
-    };
-    let settings = merge(
-        merge(c.settings(), data_settings(&args.data)),
-        serde_json::json!({ "folds": args.folds }),
-    );
-    let recipe = c.to_recipe(args.data.strict, args.data.split_seed, grouped)?;
-    run(
-        &gpu_fn()?,
-        &Protocol {
-            name: "kfold",
-            recipe: &recipe,
-            test_sets: protocol::test_sets(&c.occlusions)?,
-            train: &pool,
-            test: &pool,
-            folds: folds,
-            plan,
-            data,
-            settings,
-            out: &c.out,
-        },
-        c.quiet,
-    )
-}
-
-/// `fer-cbam holdout`: the dataset's own train/test split, or a stratified 80:20 split.
-pub fn holdout(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &HoldoutArgs) -> Result<Report> {
-    let c = &args.common;
-    c.check()?;
-    let d = args.data.load_with(args.data.crop_for(None)?, c.quiet)?;
-    let desc = d.describe();
-    let crop = d.crop().cloned();
-    let (train, test) = match d {
-        Data::Synthetic { train, test } => (Source::Synthetic(train), Source::Synthetic(test)),
-        Data::Folder { train, test, .. } => (Source::Dataset(train), Source::Dataset(test)),
-    };
-    let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
-    let data = DataInfo {
-        train: desc.clone(),
-        test: desc,
-        train_landmarks: train.landmark_origins(),
-        test_landmarks: test.landmark_origins(),
-        train_counts: train.counts(None),
-        test_counts: test.counts(None),
-        samples: test.samples(),
-        train_crop: crop.clone(),
-        test_crop: crop,
-    };
-    let settings = merge(c.settings(), data_settings(&args.data));
-    let recipe = c.to_recipe(
-        args.data.strict,
-        args.data.split_seed,
-        args.data.group_by == "subject",
-    )?;
-    run(
-        &gpu_fn()?,
-        &Protocol {
-            name: "holdout",
-            recipe: &recipe,
-            test_sets: protocol::test_sets(&c.occlusions)?,
-            train: &train,
-            test: &test,
-            folds: Vec::new(),
-            plan,
-            data,
-            settings,
-            out: &c.out,
-        },
-        c.quiet,
-    )
-}
-
-/// `fer-cbam cross`: train on the union of datasets, test on all of another.
-pub fn cross(gpu_fn: impl FnOnce() -> Result<Gpu>, args: &CrossArgs) -> Result<Report> {
-    let c = &args.common;
-    c.check()?;
-    let crop = super::run::resolve_crop(Some(args.crop), args.face_margin, None)?;
-    let mut samples = Vec::new();
-    let mut notes = Vec::new();
-    let mut train_crop: Option<CropReport> = None;
-    for root in &args.train {
-        let (ds, note, found) = open(
-            root,
-            args.train_format,
-            args.ckplus_apex,
-            args.train_landmarks_csv.as_deref(),
-            crop,
-            c.quiet,
-        )?;
-        samples.extend(ds.samples);
-        notes.push(note);
-        if let Some(f) = found {
-            let t = train_crop.get_or_insert(CropReport {
-                margin: f.margin,
-                ..CropReport::default()
-            });
-            t.from_landmarks += f.from_landmarks;
-            t.from_detector += f.from_detector;
-            t.no_face.extend(f.no_face);
-            t.unreadable.extend(f.unreadable);
-        }
-    }
-    let train = Source::Dataset(DatasetSource {
-        samples,
-        template: args.train_landmarks,
-    });
-    let (ds, test_note, test_crop) = open(
-        &args.test,
-        args.test_format,
-        args.ckplus_apex,
-        args.test_landmarks_csv.as_deref(),
-        crop,
-        c.quiet,
-    )?;
-    let test = Source::Dataset(DatasetSource::new(&ds, args.test_landmarks, |_| true));
-    let plan = protocol::single_plan(train.len(), test.len(), &c.attention);
-    let data = DataInfo {
-        train: format!("{}: {} images", notes.join(" + "), train.len()),
-        test: format!("{test_note}: {} images", test.len()),
-        train_landmarks: train.landmark_origins(),
-        test_landmarks: test.landmark_origins(),
-        train_counts: train.counts(None),
-        test_counts: test.counts(None),
-        samples: test.samples(),
-        train_crop,
-        test_crop,
-    };
-    let settings = merge(
-        c.settings(),
-        serde_json::json!({
-            "group_by": args.group_by,
-            "split_seed": args.split_seed,
-            "crop": crop,
-            "train": args.train,
-            "test": args.test,
-            "train_format": args.train_format.map(|f| f.name()),
-            "test_format": args.test_format.map(|f| f.name()),
-            "train_landmarks": format!("{:?}", args.train_landmarks),
-            "test_landmarks": format!("{:?}", args.test_landmarks),
-            "train_landmarks_csv": args.train_landmarks_csv,
-            "test_landmarks_csv": args.test_landmarks_csv,
-            "ckplus_apex": args.ckplus_apex,
-        }),
-    );
-    let recipe = c.to_recipe(args.strict, args.split_seed, args.group_by == "subject")?;
-    run(
-        &gpu_fn()?,
-        &Protocol {
-            name: "cross",
-            recipe: &recipe,
-            test_sets: protocol::test_sets(&c.occlusions)?,
-            train: &train,
-            test: &test,
-            folds: Vec::new(),
-            plan,
-            data,
-            settings,
-            out: &c.out,
-        },
-        c.quiet,
-    )
-}
-
 /// Runs `p` ([`protocol::run`]) with one progress bar on stderr over all its models' training
 /// steps, unless `quiet`.
-fn run(gpu: &Gpu, p: &Protocol<'_>, quiet: bool) -> Result<Report> {
+pub fn train_all(gpu: &Gpu, p: &Protocol<'_>, quiet: bool) -> Result<Report> {
     let bar = match quiet {
         true => ProgressBar::hidden(),
         false => ProgressBar::new(0),
@@ -611,4 +295,19 @@ fn run(gpu: &Gpu, p: &Protocol<'_>, quiet: bool) -> Result<Report> {
     })?;
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// Creates a protocol's report folder before the data is read or a model trained; `inputs`
+/// (the data files the flags name) must not be in its way.
+pub fn prepare_folder(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    fer_cbam::files::check_folder(out, &inputs)
+}
+
+/// Prints a finished protocol's summary table and where its report is.
+pub fn print_done(report: &Report, out: &Path) {
+    let md = report.markdown();
+    let table = md.split("\n## Models").next().unwrap_or(&md);
+    super::print_line(table);
+    super::print_line(format!("report written to {}", out.display()));
 }

@@ -161,10 +161,11 @@ impl Augmentation {
 /// the training and evaluation loops take it, owned by its caller.
 pub type Boxed<'a> = Box<dyn Fn(&mut [u8], usize, usize) + Sync + 'a>;
 
+/// A borrowed transform, the form the loops take (`train::Augment`).
+pub type Borrowed<'a> = &'a (dyn Fn(&mut [u8], usize, usize) + Sync);
+
 /// A boxed transform as the loops take it (`train::Augment`).
-pub fn as_augment<'a>(
-    f: &'a Option<Boxed<'a>>,
-) -> Option<&'a (dyn Fn(&mut [u8], usize, usize) + Sync)> {
+pub fn as_augment<'a>(f: &'a Option<Boxed<'a>>) -> Option<Borrowed<'a>> {
     f.as_deref()
         .map(|f| f as &(dyn Fn(&mut [u8], usize, usize) + Sync))
 }
