@@ -111,7 +111,7 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // v2 ELU: four consecutive elements per invocation, the same formula (so the same bits as v1).
 // On lavapipe a one-element kernel pays its per-invocation cost for every element.
 @compute @workgroup_size(WG)
-fn elu_forward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn elu_forward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i0 = 4u * flat(gid, nwg);
     for (var j = 0u; j < 4u; j++) {
         let i = i0 + j;
@@ -123,7 +123,7 @@ fn elu_forward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 @compute @workgroup_size(WG)
-fn elu_backward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn elu_backward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i0 = 4u * flat(gid, nwg);
     for (var j = 0u; j < 4u; j++) {
         let i = i0 + j;
