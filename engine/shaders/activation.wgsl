@@ -5,13 +5,6 @@
 //   sigmoid:     y = 1 / (1 + exp(-x));  dx = dy * y * (1 - y), from the saved output
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    len: u32,
-    alpha: f32,
-    _p0: u32,
-    _p1: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -11,19 +11,6 @@
 // m_hat = m / bc1, v_hat = v / bc2. Every per-step scalar (1 - b1, 1 - b2, 1 - lr wd, lr / bc1,
 // sqrt(bc2)) is computed on the CPU in f64 and rounded to f32 once (see src/ops/adam.rs).
 
-struct Params {
-    len: u32,
-    beta1: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    eps: f32,
-    decay: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    _p0: u32, _p1: u32, _p2: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

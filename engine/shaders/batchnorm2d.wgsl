@@ -34,11 +34,6 @@
 // Scratch: part_a, part_b [C, N * runs] (partial sums); coef [2, C] = (dbeta / M, dgamma / M).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    n: u32, c: u32, hw: u32, runs: u32,
-    count: f32, eps: f32, momentum: f32, unbias: f32,
-}
-
 override WG: u32 = 64u;
 // Values per run (a multiple of BLOCK, and of 4 for the v2 entry points).
 override RUN_LEN: u32 = 1024u;

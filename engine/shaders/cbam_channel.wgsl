@@ -24,11 +24,6 @@
 // several times faster in vec4 than in scalar f32. Their maxima scan in the scalar order (x, y,
 // z, w of each vec4 in turn, the first maximum wins); their sums keep the four lanes apart.
 
-struct Params {
-    n: u32, c: u32, hid: u32, hw: u32,
-    residual: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -20,10 +20,6 @@
 // most CB + C / CB additions (16 + 16 at 256 channels, where one accumulator took 256).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    n: u32, c: u32, hw: u32, residual: u32,
-}
-
 override WG: u32 = 64u;
 // Channels per invocation in gate and backward_input: more amortizes the index arithmetic (u32
 // division is slow on CPU Vulkan), fewer gives a large GPU more invocations at small H x W.

@@ -17,15 +17,6 @@
 // Every reduction runs in a fixed order, so results are bit-identical run to run (no atomics).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    n: u32, c_in: u32, c_out: u32, h: u32,
-    w: u32, k: u32, pad: u32, h_out: u32,
-    w_out: u32, has_bias: u32,
-    // Split-K of the weight and bias gradients (v2, v4): chunk c covers the output rows
-    // r = n * h_out + oy in [c * chunk_rows, (c + 1) * chunk_rows); `chunks` of them.
-    chunk_rows: u32, chunks: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

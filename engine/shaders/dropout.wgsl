@@ -10,18 +10,6 @@
 //
 // One element per invocation; flat index gid.x + gid.y * nwg.x * WG.
 
-struct Params {
-    len: u32,
-    keep_max: u32,
-    // 1 / (1 - p), rounded once from f64 on the CPU.
-    scale: f32,
-    // 0: evaluation, the identity (no hash evaluated).
-    training: u32,
-    seed: u32,
-    step: u32,
-    _p0: u32, _p1: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

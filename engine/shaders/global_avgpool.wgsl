@@ -6,10 +6,6 @@
 // mean divides the f32 sum by H*W (one rounding) rather than multiplying by a rounded reciprocal.
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    n: u32, c: u32, hw: u32, _p0: u32,
-}
-
 override WG: u32 = 64u;
 // (n, c) planes per invocation of the backward.
 override ROWS: u32 = 16u;

@@ -8,10 +8,6 @@
 // The backward entry points overwrite their outputs (they do not accumulate into them).
 // The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
 
-struct Params {
-    n: u32, in_f: u32, out_f: u32, has_bias: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

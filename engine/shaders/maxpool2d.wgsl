@@ -5,11 +5,6 @@
 // argmax from x instead of saving indices: one more read of x, no index buffer, and every dx
 // element (including the dropped row/column) written by exactly one invocation.
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    h_out: u32, w_out: u32, _p0: u32, _p1: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -9,10 +9,6 @@
 // bad label cannot train silently; the NaN comes from the uniform (`nan_bits`) because WGSL
 // constant expressions may not produce NaN.
 
-struct Params {
-    n: u32, k: u32, has_weights: u32, nan_bits: u32,
-}
-
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -313,12 +313,17 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// A uniform buffer holding `data` (an op's shape parameters).
+    /// A uniform buffer holding `data` (an op's shape parameters), zero-padded to a multiple of
+    /// 16 bytes: the size WGSL gives a uniform struct ([`crate::uniform::Uniform::SIZE`] for the
+    /// ops' `Params`), so the struct itself carries no padding.
     pub fn uniform_buffer<T: bytemuck::Pod>(&self, name: &str, data: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(data);
+        let mut contents = vec![0u8; bytes.len().next_multiple_of(16)];
+        contents[..bytes.len()].copy_from_slice(bytes);
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
-                contents: bytemuck::bytes_of(data),
+                contents: &contents,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
     }

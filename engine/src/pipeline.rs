@@ -33,9 +33,42 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("batchnorm2d", include_str!("../shaders/batchnorm2d.wgsl")),
 ];
 
-/// The source of `shaders/<name>.wgsl`.
+/// The source of `shaders/<name>.wgsl`, as written.
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The WGSL the device compiles for `shaders/<name>.wgsl` whose text is `body` (the file, or an
+/// override of it): `body`, then what the engine declares for it, the op's uniform struct
+/// (`crate::ops::UNIFORMS`). WGSL declarations may come in any order, so the additions go after
+/// the file and the compiler's line numbers for the file's own lines stay the file's.
+pub fn assemble(name: &str, body: &str) -> String {
+    let mut s = body.to_string();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    if let Some(u) = crate::ops::uniform_layout(name) {
+        s += &format!(
+            "\n// Generated from the Rust declaration of `{}`.\n",
+            u.name
+        );
+        s += &(u.wgsl)();
+    }
+    s
+}
+
+/// [`assemble`] of the embedded `shaders/<name>.wgsl`: exactly what its pipelines compile.
+pub fn assembled_source(name: &str) -> Option<String> {
+    shader_source(name).map(|body| assemble(name, body))
+}
+
+/// Where the compiler's line numbers past the file's own come from, for its error messages.
+fn line_note(name: &str, body: &str) -> String {
+    let lines = body.lines().count();
+    format!(
+        "(lines 1-{lines} are {name}.wgsl as written; the lines after them are what the engine \
+         appends: the generated `struct Params`; see pipeline::assembled_source)"
+    )
 }
 
 /// How a binding is used.
@@ -111,12 +144,13 @@ impl PipelineCache {
         };
         let cached = self.modules.lock().unwrap().get(desc.shader).cloned();
         let overridden = self.overrides.lock().unwrap().get(desc.shader).cloned();
-        let source = match overridden {
+        let body = match overridden {
             Some(s) => s,
             None => shader_source(desc.shader)
                 .ok_or_else(|| shader_err("no such shader file".into()))?
                 .to_string(),
         };
+        let source = assemble(desc.shader, &body);
         let workgroup_size =
             workgroup_size(&source, desc.entry, desc.constants).map_err(shader_err)?;
         let module = match cached {
@@ -128,7 +162,7 @@ impl PipelineCache {
                     source: wgpu::ShaderSource::Wgsl(source.into()),
                 });
                 if let Some(e) = scope.pop().await {
-                    return Err(shader_err(e.to_string()));
+                    return Err(shader_err(format!("{e} {}", line_note(desc.shader, &body))));
                 }
                 // Two threads compiling the same file at once both succeed; either copy serves.
                 self.modules.lock().unwrap().insert(desc.shader, m.clone());

@@ -28,12 +28,12 @@ impl ActivationKind {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    alpha: f32,
-    _pad: [u32; 2],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        len: u32,
+        alpha: f32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -156,7 +156,6 @@ impl Activation {
                 &Params {
                     len: len as u32,
                     alpha,
-                    _pad: [0; 2],
                 },
             ),
         })

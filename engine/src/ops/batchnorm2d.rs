@@ -113,17 +113,18 @@ pub struct BnRunning<'a> {
     pub var: &'a Tensor,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    runs: u32,
-    count: f32,
-    eps: f32,
-    momentum: f32,
-    unbias: f32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        runs: u32,
+        count: f32,
+        eps: f32,
+        momentum: f32,
+        unbias: f32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);

@@ -78,15 +78,15 @@ pub struct ChannelMlp<'a> {
     pub fc2_bias: &'a Tensor,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hid: u32,
-    hw: u32,
-    residual: u32,
-    _pad: [u32; 3],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hid: u32,
+        hw: u32,
+        residual: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -298,7 +298,6 @@ impl CbamChannel {
             hid: hid as u32,
             hw: (s.h * s.w) as u32,
             residual: residual as u32,
-            _pad: [0; 3],
         };
         Ok(CbamChannel {
             shape,

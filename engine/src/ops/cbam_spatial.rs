@@ -91,13 +91,14 @@ impl CbamSpatialShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    residual: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        residual: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);

@@ -16,6 +16,31 @@ pub mod softmax_xent;
 
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
+use crate::uniform::UniformLayout;
+
+/// The uniform of each shader (`shaders/<name>.wgsl`), declared in its op's module: the
+/// pipeline cache adds its WGSL declaration to the shader's source.
+pub const UNIFORMS: &[(&str, UniformLayout)] = &[
+    ("activation", UniformLayout::of::<activation::Params>()),
+    ("adam", UniformLayout::of::<adam::Params>()),
+    ("batchnorm2d", UniformLayout::of::<batchnorm2d::Params>()),
+    ("cbam_channel", UniformLayout::of::<cbam_channel::Params>()),
+    ("cbam_spatial", UniformLayout::of::<cbam_spatial::Params>()),
+    ("conv2d", UniformLayout::of::<conv2d::Params>()),
+    ("dropout", UniformLayout::of::<dropout::Params>()),
+    (
+        "global_avgpool",
+        UniformLayout::of::<global_avgpool::Params>(),
+    ),
+    ("linear", UniformLayout::of::<linear::Params>()),
+    ("maxpool2d", UniformLayout::of::<maxpool2d::Params>()),
+    ("softmax_xent", UniformLayout::of::<softmax_xent::Params>()),
+];
+
+/// The uniform layout of `shaders/<shader>.wgsl`, if it has one.
+pub fn uniform_layout(shader: &str) -> Option<&'static UniformLayout> {
+    UNIFORMS.iter().find(|(n, _)| *n == shader).map(|(_, l)| l)
+}
 
 /// How a kernel sums one output: the lengths of its nested serial loops, innermost first (a
 /// plain loop over K terms is `[K]`; K terms in chunks of 256 whose sums are then added in
