@@ -32,6 +32,38 @@ fn a_wgsl_syntax_error_names_the_file_and_entry_point() {
     );
 }
 
+/// The engine appends the generated `Params` and common.wgsl after a shader's own text, so a
+/// compile error's line number is the line of the file as written.
+#[test]
+fn a_compile_error_gives_the_line_in_the_shader_file() {
+    let gpu = fresh_gpu();
+    let source = fer_cbam::pipeline::shader_source("activation").unwrap();
+    let head = "fn relu_forward(";
+    let body_start =
+        source[source.find(head).unwrap()..].find('\n').unwrap() + source.find(head).unwrap() + 1;
+    let broken = format!(
+        "{}    let broken: u32 = 1.5;\n{}",
+        &source[..body_start],
+        &source[body_start..]
+    );
+    let line = source[..body_start].lines().count() + 1;
+    gpu.override_shader("activation", broken).unwrap();
+    let Err(err) = block_on(fer_cbam::ops::activation::Activation::new(
+        &gpu,
+        fer_cbam::ops::activation::ActivationKind::Relu,
+        &[4],
+    )) else {
+        panic!("a type error must fail");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("shaders/activation.wgsl"), "{msg}");
+    assert!(
+        msg.contains(&format!(":{line}:")),
+        "line {line} expected: {msg}"
+    );
+    assert!(msg.contains("shaders/common.wgsl"), "{msg}");
+}
+
 #[test]
 fn a_missing_entry_point_or_wrong_binding_names_the_file_and_entry_point() {
     let gpu = gpu();

@@ -1,7 +1,7 @@
 //! Every WGSL file under shaders/ parses and validates with naga (as the engine assembles it:
-//! the file and its generated uniform declaration), declares compute entry points, and is
-//! embedded in the engine under its own name; every op's uniform has the same layout in WGSL
-//! as in Rust.
+//! the file, its generated uniform declaration and common.wgsl), declares compute entry points,
+//! and is embedded in the engine under its own name; every op's uniform has the same layout in
+//! WGSL as in Rust; no shader repeats what common.wgsl declares.
 
 use std::path::Path;
 
@@ -12,6 +12,8 @@ fn every_wgsl_file_validates_with_naga() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        // Not a shader of its own: it is validated as part of every other one.
+        .filter(|p| p.file_stem().is_some_and(|s| s != "common"))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .wgsl files in {}", dir.display());
@@ -53,8 +55,15 @@ fn every_shader_file_is_embedded_under_its_name() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|s| s != "common")
         .collect();
     on_disk.sort();
+    let common = std::fs::read_to_string(dir.join("common.wgsl")).unwrap();
+    assert_eq!(
+        common,
+        fer_cbam::pipeline::COMMON,
+        "common.wgsl differs from the embedded copy"
+    );
     let mut embedded: Vec<String> = fer_cbam::pipeline::SHADERS
         .iter()
         .map(|(n, _)| n.to_string())
@@ -178,4 +187,30 @@ fn uniform_padding_is_generated_for_every_struct_size() {
         .unwrap_or_else(|e| panic!("{}: {e:?}\n{source}", layout.name));
     }
     assert_eq!(Five::SIZE, 32);
+}
+
+#[test]
+fn no_shader_repeats_what_common_wgsl_declares() {
+    let common = fer_cbam::pipeline::COMMON;
+    let shared = ["override WG", "var<uniform> p", "fn flat(", "struct Params"];
+    for decl in &shared[..3] {
+        assert!(common.contains(decl), "common.wgsl lost `{decl}`");
+    }
+    for (name, source) in fer_cbam::pipeline::SHADERS {
+        for decl in shared {
+            assert!(
+                !source.contains(decl),
+                "{name}.wgsl declares `{decl}`, which the engine appends to every shader"
+            );
+        }
+        let assembled = fer_cbam::pipeline::assembled_source(name).unwrap();
+        assert!(
+            assembled.starts_with(source),
+            "{name}: its own text must come first"
+        );
+        assert!(
+            assembled.ends_with(common),
+            "{name}: common.wgsl must be appended"
+        );
+    }
 }

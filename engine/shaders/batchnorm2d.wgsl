@@ -32,15 +32,14 @@
 // Saved by the training forward for the backward: stats [4, C] = (mean hi, biased var, istd,
 // mean lo).
 // Scratch: part_a, part_b [C, N * runs] (partial sums); coef [2, C] = (dbeta / M, dgamma / M).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-override WG: u32 = 64u;
 // Values per run (a multiple of BLOCK, and of 4 for the v2 entry points).
 override RUN_LEN: u32 = 1024u;
 // Values per block of the blocked summation (a multiple of 4).
 override BLOCK: u32 = 32u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> part_a_out: array<f32>;
@@ -63,10 +62,6 @@ override BLOCK: u32 = 32u;
 @group(0) @binding(20) var<storage, read> coef: array<f32>;
 @group(0) @binding(21) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(22) var<storage, read_write> dx4: array<vec4<f32>>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Invocation i of a partial pass: i = (c * N + n) * runs + r, the r-th run of plane (n, c).
 // Returns (channel, first element, length) of the run, or length 0 past the end.

@@ -18,15 +18,13 @@
 // lanes apart to the end and adds them as (x + y) + (z + w)), so no f32 accumulator takes more than
 // BLOCK + H W / BLOCK additions (see docs/numerics.md; one accumulator over the plane erred up
 // to 20 times more).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 // v2 (the `*_v2` entry points) does the same computations over vec4 views of the [N, C, H, W] tensors,
 // used when H*W is a multiple of 4 (every plane then starts on a vec4): lavapipe moves memory
 // several times faster in vec4 than in scalar f32. Their maxima scan in the scalar order (x, y,
 // z, w of each vec4 in turn, the first maximum wins); their sums keep the four lanes apart.
 
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> fc1_weight: array<f32>;
 @group(0) @binding(3) var<storage, read> fc1_bias: array<f32>;
@@ -57,10 +55,6 @@ override WG: u32 = 64u;
 @group(0) @binding(28) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(29) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read_write> dx4: array<vec4<f32>>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Elements per partial sum of the plane sums (v1; 64 vec4 in v2).
 const BLOCK: u32 = 256u;

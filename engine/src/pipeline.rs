@@ -33,6 +33,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("batchnorm2d", include_str!("../shaders/batchnorm2d.wgsl")),
 ];
 
+/// `shaders/common.wgsl`: what every engine shader shares (the workgroup size `WG`, the uniform
+/// binding `p`, `flat()`), appended to each by [`assemble`].
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+
 /// The source of `shaders/<name>.wgsl`, as written.
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
@@ -40,21 +44,11 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
 
 /// The WGSL the device compiles for `shaders/<name>.wgsl` whose text is `body` (the file, or an
 /// override of it): `body`, then what the engine declares for it, the op's uniform struct
-/// (`crate::ops::UNIFORMS`). WGSL declarations may come in any order, so the additions go after
-/// the file and the compiler's line numbers for the file's own lines stay the file's.
+/// (`crate::ops::UNIFORMS`) and [`COMMON`]. WGSL declarations may come in any order, so the
+/// additions go after the file and the compiler's line numbers for the file's own lines stay the
+/// file's. A shader that is not the engine's (a bench's own) is compiled as given.
 pub fn assemble(name: &str, body: &str) -> String {
-    let mut s = body.to_string();
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    if let Some(u) = crate::ops::uniform_layout(name) {
-        s += &format!(
-            "\n// Generated from the Rust declaration of `{}`.\n",
-            u.name
-        );
-        s += &(u.wgsl)();
-    }
-    s
+    assembly(name, body).0
 }
 
 /// [`assemble`] of the embedded `shaders/<name>.wgsl`: exactly what its pipelines compile.
@@ -62,13 +56,45 @@ pub fn assembled_source(name: &str) -> Option<String> {
     shader_source(name).map(|body| assemble(name, body))
 }
 
+/// [`assemble`]'s text and, for error messages, the lines (1-based) where the generated
+/// `Params` and the appended common.wgsl start, 0 where absent.
+fn assembly(name: &str, body: &str) -> (String, usize, usize) {
+    let mut s = body.to_string();
+    if shader_source(name).is_none() {
+        return (s, 0, 0);
+    }
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    let mut params_line = 0;
+    if let Some(u) = crate::ops::uniform_layout(name) {
+        s += &format!(
+            "\n// Generated from the Rust declaration of `{}`.\n",
+            u.name
+        );
+        params_line = s.lines().count() + 1;
+        s += &(u.wgsl)();
+    }
+    s += "\n// shaders/common.wgsl\n";
+    let common_line = s.lines().count() + 1;
+    s += COMMON;
+    (s, params_line, common_line)
+}
+
 /// Where the compiler's line numbers past the file's own come from, for its error messages.
 fn line_note(name: &str, body: &str) -> String {
-    let lines = body.lines().count();
-    format!(
-        "(lines 1-{lines} are {name}.wgsl as written; the lines after them are what the engine \
-         appends: the generated `struct Params`; see pipeline::assembled_source)"
-    )
+    let (_, params, common) = assembly(name, body);
+    let mut note = format!("(lines 1-{} are {name}.wgsl", body.lines().count());
+    if params > 0 {
+        note += &format!("; from line {params}, the generated `struct Params`");
+    }
+    if common > 0 {
+        note += &format!(
+            "; from line {common}, shaders/common.wgsl (its line k at line {} + k)",
+            common - 1
+        );
+    }
+    note + "; pipeline::assembled_source gives the whole text)"
 }
 
 /// How a binding is used.
