@@ -297,3 +297,32 @@ fn info_says_which_kernel_set_runs_and_why() {
         "{err}"
     );
 }
+
+/// A device error outside every error scope (here a buffer whose usages cannot go together)
+/// is not lost: the next submission returns it, once, and so does the next readback.
+#[test]
+fn an_uncaught_device_error_reaches_the_next_submit_and_readback() {
+    let gpu = fresh_gpu();
+    let invalid_buffer = |label| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+            mapped_at_creation: false,
+        })
+    };
+    let _b = invalid_buffer("uncaught-1");
+    let err = gpu
+        .submit(&[])
+        .expect_err("the uncaught error must come back");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Gpu { .. }), "{msg}");
+    assert!(msg.contains("uncaught"), "{msg}");
+    gpu.submit(&[]).expect("an error is reported once");
+
+    let t = gpu.tensor("t", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let _b = invalid_buffer("uncaught-2");
+    let err = gpu.read_blocking(&t).expect_err("the readback must fail");
+    assert!(matches!(err, Error::Gpu { .. }), "{err}");
+    assert_eq!(gpu.read_blocking(&t).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+}
