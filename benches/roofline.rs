@@ -55,6 +55,8 @@ fn bench(c: &mut Criterion) {
     for &(name, rows, vec4_a, wg_x, wg_y) in &VARIANTS {
         let kernel = pollster::block_on(gpu.kernel(KernelDesc {
             shader: "roofline",
+            // Its own `struct Dims`: not an engine shader, nothing is appended.
+            uniform: None,
             entry: "matmul",
             bindings: BINDINGS,
             constants: &[

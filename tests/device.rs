@@ -69,6 +69,7 @@ fn a_missing_entry_point_or_wrong_binding_names_the_file_and_entry_point() {
     let gpu = gpu();
     let desc = |entry, bindings| KernelDesc {
         shader: "conv2d",
+        uniform: fer_cbam::ops::uniform_layout("conv2d"),
         entry,
         bindings,
         constants: &[],

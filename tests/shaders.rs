@@ -20,7 +20,11 @@ fn every_wgsl_file_validates_with_naga() {
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_stem().unwrap().to_str().unwrap();
-        let source = fer_cbam::pipeline::assemble(name, &std::fs::read_to_string(path).unwrap());
+        let source = fer_cbam::pipeline::assemble(
+            name,
+            &std::fs::read_to_string(path).unwrap(),
+            fer_cbam::ops::uniform_layout(name),
+        );
         let module = match naga::front::wgsl::parse_str(&source) {
             Ok(m) => m,
             Err(e) => {
@@ -115,7 +119,7 @@ fn every_uniform_has_the_rust_layout_in_wgsl() {
             !body.contains("struct Params"),
             "{shader}.wgsl declares its own Params: the generated one is the only one"
         );
-        let source = fer_cbam::pipeline::assembled_source(shader).unwrap();
+        let source = fer_cbam::ops::assembled_source(shader).unwrap();
         let (members, span) = naga_layout(&source, layout.name);
         let rust: Vec<(String, u32)> = layout
             .members
@@ -203,7 +207,7 @@ fn no_shader_repeats_what_common_wgsl_declares() {
                 "{name}.wgsl declares `{decl}`, which the engine appends to every shader"
             );
         }
-        let assembled = fer_cbam::pipeline::assembled_source(name).unwrap();
+        let assembled = fer_cbam::ops::assembled_source(name).unwrap();
         assert!(
             assembled.starts_with(source),
             "{name}: its own text must come first"

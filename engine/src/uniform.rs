@@ -4,10 +4,11 @@
 //! declares its own `struct Params`, and no struct carries hand-written padding.
 //!
 //! Members are 4-byte scalars (`u32`, `i32`, `f32`): their WGSL offsets are then those of
-//! `repr(C)` (4-byte aligned, no gaps), and only the struct's end needs padding, to a multiple
-//! of 16 bytes, the uniform alignment WGSL gives structs (and the one WebGL-backed devices
-//! demand of a uniform's size). The WGSL side gets it from an `@size` on its last member, the
-//! buffer from [`crate::gpu::Gpu::uniform_buffer`], which allocates [`Uniform::SIZE`] bytes.
+//! `repr(C)` (4-byte aligned, no gaps), and only the struct's end is padded, to a multiple of
+//! 16 bytes: the alignment WGSL requires of a struct in the uniform address space, so the size
+//! is one any uniform layout accepts (it is the size the hand-written padding used to reach).
+//! The WGSL side gets it from an `@size` on its last member, the buffer from
+//! [`crate::gpu::Gpu::uniform_buffer`], which zero-pads its contents to [`Uniform::SIZE`].
 //! `tests/shaders.rs` parses every assembled shader with naga and checks each member's offset
 //! and the struct's size against these.
 
@@ -91,6 +92,13 @@ macro_rules! uniform {
                     ::std::mem::offset_of!($name, $field),
                 ), )+
             ];
+        }
+
+        impl $name {
+            /// The layout, for `KernelDesc::uniform` and `ops::UNIFORMS`.
+            #[allow(dead_code)]
+            pub const LAYOUT: $crate::uniform::UniformLayout =
+                $crate::uniform::UniformLayout::of::<$name>();
         }
 
         // 4-byte members are what makes repr(C)'s offsets WGSL's.

@@ -134,6 +134,7 @@ impl Activation {
             async move {
                 gpu.kernel(KernelDesc {
                     shader: "activation",
+                    uniform: Some(&Params::LAYOUT),
                     entry,
                     bindings: &bindings,
                     constants: &[("WG", WG as f64)],

@@ -101,6 +101,7 @@ impl Adam {
         let kernel = gpu
             .kernel(KernelDesc {
                 shader: "adam",
+                uniform: Some(&Params::LAYOUT),
                 entry: "step",
                 bindings: &[UNIFORM, PARAMS, GRADS, M, V],
                 constants: &[("WG", WG as f64)],

@@ -238,6 +238,7 @@ impl BatchNorm2d {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "batchnorm2d",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,

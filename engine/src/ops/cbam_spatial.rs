@@ -187,6 +187,7 @@ impl CbamSpatial {
         let kernel = |entry, bindings: &'static [(u32, Binding)], constants| {
             gpu.kernel(KernelDesc {
                 shader: "cbam_spatial",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,

@@ -571,6 +571,7 @@ async fn kernel(
 ) -> Result<Arc<Kernel>> {
     gpu.kernel(KernelDesc {
         shader: "conv2d",
+        uniform: Some(&Params::LAYOUT),
         entry,
         bindings,
         constants,

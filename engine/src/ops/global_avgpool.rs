@@ -76,6 +76,7 @@ impl GlobalAvgPool {
         let kernel = |entry, bindings: &'static [(u32, Binding)], constants| {
             gpu.kernel(KernelDesc {
                 shader: "global_avgpool",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,
