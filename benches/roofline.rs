@@ -52,14 +52,16 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("roofline/matmul1024");
     group.throughput(Throughput::Elements((2 * M * N * K) as u64));
-    for &(name, rows, a_vec4, wg_x, wg_y) in &VARIANTS {
+    for &(name, rows, vec4_a, wg_x, wg_y) in &VARIANTS {
         let kernel = pollster::block_on(gpu.kernel(KernelDesc {
             shader: "roofline",
+            // Its own `struct Dims`: not an engine shader, nothing is appended.
+            uniform: None,
             entry: "matmul",
             bindings: BINDINGS,
             constants: &[
                 ("ROWS", rows as f64),
-                ("A_VEC4", a_vec4 as u32 as f64),
+                ("A_VEC4", vec4_a as u32 as f64),
                 ("WG_X", wg_x as f64),
                 ("WG_Y", wg_y as f64),
             ],

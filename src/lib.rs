@@ -5,7 +5,7 @@
 
 pub use fer_cbam_engine::{
     error, files, gpu, kernels, model, onnx_proto, ops, pipeline, preprocess, rng, tensor, timing,
-    Dispatch, Error, Gpu, Result, Tensor,
+    uniform, Dispatch, Error, Gpu, Result, Tensor,
 };
 
 // The application is native only (it blocks on the device, spawns threads, reads files); the

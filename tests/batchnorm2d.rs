@@ -8,7 +8,9 @@
 mod common;
 use common::*;
 
-use fer_cbam::ops::batchnorm2d::{BatchNorm2d, BatchNorm2dShape, BnAffine, BnRunning};
+use fer_cbam::ops::batchnorm2d::{
+    BatchNorm2d, BatchNorm2dShape, BatchNorm2dVersion, BnAffine, BnRunning,
+};
 use fer_cbam_reference::batchnorm2d as reference;
 
 /// Unit roundoff of f32 (2^-24).
@@ -104,6 +106,13 @@ fn run_gpu(k: &Case) -> GpuResult {
     let gpu = gpu();
     let s = k.s;
     let op = block_on(BatchNorm2d::new(gpu, s)).unwrap();
+    // v2 (vec4 views) exactly where every plane starts on a vec4.
+    let expected = if (s.h * s.w).is_multiple_of(4) {
+        BatchNorm2dVersion::V2
+    } else {
+        BatchNorm2dVersion::V1
+    };
+    assert_eq!(op.version(), expected, "{s:?}");
     let (full, ch) = (s.input_shape(), s.channel_shape());
     let garbage = |name: &str, shape: &[usize]| {
         let len = shape.iter().product();
@@ -383,9 +392,9 @@ fn check_parity(k: &Case, what: &str, channels: &[usize]) -> Vec<(&'static str, 
 }
 
 /// (n, c, h, w): two values per channel (the least training allows), one value per plane with
-/// the batch as the only axis, odd planes (scalar kernels) and planes a multiple of 4 (vec4),
+/// the batch as the only axis, odd planes (v1, scalar) and planes a multiple of 4 (v2, vec4),
 /// one plane of almost a run (33x31 = 1023), planes of several runs with a tail (37x29 = 1073
-/// scalar, 48x48 = 2304 vec4), channel counts past one workgroup and not multiples of 64 (67,
+/// v1, 48x48 = 2304 v2), channel counts past one workgroup and not multiples of 64 (67,
 /// 130), and 70 partials per channel (a partial block in the second pass).
 const SHAPES: &[(usize, usize, usize, usize)] = &[
     (1, 1, 1, 2),
@@ -477,7 +486,7 @@ fn gpu_matches_reference_at_the_first_stage_shapes() {
 #[test]
 fn outputs_and_gradients_are_bit_identical_run_to_run() {
     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    // Scalar (37x29, two runs per plane) and vec4 (48x48, three) kernels.
+    // v1 (37x29, two runs per plane) and v2 (48x48, three) kernels.
     for s in [shape(3, 5, 37, 29), shape(3, 5, 48, 48)] {
         let k = case(s, 11);
         let (a, b) = (run_gpu(&k), run_gpu(&k));

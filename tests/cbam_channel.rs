@@ -5,7 +5,9 @@
 mod common;
 use common::*;
 
-use fer_cbam::ops::cbam_channel::{CbamChannel, CbamChannelShape, CbamChannelSums, ChannelMlp};
+use fer_cbam::ops::cbam_channel::{
+    CbamChannel, CbamChannelShape, CbamChannelSums, CbamChannelVersion, ChannelMlp,
+};
 use fer_cbam::Tensor;
 use fer_cbam_reference::cbam_channel as reference;
 use fer_cbam_reference::cbam_channel::Mlp;
@@ -82,6 +84,13 @@ fn run_gpu_form(
 ) -> GpuResult {
     let gpu = gpu();
     let op = block_on(CbamChannel::with_residual(gpu, s, residual)).unwrap();
+    // v2 (vec4 views) exactly where every plane starts on a vec4.
+    let expected = if (s.h * s.w).is_multiple_of(4) {
+        CbamChannelVersion::V2
+    } else {
+        CbamChannelVersion::V1
+    };
+    assert_eq!(op.version(), expected, "{s:?}");
     let garbage = |name: &str, shape: &[usize]| {
         let len = shape.iter().product();
         upload(name, shape, &vec![1.0e3; len])
@@ -386,7 +395,7 @@ fn random_case(s: CbamChannelShape, seed: u64) -> (Vec<f32>, [Vec<f32>; 4], Vec<
 
 /// (n, c, h, w): h = 1 (C = 1, 3, 5, 16), h = 2 (C = 32), C = 67 (h = 4, not a multiple of 64),
 /// C = 130 (h = 8); batch 1; 1x1, odd (5x7, 3x3) and non-square planes; H*W a multiple of 4 (the
-/// vec4 kernels: 4x4, 4x6, 8x8, 2x2) and not (the scalar ones: 5x7, 3x3, 1x1, 1x3).
+/// v2 kernels on vec4 views, 4x4, 4x6, 8x8, 2x2) and not (v1, 5x7, 3x3, 1x1, 1x3).
 const SHAPES: &[(usize, usize, usize, usize)] = &[
     (2, 3, 5, 7),
     (1, 5, 4, 4),
@@ -442,7 +451,7 @@ fn with_ties(x: &mut [f32], plane: usize) {
 /// The argmax buffer and dx must route every tie to the first maximum.
 #[test]
 fn ties_in_the_max_route_to_the_first_maximum() {
-    // Scalar kernels (5x7, 1x2) and vec4 kernels (4x4, 2x6). The seed is one whose data leaves
+    // v1 kernels (5x7, 1x2) and v2 kernels (4x4, 2x6). The seed is one whose data leaves
     // an active hidden unit in the max branch of every case (asserted below).
     let seed = 3;
     for &(n, c, h, w) in &[(2, 5, 5, 7), (2, 5, 4, 4), (1, 3, 1, 2), (1, 33, 2, 6)] {
@@ -470,7 +479,7 @@ fn ties_in_the_max_route_to_the_first_maximum() {
 /// The residual form F' = F + M F against the reference composition `F + gate(F)` (and its
 /// backward `dF' + dF`), with the multiplicative gate's bounds plus the roundings the factor
 /// 1 + M adds; M and the MLP's gradients (the gate's own gradient) are the multiplicative
-/// gate's bit for bit on the same data. Scalar (5x7) and vec4 (4x4, 8x8) kernels.
+/// gate's bit for bit on the same data. v1 (5x7) and v2 (4x4, 8x8) kernels.
 #[test]
 fn residual_gate_adds_the_input_and_keeps_the_gate_gradient() {
     for (i, s) in [shape(2, 3, 5, 7), shape(1, 5, 4, 4), shape(2, 32, 8, 8)]
@@ -592,7 +601,7 @@ fn reference_gradients_match_finite_differences() {
 #[test]
 fn outputs_and_gradients_are_bit_identical_run_to_run() {
     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    // Scalar (7x5) and vec4 (4x8) kernels.
+    // v1 (7x5) and v2 (4x8) kernels.
     for s in [shape(3, 40, 7, 5), shape(3, 40, 4, 8)] {
         let (x, p, dy) = random_case(s, 11);
         let a = run_gpu(s, &x, &p, &dy);

@@ -32,11 +32,44 @@ fn a_wgsl_syntax_error_names_the_file_and_entry_point() {
     );
 }
 
+/// The engine appends the generated `Params` and common.wgsl after a shader's own text, so a
+/// compile error's line number is the line of the file as written.
+#[test]
+fn a_compile_error_gives_the_line_in_the_shader_file() {
+    let gpu = fresh_gpu();
+    let source = fer_cbam::pipeline::shader_source("activation").unwrap();
+    let head = "fn relu_forward(";
+    let body_start =
+        source[source.find(head).unwrap()..].find('\n').unwrap() + source.find(head).unwrap() + 1;
+    let broken = format!(
+        "{}    let broken: u32 = 1.5;\n{}",
+        &source[..body_start],
+        &source[body_start..]
+    );
+    let line = source[..body_start].lines().count() + 1;
+    gpu.override_shader("activation", broken).unwrap();
+    let Err(err) = block_on(fer_cbam::ops::activation::Activation::new(
+        &gpu,
+        fer_cbam::ops::activation::ActivationKind::Relu,
+        &[4],
+    )) else {
+        panic!("a type error must fail");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("shaders/activation.wgsl"), "{msg}");
+    assert!(
+        msg.contains(&format!(":{line}:")),
+        "line {line} expected: {msg}"
+    );
+    assert!(msg.contains("shaders/common.wgsl"), "{msg}");
+}
+
 #[test]
 fn a_missing_entry_point_or_wrong_binding_names_the_file_and_entry_point() {
     let gpu = gpu();
     let desc = |entry, bindings| KernelDesc {
         shader: "conv2d",
+        uniform: fer_cbam::ops::uniform_layout("conv2d"),
         entry,
         bindings,
         constants: &[],
@@ -264,4 +297,33 @@ fn info_says_which_kernel_set_runs_and_why() {
         !ok && err.contains("--kernels") && err.contains("auto, cpu, gpu"),
         "{err}"
     );
+}
+
+/// A device error outside every error scope (here a buffer whose usages cannot go together)
+/// is not lost: the next submission returns it, once, and so does the next readback.
+#[test]
+fn an_uncaught_device_error_reaches_the_next_submit_and_readback() {
+    let gpu = fresh_gpu();
+    let invalid_buffer = |label| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+            mapped_at_creation: false,
+        })
+    };
+    let _b = invalid_buffer("uncaught-1");
+    let err = gpu
+        .submit(&[])
+        .expect_err("the uncaught error must come back");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Gpu { .. }), "{msg}");
+    assert!(msg.contains("uncaught"), "{msg}");
+    gpu.submit(&[]).expect("an error is reported once");
+
+    let t = gpu.tensor("t", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let _b = invalid_buffer("uncaught-2");
+    let err = gpu.read_blocking(&t).expect_err("the readback must fail");
+    assert!(matches!(err, Error::Gpu { .. }), "{err}");
+    assert_eq!(gpu.read_blocking(&t).unwrap(), [1.0, 2.0, 3.0, 4.0]);
 }

@@ -16,10 +16,14 @@ const ENGINE: &[(&str, &[&str])] = &[
     ("preprocess", &["error"]),
     ("files", &["error"]),
     ("onnx_proto", &[]),
-    ("pipeline", &["error"]),
+    ("uniform", &[]),
+    ("pipeline", &["error", "uniform"]),
     ("kernels", &["error"]),
     ("gpu", &["error", "kernels", "pipeline", "tensor"]),
-    ("ops", &["error", "gpu", "kernels", "pipeline", "tensor"]),
+    (
+        "ops",
+        &["error", "gpu", "kernels", "pipeline", "tensor", "uniform"],
+    ),
     ("timing", &["error", "gpu", "pipeline"]),
     (
         "model",

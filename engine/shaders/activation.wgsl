@@ -3,27 +3,14 @@
 //                dx = dy             if x > 0,  dy * alpha * exp(x)   otherwise
 //   ReLU:        y = max(x, 0);      dx = dy if x > 0 else 0 (PyTorch: the gradient at 0 is 0)
 //   sigmoid:     y = 1 / (1 + exp(-x));  dx = dy * y * (1 - y), from the saved output
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    len: u32,
-    alpha: f32,
-    _p0: u32,
-    _p1: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read> y_saved: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // exp and exp(v) - 1 to about one ulp of their own value, in plain f32 arithmetic, for ELU's
 // forward. The built-in exp is only required to be good to 3 + 2|v| ulp (lavapipe measured up to
@@ -111,7 +98,7 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // v2 ELU: four consecutive elements per invocation, the same formula (so the same bits as v1).
 // On lavapipe a one-element kernel pays its per-invocation cost for every element.
 @compute @workgroup_size(WG)
-fn elu_forward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn elu_forward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i0 = 4u * flat(gid, nwg);
     for (var j = 0u; j < 4u; j++) {
         let i = i0 + j;
@@ -123,7 +110,7 @@ fn elu_forward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 @compute @workgroup_size(WG)
-fn elu_backward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn elu_backward_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i0 = 4u * flat(gid, nwg);
     for (var j = 0u; j < 4u; j++) {
         let i = i0 + j;

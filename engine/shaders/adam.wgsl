@@ -11,22 +11,7 @@
 // m_hat = m / bc1, v_hat = v / bc2. Every per-step scalar (1 - b1, 1 - b2, 1 - lr wd, lr / bc1,
 // sqrt(bc2)) is computed on the CPU in f64 and rounded to f32 once (see src/ops/adam.rs).
 
-struct Params {
-    len: u32,
-    beta1: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    eps: f32,
-    decay: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    _p0: u32, _p1: u32, _p2: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
 // Only read; declared read_write so the gradients may share one buffer with the parameters or
 // the moments (wgpu refuses one buffer bound both read-only and read-write in a dispatch).
@@ -36,7 +21,7 @@ override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat(gid, nwg);
     if (i >= p.len) { return; }
     let g = grads[i];
     let mi = p.beta1 * m[i] + p.one_minus_beta1 * g;

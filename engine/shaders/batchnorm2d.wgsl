@@ -24,7 +24,7 @@
 // BLOCK + RUN_LEN / BLOCK + BLOCK + N runs / BLOCK additions (about 100 for a million values) rather
 // than with M. The variance is the corrected two-pass formula (Bjorck; Chan, Golub, LeVeque):
 // sum (x - mean)^2 - (sum (x - mean))^2 / M, never E[x^2] - E[x]^2, which cancels in f32.
-// `*_vec4` entry points are the same passes over vec4 views, used when H*W is a multiple of 4
+// v2 (the `*_v2` entry points) runs the same passes over vec4 views, used when H*W is a multiple of 4
 // (every plane and run then starts on a vec4): lavapipe moves memory several times faster in vec4.
 // Their blocks accumulate four lanes (x, y, z, w) side by side and add them pairwise at the end
 // of each block: another fixed order, as accurate.
@@ -32,20 +32,14 @@
 // Saved by the training forward for the backward: stats [4, C] = (mean hi, biased var, istd,
 // mean lo).
 // Scratch: part_a, part_b [C, N * runs] (partial sums); coef [2, C] = (dbeta / M, dgamma / M).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    n: u32, c: u32, hw: u32, runs: u32,
-    count: f32, eps: f32, momentum: f32, unbias: f32,
-}
-
-override WG: u32 = 64u;
-// Values per run (a multiple of BLOCK, and of 4 for the vec4 entry points).
+// Values per run (a multiple of BLOCK, and of 4 for the v2 entry points).
 override RUN_LEN: u32 = 1024u;
 // Values per block of the blocked summation (a multiple of 4).
 override BLOCK: u32 = 32u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> part_a_out: array<f32>;
@@ -68,10 +62,6 @@ override BLOCK: u32 = 32u;
 @group(0) @binding(20) var<storage, read> coef: array<f32>;
 @group(0) @binding(21) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(22) var<storage, read_write> dx4: array<vec4<f32>>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Invocation i of a partial pass: i = (c * N + n) * runs + r, the r-th run of plane (n, c).
 // Returns (channel, first element, length) of the run, or length 0 past the end.
@@ -109,7 +99,7 @@ fn partial_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 @compute @workgroup_size(WG)
-fn partial_sum_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn partial_sum_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let run = run_of(i);
     if (run.z == 0u) { return; }
@@ -194,7 +184,7 @@ fn partial_dev(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 @compute @workgroup_size(WG)
-fn partial_dev_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn partial_dev_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let run = run_of(i);
     if (run.z == 0u) { return; }
@@ -251,7 +241,7 @@ fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 }
 
 @compute @workgroup_size(WG)
-fn normalize_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn normalize_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let q = p.hw / 4u;
     if (i >= p.n * p.c * q) { return; }
@@ -305,7 +295,7 @@ fn backward_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 }
 
 @compute @workgroup_size(WG)
-fn backward_partial_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn backward_partial_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let run = run_of(i);
     if (run.z == 0u) { return; }
@@ -358,7 +348,7 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 @compute @workgroup_size(WG)
-fn backward_input_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn backward_input_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let q = p.hw / 4u;
     if (i >= p.n * p.c * q) { return; }

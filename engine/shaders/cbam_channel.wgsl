@@ -14,24 +14,17 @@
 // results are bit-identical run to run (no atomics). Weight gradients sum over the batch outer
 // and the branch (avg, then max) inner. The two sums over a whole plane (pool's mean,
 // backward_gate's sum of dy x: 4,096 terms at the first stage) are blocked: BLOCK consecutive
-// elements into one partial sum, the partial sums into the total (the vec4 paths keep the four
-// lanes apart to the end and add them as (x + y) + (z + w)), so no f32 accumulator takes more than
+// elements into one partial sum, the partial sums into the total (v2 keeps the four
+// lanes apart to the end and adds them as (x + y) + (z + w)), so no f32 accumulator takes more than
 // BLOCK + H W / BLOCK additions (see docs/numerics.md; one accumulator over the plane erred up
 // to 20 times more).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
-// `*_vec4` entry points are the same computations over vec4 views of the [N, C, H, W] tensors,
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
+// v2 (the `*_v2` entry points) does the same computations over vec4 views of the [N, C, H, W] tensors,
 // used when H*W is a multiple of 4 (every plane then starts on a vec4): lavapipe moves memory
 // several times faster in vec4 than in scalar f32. Their maxima scan in the scalar order (x, y,
 // z, w of each vec4 in turn, the first maximum wins); their sums keep the four lanes apart.
 
-struct Params {
-    n: u32, c: u32, hid: u32, hw: u32,
-    residual: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> fc1_weight: array<f32>;
 @group(0) @binding(3) var<storage, read> fc1_bias: array<f32>;
@@ -63,11 +56,7 @@ override WG: u32 = 64u;
 @group(0) @binding(29) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read_write> dx4: array<vec4<f32>>;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-// Elements per partial sum of the plane sums (scalar paths; 64 vec4 in the vec4 paths).
+// Elements per partial sum of the plane sums (v1; 64 vec4 in v2).
 const BLOCK: u32 = 256u;
 
 // ---------------------------------------------------------------- forward
@@ -99,7 +88,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 @compute @workgroup_size(WG)
-fn pool_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn pool_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let planes = p.n * p.c;
     if (i >= planes) { return; }
@@ -169,7 +158,7 @@ fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @compute @workgroup_size(WG)
-fn scale_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn scale_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let q = p.hw / 4u;
     if (i >= p.n * p.c * q) { return; }
@@ -197,7 +186,7 @@ fn backward_gate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 @compute @workgroup_size(WG)
-fn backward_gate_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn backward_gate_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n * p.c) { return; }
     let q = p.hw / 4u;
@@ -316,7 +305,7 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 @compute @workgroup_size(WG)
-fn backward_input_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn backward_input_v2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     let planes = p.n * p.c;
     let q = p.hw / 4u;

@@ -18,18 +18,13 @@
 // The sums over c (pool's mean, backward_gate's sum of dy x) are blocked: CB consecutive
 // channels into one partial sum, the partial sums into the total, so an accumulator takes at
 // most CB + C / CB additions (16 + 16 at 256 channels, where one accumulator took 256).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    n: u32, c: u32, hw: u32, residual: u32,
-}
-
-override WG: u32 = 64u;
 // Channels per invocation in gate and backward_input: more amortizes the index arithmetic (u32
 // division is slow on CPU Vulkan), fewer gives a large GPU more invocations at small H x W.
 override CH: u32 = 16u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pooled: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax_out: array<u32>;
@@ -42,10 +37,6 @@ override CH: u32 = 16u;
 @group(0) @binding(10) var<storage, read> ds: array<f32>;
 @group(0) @binding(11) var<storage, read> argmax: array<u32>;
 @group(0) @binding(12) var<storage, read_write> dx: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Channels per partial sum of the sums over c.
 const CB: u32 = 16u;

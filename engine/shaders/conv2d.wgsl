@@ -15,20 +15,9 @@
 // keeps every f32 sum short (about 256 terms, then the chunks in groups of 32) instead of
 // running the whole batch through one accumulator, and it is what fills a large GPU.
 // Every reduction runs in a fixed order, so results are bit-identical run to run (no atomics).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    n: u32, c_in: u32, c_out: u32, h: u32,
-    w: u32, k: u32, pad: u32, h_out: u32,
-    w_out: u32, has_bias: u32,
-    // Split-K of the weight and bias gradients (v2, v4): chunk c covers the output rows
-    // r = n * h_out + oy in [c * chunk_rows, (c + 1) * chunk_rows); `chunks` of them.
-    chunk_rows: u32, chunks: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -41,10 +30,6 @@ override WG: u32 = 64u;
 // them through `dweight` / `dbias` (the wrapper binds the partials buffer there when there is
 // more than one chunk, the gradient itself when there is one).
 @group(0) @binding(9) var<storage, read> partials: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // y[n, co, oy, ox] = bias[co] + sum_{ci, ky, kx} x[n, ci, oy + ky - pad, ox + kx - pad] * weight[co, ci, ky, kx]
 @compute @workgroup_size(WG)

@@ -8,31 +8,13 @@
 // keep_max = ceil((1 - p) * 2^32) - 1 is computed on the CPU in f64 (so p = 0 keeps everything:
 // keep_max = 0xffffffff), i.e. keep iff h < (1 - p) * 2^32.
 //
-// One element per invocation; flat index gid.x + gid.y * nwg.x * WG.
+// One element per invocation (flat index: flat() of common.wgsl).
 
-struct Params {
-    len: u32,
-    keep_max: u32,
-    // 1 / (1 - p), rounded once from f64 on the CPU.
-    scale: f32,
-    // 0: evaluation, the identity (no hash evaluated).
-    training: u32,
-    seed: u32,
-    step: u32,
-    _p0: u32, _p1: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 fn lowbias32(v: u32) -> u32 {
     var h = v;

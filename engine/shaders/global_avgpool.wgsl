@@ -4,27 +4,18 @@
 // (row-major, in blocks of BLOCK elements whose sums are then added in order: an accumulator
 // takes at most BLOCK + H W / BLOCK additions), so results are bit-identical run to run. The
 // mean divides the f32 sum by H*W (one rounding) rather than multiplying by a rounded reciprocal.
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    n: u32, c: u32, hw: u32, _p0: u32,
-}
-
-override WG: u32 = 64u;
 // (n, c) planes per invocation of the backward.
 override ROWS: u32 = 16u;
 // Elements per partial sum of the forward.
 const BLOCK: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // y[n, c] = (sum_{j < H W} x[n, c, j]) / (H W)
 @compute @workgroup_size(WG)

@@ -6,15 +6,9 @@
 // the batch (the weight and bias gradients) add NB rows into a partial sum at a time and the
 // partial sums in order, so a batch of 256 takes 16 + 16 additions per accumulator, not 256.
 // The backward entry points overwrite their outputs (they do not accumulate into them).
-// The flat invocation index is gid.x + gid.y * nwg.x * WG (grids fold into 2-D past 65,535).
+// flat() (common.wgsl) gives the flat invocation index: grids fold into 2-D past 65,535.
 
-struct Params {
-    n: u32, in_f: u32, out_f: u32, has_bias: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -23,10 +17,6 @@ override WG: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dbias: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Rows per partial sum of the sums over the batch.
 const NB: u32 = 16u;

@@ -5,22 +5,11 @@
 // argmax from x instead of saving indices: one more read of x, no index buffer, and every dx
 // element (including the dropped row/column) written by exactly one invocation.
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    h_out: u32, w_out: u32, _p0: u32, _p1: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Flat x index of the first maximum of window (oy, ox) in plane `plane`.
 fn window_argmax(plane: u32, oy: u32, ox: u32) -> u32 {

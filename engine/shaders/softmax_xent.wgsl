@@ -9,13 +9,7 @@
 // bad label cannot train silently; the NaN comes from the uniform (`nan_bits`) because WGSL
 // constant expressions may not produce NaN.
 
-struct Params {
-    n: u32, k: u32, has_weights: u32, nan_bits: u32,
-}
-
-override WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Binding 0 is the uniform `p: Params` (common.wgsl).
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> weights: array<f32>;
@@ -75,7 +69,7 @@ fn forward() {
 // 64 at the network's batch) rather than kept in hidden state between the two passes.
 @compute @workgroup_size(WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat(gid, nwg);
     if (i >= p.n * p.k) { return; }
     let c = i % p.k;
     let n = i / p.k;

@@ -43,6 +43,9 @@ pub struct Gpu {
     pub kernels: KernelSet,
     pub(crate) pipelines: PipelineCache,
     lost: Arc<Mutex<Option<(String, String)>>>,
+    /// The first device error no error scope caught since the last check, with the dispatches
+    /// of the submission before it; the next submit, readback or wait returns it.
+    uncaptured: Arc<Mutex<Option<String>>>,
     /// The dispatches of the last submission, named in a device-lost error.
     last_submit: Mutex<String>,
     /// A 16-byte zeroed storage buffer bound where an optional input is absent (a conv without bias).
@@ -167,11 +170,22 @@ impl Gpu {
                 *lost.lock().unwrap() = Some((format!("{reason:?}"), message));
             });
         }
-        // Errors are caught by error scopes around each call that can raise one; anything that
-        // escapes is logged instead of wgpu's default panic, and surfaces at the next check.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            log::error!("uncaptured wgpu error: {e}");
-        }));
+        // Errors are caught by error scopes around each call that can raise one. One that
+        // escapes (in a browser, validation can report after the scope was popped) would be
+        // wgpu's default panic natively and a console line nobody reads on the web: it is kept
+        // instead, the first one only (later ones are usually its consequences), and the next
+        // submit, readback or wait returns it as `Error::Gpu`.
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::default();
+        {
+            let uncaptured = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("uncaptured wgpu error: {e}");
+                uncaptured
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+            }));
+        }
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -187,6 +201,7 @@ impl Gpu {
             kernels,
             pipelines: PipelineCache::default(),
             lost,
+            uncaptured,
             last_submit: Mutex::new(String::new()),
             dummy,
             hook: Mutex::new(None),
@@ -256,6 +271,24 @@ impl Gpu {
         )
     }
 
+    /// Fails if the device was lost, or with the first device error that no error scope caught
+    /// since the last call (which it then clears: each is reported once). Every submission,
+    /// readback and wait calls it.
+    pub fn check_errors(&self) -> Result<()> {
+        self.check_lost()?;
+        let taken = self.uncaptured.lock().unwrap().take();
+        match taken {
+            Some(message) => Err(Error::Gpu {
+                context: format!(
+                    "an earlier device call (uncaught; last submission: [{}])",
+                    self.last_submit.lock().unwrap()
+                ),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Fails if the device was lost.
     pub fn check_lost(&self) -> Result<()> {
         match &*self.lost.lock().unwrap() {
@@ -313,12 +346,17 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// A uniform buffer holding `data` (an op's shape parameters).
+    /// A uniform buffer holding `data` (an op's shape parameters), zero-padded to a multiple of
+    /// 16 bytes: the size WGSL gives a uniform struct ([`crate::uniform::Uniform::SIZE`] for the
+    /// ops' `Params`), so the struct itself carries no padding.
     pub fn uniform_buffer<T: bytemuck::Pod>(&self, name: &str, data: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(data);
+        let mut contents = vec![0u8; bytes.len().next_multiple_of(16)];
+        contents[..bytes.len()].copy_from_slice(bytes);
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
-                contents: bytemuck::bytes_of(data),
+                contents: &contents,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
     }
@@ -440,7 +478,7 @@ impl Gpu {
         I::IntoIter: Clone,
     {
         let dispatches = dispatches.into_iter();
-        self.check_lost()?;
+        self.check_errors()?;
         for (src, dst, at) in copies {
             if at + src.len() > dst.len() {
                 return Err(Error::Shape {
@@ -504,8 +542,13 @@ impl Gpu {
     }
 
     /// Copies a tensor back to the CPU. Never blocks: on native code someone must poll the
-    /// device (see [`Gpu::read_blocking`]); in a browser the event loop does.
+    /// device (see [`Gpu::read_blocking`]); in a browser the event loop does. Fails with a
+    /// device error that no error scope caught, one pending now or one raised by the time the
+    /// copy is done (the work before it is done then too), so such an error cannot pass silently
+    /// into the numbers read.
     pub fn read(&self, t: &Tensor) -> impl Future<Output = Result<Vec<f32>>> + use<> {
+        let pending = self.check_errors();
+        let uncaptured = self.uncaptured.clone();
         let size = (t.len() * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -536,11 +579,19 @@ impl Gpu {
         let name = t.name().to_string();
         let n = t.len();
         async move {
+            pending?;
             let r = MapFuture { slot }.await;
             r.map_err(|message| Error::Readback {
                 name: name.clone(),
                 message,
             })?;
+            let raised = uncaptured.lock().unwrap().take();
+            if let Some(message) = raised {
+                return Err(Error::Gpu {
+                    context: format!("reading back `{name}` (an earlier device call, uncaught)"),
+                    message,
+                });
+            }
             let out = {
                 let view = staging
                     .slice(..)
@@ -583,7 +634,7 @@ impl Gpu {
                 context: "waiting for a submission".into(),
                 message: e.to_string(),
             })?;
-        self.check_lost()
+        self.check_errors()
     }
 
     /// [`Gpu::read`], waiting for the device.
@@ -603,7 +654,7 @@ impl Gpu {
                 context: "waiting for the device".into(),
                 message: e.to_string(),
             })?;
-        self.check_lost()
+        self.check_errors()
     }
 }
 

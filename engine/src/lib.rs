@@ -6,6 +6,7 @@
 //! - [`gpu::Gpu`]: adapter, device limits, checked allocations, submission, async readback;
 //! - [`pipeline`]: WGSL files embedded from `shaders/`, pipelines cached by
 //!   (shader, entry point, binding list, override constants), and the dispatches built from them;
+//! - [`uniform`]: shape uniforms declared once for Rust and WGSL ([`uniform!`]);
 //! - [`ops`]: one wrapper per op (`shaders/<op>.wgsl`, `reference/src/<op>.rs`, `tests/<op>.rs`);
 //! - [`model`]: the network's config, parameter table, device network and checkpoints.
 
@@ -23,6 +24,7 @@ pub mod rng;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod timing;
+pub mod uniform;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

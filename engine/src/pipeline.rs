@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
+use crate::uniform::UniformLayout;
 
 /// Every WGSL file of the engine, by op name (`shaders/<name>.wgsl`).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -33,9 +34,64 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("batchnorm2d", include_str!("../shaders/batchnorm2d.wgsl")),
 ];
 
-/// The source of `shaders/<name>.wgsl`.
+/// `shaders/common.wgsl`: what every engine shader shares (the workgroup size `WG`, the uniform
+/// binding `p`, `flat()`), appended to each by [`assemble`].
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+
+/// The source of `shaders/<name>.wgsl`, as written.
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The WGSL the device compiles for `shaders/<name>.wgsl` whose text is `body` (the file, or an
+/// override of it): `body`, then what the engine declares for it, the declaration of its
+/// `uniform` (the op's `Params`) and [`COMMON`]. WGSL declarations may come in any order, so the
+/// additions go after the file and the compiler's line numbers for the file's own lines stay the
+/// file's. A shader that is not the engine's (a bench's own) is compiled as given.
+/// `crate::ops::assembled_source(op)` gives an embedded shader's.
+pub fn assemble(name: &str, body: &str, uniform: Option<&UniformLayout>) -> String {
+    assembly(name, body, uniform).0
+}
+
+/// [`assemble`]'s text and, for error messages, the lines (1-based) where the generated
+/// `Params` and the appended common.wgsl start, 0 where absent.
+fn assembly(name: &str, body: &str, uniform: Option<&UniformLayout>) -> (String, usize, usize) {
+    let mut s = body.to_string();
+    if shader_source(name).is_none() {
+        return (s, 0, 0);
+    }
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    let mut params_line = 0;
+    if let Some(u) = uniform {
+        s += &format!(
+            "\n// Generated from the Rust declaration of `{}`.\n",
+            u.name
+        );
+        params_line = s.lines().count() + 1;
+        s += &(u.wgsl)();
+    }
+    s += "\n// shaders/common.wgsl\n";
+    let common_line = s.lines().count() + 1;
+    s += COMMON;
+    (s, params_line, common_line)
+}
+
+/// Where the compiler's line numbers past the file's own come from, for its error messages.
+fn line_note(name: &str, body: &str, uniform: Option<&UniformLayout>) -> String {
+    let (_, params, common) = assembly(name, body, uniform);
+    let mut note = format!("(lines 1-{} are {name}.wgsl", body.lines().count());
+    if params > 0 {
+        note += &format!("; from line {params}, the generated `struct Params`");
+    }
+    if common > 0 {
+        note += &format!(
+            "; from line {common}, shaders/common.wgsl (its line k at line {} + k)",
+            common - 1
+        );
+    }
+    note + "; ops::assembled_source gives the whole text)"
 }
 
 /// How a binding is used.
@@ -50,6 +106,10 @@ pub enum Binding {
 #[derive(Clone, Debug)]
 pub struct KernelDesc<'a> {
     pub shader: &'static str,
+    /// The shader's uniform, whose WGSL declaration [`assemble`] adds to an engine shader:
+    /// the op's `Params::LAYOUT` (every entry point of one file passes the same one). `None`
+    /// for a shader that declares its own (a bench's).
+    pub uniform: Option<&'static UniformLayout>,
     pub entry: &'static str,
     /// `(binding index, use)` for each binding this entry point reads or writes; entry points
     /// of one file share one numbering and each lists the subset it uses.
@@ -63,6 +123,7 @@ type Key = (
     &'static str,
     Vec<(u32, Binding)>,
     Vec<(&'static str, u64)>,
+    String,
 );
 
 /// A compiled entry point and the layout its bind groups must follow.
@@ -80,7 +141,9 @@ pub struct Kernel {
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     kernels: Mutex<HashMap<Key, Arc<Kernel>>>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    /// By shader and its uniform's WGSL declaration ("" for none): one built without it (or
+    /// with another) is another module, never the one the ops' pipelines use.
+    modules: Mutex<HashMap<(&'static str, String), wgpu::ShaderModule>>,
     overrides: Mutex<HashMap<String, String>>,
 }
 
@@ -92,6 +155,7 @@ impl PipelineCache {
         device: &wgpu::Device,
         desc: KernelDesc<'_>,
     ) -> Result<Arc<Kernel>> {
+        let uniform_wgsl = desc.uniform.map(|u| (u.wgsl)()).unwrap_or_default();
         let key: Key = (
             desc.shader,
             desc.entry,
@@ -100,6 +164,7 @@ impl PipelineCache {
                 .iter()
                 .map(|(k, v)| (*k, v.to_bits()))
                 .collect(),
+            uniform_wgsl.clone(),
         );
         if let Some(k) = self.kernels.lock().unwrap().get(&key) {
             return Ok(k.clone());
@@ -109,14 +174,16 @@ impl PipelineCache {
             entry: desc.entry.into(),
             message,
         };
-        let cached = self.modules.lock().unwrap().get(desc.shader).cloned();
+        let module_key = (desc.shader, uniform_wgsl);
+        let cached = self.modules.lock().unwrap().get(&module_key).cloned();
         let overridden = self.overrides.lock().unwrap().get(desc.shader).cloned();
-        let source = match overridden {
+        let body = match overridden {
             Some(s) => s,
             None => shader_source(desc.shader)
                 .ok_or_else(|| shader_err("no such shader file".into()))?
                 .to_string(),
         };
+        let source = assemble(desc.shader, &body, desc.uniform);
         let workgroup_size =
             workgroup_size(&source, desc.entry, desc.constants).map_err(shader_err)?;
         let module = match cached {
@@ -128,10 +195,13 @@ impl PipelineCache {
                     source: wgpu::ShaderSource::Wgsl(source.into()),
                 });
                 if let Some(e) = scope.pop().await {
-                    return Err(shader_err(e.to_string()));
+                    return Err(shader_err(format!(
+                        "{e} {}",
+                        line_note(desc.shader, &body, desc.uniform)
+                    )));
                 }
                 // Two threads compiling the same file at once both succeed; either copy serves.
-                self.modules.lock().unwrap().insert(desc.shader, m.clone());
+                self.modules.lock().unwrap().insert(module_key, m.clone());
                 m
             }
         };
@@ -194,7 +264,7 @@ impl PipelineCache {
     /// Replaces the embedded source of `shaders/<name>.wgsl` before any of its pipelines is
     /// built; fails once the shader has been compiled.
     pub(crate) fn override_shader(&self, name: &'static str, source: String) -> Result<()> {
-        if self.modules.lock().unwrap().contains_key(name) {
+        if self.modules.lock().unwrap().keys().any(|(n, _)| *n == name) {
             return Err(Error::Shader {
                 file: name.into(),
                 entry: String::new(),

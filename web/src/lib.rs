@@ -20,6 +20,46 @@ use wasm_bindgen::prelude::*;
 extern "C" {
     #[wasm_bindgen(js_namespace = console)]
     fn error(s: &str);
+    #[wasm_bindgen(js_namespace = console)]
+    fn warn(s: &str);
+    #[wasm_bindgen(js_namespace = console)]
+    fn info(s: &str);
+}
+
+/// The engine's `log` records (info and above) into the browser's console, where without a
+/// logger they would vanish: its warnings about the adapter, and every device error no error
+/// scope caught, which the engine also returns from the next readback, so the page's status
+/// line shows it too.
+struct ConsoleLogger;
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("fer-cbam: {}", record.args());
+        match record.level() {
+            log::Level::Error => error(&line),
+            log::Level::Warn => warn(&line),
+            _ => info(&line),
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: ConsoleLogger = ConsoleLogger;
+
+/// Installs the console logger and the panic hook, once per page.
+fn install_hooks() {
+    // Fails only when a logger is already set: a second `load` on the same page.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    // A panic would otherwise reach the page as "unreachable executed" with no message.
+    std::panic::set_hook(Box::new(|info| error(&info.to_string())));
 }
 
 fn js_err(e: fer_cbam_engine::Error) -> JsValue {
@@ -44,8 +84,7 @@ pub struct Model {
 /// problem (no WebGPU, not a fer-cbam checkpoint, a shape mismatch...).
 #[wasm_bindgen]
 pub async fn load(checkpoint_bytes: Vec<u8>, name: String) -> Result<Model, JsValue> {
-    // A panic would otherwise reach the page as "unreachable executed" with no message.
-    std::panic::set_hook(Box::new(|info| error(&info.to_string())));
+    install_hooks();
     let ck = checkpoint::from_bytes(&checkpoint_bytes, Path::new(&name)).map_err(js_err)?;
     let training = checkpoint::training_meta_from_bytes(&checkpoint_bytes, Path::new(&name))
         .map_err(js_err)?;

@@ -28,12 +28,12 @@ impl ActivationKind {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    alpha: f32,
-    _pad: [u32; 2],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        len: u32,
+        alpha: f32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -49,7 +49,7 @@ const Y_SAVED: (u32, Binding) = (5, Binding::Read);
 pub enum ActivationVersion {
     /// One element per invocation (every kind).
     V1,
-    /// ELU only (`elu_*_x4`): four consecutive elements per invocation, same formula and bits;
+    /// ELU only (`elu_*_v2`): four consecutive elements per invocation, same formula and bits;
     /// ReLU and sigmoid run v1.
     #[default]
     V2,
@@ -117,7 +117,7 @@ impl Activation {
         };
         let (fwd, bwd): (&'static str, &'static str) = match kind {
             ActivationKind::Elu { .. } if version == ActivationVersion::V2 => {
-                ("elu_forward_x4", "elu_backward_x4")
+                ("elu_forward_v2", "elu_backward_v2")
             }
             ActivationKind::Elu { .. } => ("elu_forward", "elu_backward"),
             ActivationKind::Relu => ("relu_forward", "relu_backward"),
@@ -134,6 +134,7 @@ impl Activation {
             async move {
                 gpu.kernel(KernelDesc {
                     shader: "activation",
+                    uniform: Some(&Params::LAYOUT),
                     entry,
                     bindings: &bindings,
                     constants: &[("WG", WG as f64)],
@@ -156,7 +157,6 @@ impl Activation {
                 &Params {
                     len: len as u32,
                     alpha,
-                    _pad: [0; 2],
                 },
             ),
         })

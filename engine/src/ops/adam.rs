@@ -44,19 +44,19 @@ impl Default for AdamConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    beta1: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    eps: f32,
-    decay: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    _pad: [u32; 3],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        len: u32,
+        beta1: f32,
+        one_minus_beta1: f32,
+        beta2: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        decay: f32,
+        step_size: f32,
+        bc2_sqrt: f32,
+    }
 }
 
 impl Params {
@@ -74,7 +74,6 @@ impl Params {
             decay: (1.0 - c.lr * c.weight_decay) as f32,
             step_size: (c.lr / bc1) as f32,
             bc2_sqrt: bc2.sqrt() as f32,
-            _pad: [0; 3],
         }
     }
 }
@@ -102,6 +101,7 @@ impl Adam {
         let kernel = gpu
             .kernel(KernelDesc {
                 shader: "adam",
+                uniform: Some(&Params::LAYOUT),
                 entry: "step",
                 bindings: &[UNIFORM, PARAMS, GRADS, M, V],
                 constants: &[("WG", WG as f64)],

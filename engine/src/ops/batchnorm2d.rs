@@ -14,7 +14,7 @@
 //!
 //! Every per-channel sum is a fixed-order two-pass blocked reduction through the `part_a` /
 //! `part_b` partials, allocated here once: no atomics, the same bits on every run. The
-//! `*_vec4` entry points serve shapes whose planes are a multiple of 4 values.
+//! `*_v2` entry points (vec4 views) serve shapes whose planes are a multiple of 4 values.
 //!
 //! Saved by the training forward for the backward: `stats [4, C]` (the mean's f32 part hi,
 //! biased variance, 1 / sqrt(var + eps), the mean's remainder lo: the mean is hi + lo, see the
@@ -74,12 +74,12 @@ impl BatchNorm2dShape {
     }
     /// Additions an f32 rounding error passes through on its way into a channel's sum, at
     /// most: inside a block, the blocks of a run, inside a block of partials, the blocks of
-    /// partials (vec4 blocks: BLOCK / 4 lane additions and 2 pairwise ones). The depth that
+    /// partials (v2's vec4 blocks: BLOCK / 4 lane additions and 2 pairwise ones). The depth that
     /// error bounds of the sums scale with.
     pub fn sum_depth(&self) -> usize {
         let plane = self.h * self.w;
         let run = plane.min(RUN_LEN);
-        let inner = if plane.is_multiple_of(4) {
+        let inner = if BatchNorm2dVersion::for_shape(self) == BatchNorm2dVersion::V2 {
             BLOCK / 4 + 2
         } else {
             BLOCK
@@ -113,17 +113,18 @@ pub struct BnRunning<'a> {
     pub var: &'a Tensor,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    runs: u32,
-    count: f32,
-    eps: f32,
-    momentum: f32,
-    unbias: f32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        runs: u32,
+        count: f32,
+        eps: f32,
+        momentum: f32,
+        unbias: f32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -150,11 +151,32 @@ const COEF: (u32, Binding) = (20, Binding::Read);
 const DX: (u32, Binding) = (21, Binding::ReadWrite);
 const DX4: (u32, Binding) = (22, Binding::ReadWrite);
 
+/// Which kernels a [`BatchNorm2d`] runs, chosen by its shape ([`BatchNorm2dVersion::for_shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BatchNorm2dVersion {
+    /// One value per step of every loop (any shape).
+    V1,
+    /// `partial_sum_v2`, `partial_dev_v2`, `normalize_v2`, `backward_partial_v2`,
+    /// `backward_input_v2`: the five passes over the big tensors read and write them as vec4,
+    /// for planes (H*W) that are a multiple of 4; the other passes are v1's.
+    V2,
+}
+
+impl BatchNorm2dVersion {
+    /// V2 where every plane starts on a vec4 (H*W a multiple of 4), V1 otherwise.
+    pub fn for_shape(shape: &BatchNorm2dShape) -> BatchNorm2dVersion {
+        if (shape.h * shape.w).is_multiple_of(4) {
+            BatchNorm2dVersion::V2
+        } else {
+            BatchNorm2dVersion::V1
+        }
+    }
+}
+
 /// A batch norm of one shape: pipelines, shape uniform, saved statistics and scratch.
 pub struct BatchNorm2d {
     shape: BatchNorm2dShape,
-    /// H*W is a multiple of 4: the big passes use their vec4 entry points.
-    vec4: bool,
+    version: BatchNorm2dVersion,
     normalize: Arc<Kernel>,
     eval_stats: Arc<Kernel>,
     /// `None` for a batch norm built for inference.
@@ -216,34 +238,36 @@ impl BatchNorm2d {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "batchnorm2d",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,
             })
         };
-        let vec4 = (s.h * s.w).is_multiple_of(4);
-        let normalize = if vec4 {
-            kernel("normalize_vec4", &[UNIFORM, X4, STATS, GAMMA, BETA, Y4]).await?
+        let version = BatchNorm2dVersion::for_shape(&s);
+        let v2 = version == BatchNorm2dVersion::V2;
+        let normalize = if v2 {
+            kernel("normalize_v2", &[UNIFORM, X4, STATS, GAMMA, BETA, Y4]).await?
         } else {
             kernel("normalize", &[UNIFORM, X, STATS, GAMMA, BETA, Y]).await?
         };
         let partials = s.c * s.partials();
         let train = backward_part(passes, || async {
-            let (partial_sum, partial_dev, backward_partial, backward_input) = if vec4 {
+            let (partial_sum, partial_dev, backward_partial, backward_input) = if v2 {
                 (
-                    kernel("partial_sum_vec4", &[UNIFORM, X4, PART_A_OUT]).await?,
+                    kernel("partial_sum_v2", &[UNIFORM, X4, PART_A_OUT]).await?,
                     kernel(
-                        "partial_dev_vec4",
+                        "partial_dev_v2",
                         &[UNIFORM, X4, STATS, PART_A_OUT, PART_B_OUT],
                     )
                     .await?,
                     kernel(
-                        "backward_partial_vec4",
+                        "backward_partial_v2",
                         &[UNIFORM, X4, DY4, STATS, PART_A_OUT, PART_B_OUT],
                     )
                     .await?,
                     kernel(
-                        "backward_input_vec4",
+                        "backward_input_v2",
                         &[UNIFORM, X4, DY4, STATS, GAMMA, COEF, DX4],
                     )
                     .await?,
@@ -303,7 +327,7 @@ impl BatchNorm2d {
         };
         Ok(BatchNorm2d {
             shape,
-            vec4,
+            version,
             normalize,
             eval_stats: kernel(
                 "eval_stats",
@@ -318,6 +342,11 @@ impl BatchNorm2d {
 
     pub fn shape(&self) -> &BatchNorm2dShape {
         &self.shape
+    }
+
+    /// The version whose kernels run, chosen by the shape.
+    pub fn version(&self) -> BatchNorm2dVersion {
+        self.version
     }
 
     /// Saved: `[4, C]`, the last training forward's batch mean hi, biased variance,
@@ -348,7 +377,7 @@ impl BatchNorm2d {
     fn big(&self) -> usize {
         let s = &self.shape;
         let len = s.n * s.c * s.h * s.w;
-        if self.vec4 {
+        if self.version == BatchNorm2dVersion::V2 {
             len / 4
         } else {
             len

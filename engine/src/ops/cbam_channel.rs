@@ -78,15 +78,15 @@ pub struct ChannelMlp<'a> {
     pub fc2_bias: &'a Tensor,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hid: u32,
-    hw: u32,
-    residual: u32,
-    _pad: [u32; 3],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hid: u32,
+        hw: u32,
+        residual: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -134,12 +134,33 @@ pub struct CbamChannelSums {
 /// `BLOCK` of cbam_channel.wgsl: elements per partial sum of the plane sums.
 const PLANE_BLOCK: usize = 256;
 
+/// Which kernels a [`CbamChannel`] runs, chosen by its shape ([`CbamChannelVersion::for_shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CbamChannelVersion {
+    /// One element per step of every loop (any shape).
+    V1,
+    /// `pool_v2`, `scale_v2`, `backward_gate_v2`, `backward_input_v2`: the four plane-sized
+    /// passes read and write the big tensors as vec4, for planes (H*W) that are a multiple of 4;
+    /// the MLP's passes are v1's.
+    V2,
+}
+
+impl CbamChannelVersion {
+    /// V2 where every plane starts on a vec4 (H*W a multiple of 4), V1 otherwise.
+    pub fn for_shape(shape: &CbamChannelShape) -> CbamChannelVersion {
+        if (shape.h * shape.w).is_multiple_of(4) {
+            CbamChannelVersion::V2
+        } else {
+            CbamChannelVersion::V1
+        }
+    }
+}
+
 /// A channel gate of one shape: pipelines, shape uniform, saved tensors and backward scratch.
 pub struct CbamChannel {
     shape: CbamChannelShape,
     residual: bool,
-    /// H*W is a multiple of 4: the plane-sized kernels use their vec4 entry points.
-    vec4: bool,
+    version: CbamChannelVersion,
     pool: Arc<Kernel>,
     hidden_layer: Arc<Kernel>,
     gate_layer: Arc<Kernel>,
@@ -207,16 +228,18 @@ impl CbamChannel {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "cbam_channel",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants: &[("WG", WG as f64)],
             })
         };
-        let vec4 = (s.h * s.w).is_multiple_of(4);
-        let (pool, scale) = if vec4 {
+        let version = CbamChannelVersion::for_shape(&s);
+        let v2 = version == CbamChannelVersion::V2;
+        let (pool, scale) = if v2 {
             (
-                kernel("pool_vec4", &[UNIFORM, X4, POOLED_OUT, ARGMAX_OUT]).await?,
-                kernel("scale_vec4", &[UNIFORM, X4, GATE, Y4]).await?,
+                kernel("pool_v2", &[UNIFORM, X4, POOLED_OUT, ARGMAX_OUT]).await?,
+                kernel("scale_v2", &[UNIFORM, X4, GATE, Y4]).await?,
             )
         } else {
             (
@@ -226,11 +249,11 @@ impl CbamChannel {
         };
         let hid = s.hidden();
         let backward = backward_part(passes, || async {
-            let (gate, input) = if vec4 {
+            let (gate, input) = if v2 {
                 (
-                    kernel("backward_gate_vec4", &[UNIFORM, DY4, X4, GATE, DZ_OUT]).await?,
+                    kernel("backward_gate_v2", &[UNIFORM, DY4, X4, GATE, DZ_OUT]).await?,
                     kernel(
-                        "backward_input_vec4",
+                        "backward_input_v2",
                         &[UNIFORM, DY4, GATE, DPOOLED, ARGMAX, DX4],
                     )
                     .await?,
@@ -276,12 +299,11 @@ impl CbamChannel {
             hid: hid as u32,
             hw: (s.h * s.w) as u32,
             residual: residual as u32,
-            _pad: [0; 3],
         };
         Ok(CbamChannel {
             shape,
             residual,
-            vec4,
+            version,
             pool,
             hidden_layer: kernel(
                 "hidden_layer",
@@ -308,16 +330,29 @@ impl CbamChannel {
         &self.shape
     }
 
+    /// The version whose kernels run, chosen by the shape.
+    pub fn version(&self) -> CbamChannelVersion {
+        self.version
+    }
+
+    /// Invocations of the plane-sized passes over `len` elements (v2: one per vec4).
+    fn big(&self, len: usize) -> usize {
+        match self.version {
+            CbamChannelVersion::V1 => len,
+            CbamChannelVersion::V2 => len / 4,
+        }
+    }
+
     /// Whether this is the residual form `F' = F + M * F`.
     pub fn residual(&self) -> bool {
         self.residual
     }
 
-    /// How the plane sums are added up: in blocks of 256 elements (the vec4 paths: each lane
+    /// How the plane sums are added up: in blocks of 256 elements (v2: each lane
     /// in blocks of 64, the four lanes added as (x + y) + (z + w) at the end).
     pub fn sums(&self) -> CbamChannelSums {
         let hw = self.shape.h * self.shape.w;
-        let levels = if self.vec4 {
+        let levels = if self.version == CbamChannelVersion::V2 {
             let mut l = blocked_levels(hw / 4, PLANE_BLOCK / 4);
             l.extend([2, 2]);
             l
@@ -369,7 +404,7 @@ impl CbamChannel {
         y.expect_shape(OP, &s.input_shape())?;
         let u = || self.params.as_entire_binding();
         let planes = s.n * s.c;
-        let big = if self.vec4 { x.len() / 4 } else { x.len() };
+        let big = self.big(x.len());
         Ok(vec![
             self.pool.dispatch(
                 gpu,
@@ -434,7 +469,7 @@ impl CbamChannel {
         let u = || self.params.as_entire_binding();
         let planes = s.n * s.c;
         let hid = s.hidden();
-        let big = if self.vec4 { x.len() / 4 } else { x.len() };
+        let big = self.big(x.len());
         let b = built(&self.backward, OP)?;
         Ok(vec![
             b.gate.dispatch(

@@ -91,13 +91,14 @@ impl CbamSpatialShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    residual: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        residual: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -186,6 +187,7 @@ impl CbamSpatial {
         let kernel = |entry, bindings: &'static [(u32, Binding)], constants| {
             gpu.kernel(KernelDesc {
                 shader: "cbam_spatial",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,

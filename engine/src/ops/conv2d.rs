@@ -64,21 +64,24 @@ impl Conv2dShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c_in: u32,
-    c_out: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    pad: u32,
-    h_out: u32,
-    w_out: u32,
-    has_bias: u32,
-    chunk_rows: u32,
-    chunks: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c_in: u32,
+        c_out: u32,
+        h: u32,
+        w: u32,
+        k: u32,
+        pad: u32,
+        h_out: u32,
+        w_out: u32,
+        has_bias: u32,
+        /// Split-K of the weight and bias gradients (v2, v4): chunk c covers the output rows
+        /// r = n * h_out + oy in [c * chunk_rows, (c + 1) * chunk_rows); `chunks` of them.
+        chunk_rows: u32,
+        chunks: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -568,6 +571,7 @@ async fn kernel(
 ) -> Result<Arc<Kernel>> {
     gpu.kernel(KernelDesc {
         shader: "conv2d",
+        uniform: Some(&Params::LAYOUT),
         entry,
         bindings,
         constants,

@@ -27,16 +27,18 @@ use crate::ops::WG;
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    keep_max: u32,
-    scale: f32,
-    training: u32,
-    seed: u32,
-    step: u32,
-    _pad: [u32; 2],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        len: u32,
+        keep_max: u32,
+        /// 1 / (1 - p), rounded once from f64 on the CPU.
+        scale: f32,
+        /// 0: evaluation, the identity (no hash evaluated).
+        training: u32,
+        seed: u32,
+        step: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -84,6 +86,7 @@ impl Dropout {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "dropout",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants: &[("WG", WG as f64)],
@@ -97,7 +100,6 @@ impl Dropout {
             training: 1,
             seed,
             step: 0,
-            _pad: [0; 2],
         };
         Ok(Dropout {
             shape: shape.to_vec(),

@@ -32,13 +32,13 @@ impl GlobalAvgPoolShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    _pad: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -76,6 +76,7 @@ impl GlobalAvgPool {
         let kernel = |entry, bindings: &'static [(u32, Binding)], constants| {
             gpu.kernel(KernelDesc {
                 shader: "global_avgpool",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants,
@@ -85,7 +86,6 @@ impl GlobalAvgPool {
             n: s.n as u32,
             c: s.c as u32,
             hw: (s.h * s.w) as u32,
-            _pad: 0,
         };
         Ok(GlobalAvgPool {
             shape,

@@ -42,13 +42,14 @@ impl LinearShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    in_f: u32,
-    out_f: u32,
-    has_bias: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        in_f: u32,
+        out_f: u32,
+        has_bias: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -110,6 +111,7 @@ impl Linear {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "linear",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants: &[("WG", WG as f64)],

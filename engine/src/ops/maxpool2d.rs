@@ -28,16 +28,16 @@ impl MaxPool2dShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    h_out: u32,
-    w_out: u32,
-    _pad: [u32; 2],
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        c: u32,
+        h: u32,
+        w: u32,
+        h_out: u32,
+        w_out: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -103,6 +103,7 @@ impl MaxPool2d {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "maxpool2d",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants: &[("WG", WG as f64)],
@@ -135,7 +136,6 @@ impl MaxPool2d {
                     w: s.w as u32,
                     h_out: h_out as u32,
                     w_out: w_out as u32,
-                    _pad: [0; 2],
                 },
             ),
         })

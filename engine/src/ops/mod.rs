@@ -16,6 +16,39 @@ pub mod softmax_xent;
 
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
+use crate::uniform::UniformLayout;
+
+/// The uniform of each shader (`shaders/<name>.wgsl`), declared in its op's module (whose
+/// pipelines pass it in their `KernelDesc`): for the layout test and [`assembled_source`].
+pub const UNIFORMS: &[(&str, UniformLayout)] = &[
+    ("activation", activation::Params::LAYOUT),
+    ("adam", adam::Params::LAYOUT),
+    ("batchnorm2d", batchnorm2d::Params::LAYOUT),
+    ("cbam_channel", cbam_channel::Params::LAYOUT),
+    ("cbam_spatial", cbam_spatial::Params::LAYOUT),
+    ("conv2d", conv2d::Params::LAYOUT),
+    ("dropout", dropout::Params::LAYOUT),
+    ("global_avgpool", global_avgpool::Params::LAYOUT),
+    ("linear", linear::Params::LAYOUT),
+    ("maxpool2d", maxpool2d::Params::LAYOUT),
+    ("softmax_xent", softmax_xent::Params::LAYOUT),
+];
+
+/// The uniform layout of `shaders/<shader>.wgsl`, if it has one.
+pub fn uniform_layout(shader: &str) -> Option<&'static UniformLayout> {
+    UNIFORMS.iter().find(|(n, _)| *n == shader).map(|(_, l)| l)
+}
+
+/// What the pipelines of the embedded `shaders/<shader>.wgsl` compile: the file, its op's
+/// generated `Params` and `shaders/common.wgsl` ([`crate::pipeline::assemble`]).
+pub fn assembled_source(shader: &str) -> Option<String> {
+    let body = crate::pipeline::shader_source(shader)?;
+    Some(crate::pipeline::assemble(
+        shader,
+        body,
+        uniform_layout(shader),
+    ))
+}
 
 /// How a kernel sums one output: the lengths of its nested serial loops, innermost first (a
 /// plain loop over K terms is `[K]`; K terms in chunks of 256 whose sums are then added in

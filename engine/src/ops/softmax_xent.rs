@@ -36,13 +36,14 @@ impl SoftmaxXentShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    k: u32,
-    has_weights: u32,
-    nan_bits: u32,
+crate::uniform! {
+    /// The shader's uniform; its WGSL declaration is generated from this one.
+    pub(crate) struct Params {
+        n: u32,
+        k: u32,
+        has_weights: u32,
+        nan_bits: u32,
+    }
 }
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
@@ -90,6 +91,7 @@ impl SoftmaxXent {
         let kernel = |entry, bindings: &'static [(u32, Binding)]| {
             gpu.kernel(KernelDesc {
                 shader: "softmax_xent",
+                uniform: Some(&Params::LAYOUT),
                 entry,
                 bindings,
                 constants: &[("WG", WG as f64)],
