@@ -41,9 +41,14 @@ need_cc() {
 }
 
 # Whether a Vulkan loader and at least one driver (ICD) are installed.
+# (No pipe into `grep -q`: under pipefail its early exit fails the pipe. No `ls` of both ICD
+# folders at once: one empty folder fails it.)
 have_vulkan() {
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
-  ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+  local libs
+  libs=$(ldconfig -p 2>/dev/null || true)
+  [[ $libs == *libvulkan.so.1* ]] || return 1
+  compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null ||
+    compgen -G '/etc/vulkan/icd.d/*.json' >/dev/null
 }
 
 # A Vulkan driver on Linux: Mesa's lavapipe (a CPU Vulkan driver) when none is found. Other
