@@ -2,7 +2,7 @@
 """The recipe probe: the spec's network in PyTorch, with the recipe options, on CK+ (10-fold,
 subject-grouped, apex frames, dlib landmarks for the eyes and mouth boxes) or FER2013 (official
 split, the FER2013 landmark template). It is how the options were screened before the engine ran
-them (docs/experiments.md, "The recipe, screened in PyTorch"): a hint, not a result. Its folds,
+them (docs/experiments.md, "Which options make the difference"): a hint, not a result. Its folds,
 draws and rounding are its own, so its numbers are not the engine's.
 
   python3 tools/recipe_probe.py --data ckplus --landmarks-csv ckplus-landmarks.csv \
@@ -10,15 +10,17 @@ draws and rounding are its own, so its numbers are not the engine's.
 
 Needs torch, numpy and pillow; prints one JSON line (mean accuracy per test set, per fold).
 
-The spec network (conv3x3 -> [BN] -> ELU -> maxpool2 -> [channel gate] -> [spatial gate]) x4,
+The network is tools/torch_model.py's (conv3x3 -> [BN] -> ELU -> maxpool2 -> [channel gate] -> [spatial gate]) x4,
 GAP, dropout, fc 128, ELU, dropout, fc 7. Options: norm, init, gate, augmentation, schedule.
 """
 import argparse, glob, json, math, os, re, sys, time
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_model import FerCbam  # noqa: E402  (the network, shared with the interop tests)
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -89,60 +91,6 @@ def lm_boxes(csv, names, size=48):
     return np.array(eyes), np.array(mouth)
 
 
-class Channel(nn.Module):
-    def __init__(self, c, residual):
-        super().__init__()
-        h = max(1, c // 16)
-        self.fc1, self.fc2, self.residual = nn.Linear(c, h), nn.Linear(h, c), residual
-
-    def forward(self, x):
-        a = x.mean((2, 3))
-        m = x.amax((2, 3))
-        g = torch.sigmoid(self.fc2(F.relu(self.fc1(a))) + self.fc2(F.relu(self.fc1(m))))[:, :, None, None]
-        return x + g * x if self.residual else g * x
-
-
-class Spatial(nn.Module):
-    def __init__(self, residual):
-        super().__init__()
-        self.conv, self.residual = nn.Conv2d(2, 1, 7, padding=3), residual
-
-    def forward(self, x):
-        s = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
-        g = torch.sigmoid(self.conv(s))
-        return x + g * x if self.residual else g * x
-
-
-class Net(nn.Module):
-    def __init__(self, widths, attention, norm, gate, init, cin=3):
-        super().__init__()
-        layers = []
-        c = cin
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1)]
-            if norm == "batch":
-                layers += [nn.BatchNorm2d(w)]
-            layers += [nn.ELU(), nn.MaxPool2d(2)]
-            if attention in ("full", "channel"):
-                layers += [Channel(w, gate == "residual")]
-            if attention in ("full", "spatial"):
-                layers += [Spatial(gate == "residual")]
-            c = w
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(c, 128), nn.ELU(), nn.Dropout(0.2), nn.Linear(128, 7))
-        for mod in self.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                if init == "he":
-                    nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-                    nn.init.zeros_(mod.bias)
-                elif init == "glorot":
-                    nn.init.xavier_uniform_(mod.weight)
-                    nn.init.zeros_(mod.bias)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean((2, 3)))
-
-
 def occlude(x, kind, eyes, mouth, rng):
     """x: uint8 [N,48,48] numpy (copied). kind per image: 0 none,1-3 patch 8/16/24,4 eyes,5 mouth."""
     n = x.shape[0]
@@ -200,7 +148,14 @@ def evaluate(model, x, y, eyes, mouth, seed=7):
 def train(a, xtr, ytr, etr, mtr, xte, yte, ete, mte, seed, log=None):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = Net(a.widths, a.attention, a.norm, a.gate, a.init)
+    model = FerCbam({
+        "in_channels": 3, "widths": a.widths, "hidden": 128, "classes": CLASSES, "dropout": 0.2,
+        "attention": a.attention, "norm": a.norm, "init": a.init, "gate": a.gate,
+    })
+    # PyTorch's own initialisation is what the modules drew when they were built; the others
+    # redraw.
+    if a.init != "pytorch":
+        model.init_params()
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=0)
     n = len(xtr)
     steps = n // a.batch

@@ -626,11 +626,9 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<Built> {
     };
     let len = |d: [usize; 4]| d.iter().product::<usize>();
     let positions = s.n * s.h_out() * s.w_out();
+    let (forward, forward_sums) = v1_forward(gpu, s).await?;
     Ok(Built {
-        forward: pass(
-            len(s.output_shape()),
-            kernel(gpu, "forward", FORWARD_BINDINGS, &wg).await?,
-        ),
+        forward,
         backward_input: pass(
             len(s.input_shape()),
             kernel(gpu, "backward_input", BACKWARD_INPUT_BINDINGS, &wg).await?,
@@ -644,7 +642,7 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<Built> {
             kernel(gpu, "backward_bias", BACKWARD_BIAS_BINDINGS, &wg).await?,
         )),
         sums: Conv2dSums {
-            forward: vec![s.c_in * s.k * s.k + 1],
+            forward: forward_sums,
             backward_input: vec![s.c_out * s.k * s.k],
             backward_weight: vec![positions],
             backward_bias: vec![positions],
