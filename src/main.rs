@@ -18,8 +18,9 @@ use cli::{
              occlusion, on any GPU through wgpu",
     after_help = "Environment: WGPU_BACKEND (vulkan, metal, dx12, gl) narrows the backends; \
                   WGPU_ADAPTER_NAME picks the adapter whose name contains it; FER_CBAM_KERNELS \
-                  (auto, cpu, gpu) picks the kernel set unless --kernels does. `fer-cbam info` \
-                  says which adapter, backend and kernel set are used; a slow fallback (OpenGL, \
+                  (auto, cpu, gpu) picks the kernel set unless --kernels does; FER_CBAM_CONV (v1, v2, \
+                  v3, v3f4, v4) the convolution kernels unless --conv does. `fer-cbam info` \
+                  says which adapter, backend, kernel set and convolution kernels are used; a slow fallback (OpenGL, \
                   or a CPU adapter while a GPU is there) is warned about on every command."
 )]
 struct Cli {
@@ -29,6 +30,12 @@ struct Cli {
     /// which set runs and why.
     #[arg(long, global = true, value_name = "SET")]
     kernels: Option<fer_cbam::kernels::KernelChoice>,
+    /// The convolution kernels: v1 (one output per invocation), v2 (register-blocked), v3
+    /// (Winograd F(2x2, 3x3)), v3f4 (Winograd F(4x4, 3x3)) or v4 (workgroup-memory tiles).
+    /// Shapes a version does not cover (v3: anything but 3x3 with padding <= 2) run v2. The
+    /// default is the kernel set's (cpu: v3, gpu: v4); overrides FER_CBAM_CONV.
+    #[arg(long, global = true, value_name = "VERSION")]
+    conv: Option<fer_cbam::ops::conv2d::Conv2dVersion>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +123,9 @@ fn main() {
     let cli = parse_args();
     if let Some(choice) = cli.kernels {
         fer_cbam::kernels::set_choice(choice, "--kernels");
+    }
+    if let Some(version) = cli.conv {
+        fer_cbam::kernels::set_conv_choice(version, "--conv");
     }
     let result = match &cli.command {
         Command::Profile(a) => profile::run(a, start),

@@ -293,7 +293,11 @@ impl Profile {
             .steps
             .iter()
             .flat_map(|s| &s.dispatches)
-            .filter(|d| d.kernel.starts_with("conv2d::"));
+            // Both conv2d shaders: the direct kernels and Winograd's (v3), whose transforms
+            // count no FLOPs and whose products count the direct convolution's.
+            .filter(|d| {
+                d.kernel.starts_with("conv2d::") || d.kernel.starts_with("conv2d_winograd::")
+            });
         let (conv_flops, conv_ns) = conv.fold((0u64, 0.0), |(f, t), d| (f + d.flops, t + d.dur_ns));
         let all_ns: f64 = self
             .steps

@@ -162,7 +162,10 @@ impl Gpu {
                 message: e.to_string(),
             })?;
 
-        let kernels = KernelSet::choose(info.device_type, &limits, choice, source);
+        let mut kernels = KernelSet::choose(info.device_type, &limits, choice, source);
+        if let Some((conv, source)) = crate::kernels::conv_choice()? {
+            kernels = kernels.with_conv(conv, source);
+        }
         let lost = Arc::new(Mutex::new(None));
         {
             let lost = lost.clone();

@@ -52,6 +52,78 @@ impl KernelSetKind {
     }
 }
 
+/// Which kernels a conv2d runs (`crate::ops::conv2d::Conv2d`; the kernels are described
+/// there and in docs/kernels/conv2d.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conv2dVersion {
+    /// `forward`, `backward_input`, `backward_weight`, `backward_bias`: one output per
+    /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
+    V1,
+    /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
+    /// outputs per invocation held in registers (see the notes in conv2d.wgsl). The weight
+    /// gradient is split-K over chunks of output rows (`backward_weight_reduce` adds them);
+    /// with fewer than 4 output channels it runs `backward_weight_rows_v2` (one weight per
+    /// invocation, chunked the same way). The kernels of the cpu set.
+    V2,
+    /// `forward_v4`, `backward_input_v4`, `backward_weight_v4`, `backward_bias_v4`: tiles of the
+    /// implicit matrix product through workgroup memory, split-K gradients with as many chunks
+    /// as fill the device. Passes whose row dimension (output channels; input channels for
+    /// backward_input) is below 8 run v2's kernels instead (a 64-row tile would be mostly
+    /// padding: the spatial gate's 2 -> 1). The kernels of the gpu set.
+    V4,
+    /// Winograd's F(2x2, 3x3) ([`crate::ops::conv2d_winograd`]): input, filter and output
+    /// transforms around a batched matrix product, 16 multiplies per 2x2 output tile where the
+    /// direct convolution does 36. For 3x3 kernels with padding <= 2; other shapes (the spatial
+    /// gate's 7x7) run v2. The bias gradient is v2's.
+    V3,
+    /// Winograd's F(4x4, 3x3): 36 multiplies per 4x4 tile where the direct convolution does
+    /// 144, with a larger f32 error (its transforms hold 4, 5 and 8; docs/numerics.md).
+    V3F4,
+}
+
+impl std::str::FromStr for Conv2dVersion {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Conv2dVersion, String> {
+        let s = s.trim().to_ascii_lowercase();
+        Conv2dVersion::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| format!("unknown conv2d version {s:?} (v1, v2, v3, v3f4, v4)"))
+    }
+}
+
+impl Conv2dVersion {
+    /// Every version, by name.
+    pub const ALL: [Conv2dVersion; 5] = [
+        Conv2dVersion::V1,
+        Conv2dVersion::V2,
+        Conv2dVersion::V3,
+        Conv2dVersion::V3F4,
+        Conv2dVersion::V4,
+    ];
+
+    /// `v1`, `v2`, `v3`, `v3f4`, `v4`: the names `--conv` takes and the benches print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conv2dVersion::V1 => "v1",
+            Conv2dVersion::V2 => "v2",
+            Conv2dVersion::V3 => "v3",
+            Conv2dVersion::V3F4 => "v3f4",
+            Conv2dVersion::V4 => "v4",
+        }
+    }
+
+    /// m of Winograd's F(m x m, 3 x 3) for v3 and v3f4.
+    pub fn winograd_tile(self) -> Option<usize> {
+        match self {
+            Conv2dVersion::V3 => Some(2),
+            Conv2dVersion::V3F4 => Some(4),
+            _ => None,
+        }
+    }
+}
+
 /// The kernel set a device runs, and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KernelSet {
@@ -64,6 +136,12 @@ pub struct KernelSet {
     /// 132 x 4-8 workgroups of 256 resident), 256 for an integrated one, 512 otherwise; 64 on a
     /// CPU adapter forced to the gpu set (there it only has to exercise the split).
     pub target_workgroups: u32,
+    /// The conv2d version the device's convolutions run ([`Conv2dVersion::for_gpu`]): the
+    /// set's (cpu: v3, Winograd F(2x2, 3x3), with v2 for the shapes it does not cover; gpu:
+    /// v4), unless `--conv` or `FER_CBAM_CONV` names one.
+    pub conv: Conv2dVersion,
+    /// Where [`KernelSet::conv`] came from: "the cpu set", "--conv", "FER_CBAM_CONV=v2".
+    pub conv_source: String,
 }
 
 /// Workgroup memory the v4 kernels stage per workgroup (two 16 x 65 f32 tiles), and the
@@ -76,6 +154,35 @@ static CLI_CHOICE: Mutex<Option<(KernelChoice, &'static str)>> = Mutex::new(None
 
 /// The environment variable naming a kernel set (auto, cpu, gpu).
 pub const ENV_VAR: &str = "FER_CBAM_KERNELS";
+
+/// Set by the CLI's `--conv` before any device is opened; overrides the environment.
+static CLI_CONV: Mutex<Option<(Conv2dVersion, &'static str)>> = Mutex::new(None);
+
+/// The environment variable naming a conv2d version (v1, v2, v3, v3f4, v4).
+pub const CONV_ENV_VAR: &str = "FER_CBAM_CONV";
+
+/// Makes every device opened from now on run conv2d `version` (`source`: "--conv").
+pub fn set_conv_choice(version: Conv2dVersion, source: &'static str) {
+    *CLI_CONV.lock().unwrap() = Some((version, source));
+}
+
+/// The conv2d version asked for, if any, and where: the CLI flag, else `FER_CBAM_CONV`. An
+/// unparsable variable is an error naming it.
+pub fn conv_choice() -> crate::Result<Option<(Conv2dVersion, String)>> {
+    if let Some((v, source)) = *CLI_CONV.lock().unwrap() {
+        return Ok(Some((v, source.to_string())));
+    }
+    match std::env::var(CONV_ENV_VAR) {
+        Ok(v) if !v.trim().is_empty() => v
+            .parse::<Conv2dVersion>()
+            .map(|c| Some((c, format!("{CONV_ENV_VAR}={v}"))))
+            .map_err(|message| crate::Error::InvalidConfig {
+                op: CONV_ENV_VAR.into(),
+                message,
+            }),
+        _ => Ok(None),
+    }
+}
 
 /// Makes every device opened from now on use `choice` (`source` names where it came from, for
 /// `info`: "--kernels").
@@ -127,11 +234,15 @@ impl KernelSet {
             kind: KernelSetKind::Gpu,
             reason,
             target_workgroups: target,
+            conv: Conv2dVersion::V4,
+            conv_source: "the gpu set".into(),
         };
         let cpu = |reason: String| KernelSet {
             kind: KernelSetKind::Cpu,
             reason,
             target_workgroups: target,
+            conv: Conv2dVersion::V3,
+            conv_source: "the cpu set".into(),
         };
         let limits_note = format!(
             "{} bytes of workgroup memory and {} invocations per workgroup (v4 needs {} and {})",
@@ -160,9 +271,24 @@ impl KernelSet {
         }
     }
 
-    /// One line for `info`: `gpu (the adapter is a DiscreteGpu: ...)`.
+    /// The set with conv2d `version` from `source` instead of its own.
+    pub fn with_conv(self, version: Conv2dVersion, source: String) -> KernelSet {
+        KernelSet {
+            conv: version,
+            conv_source: source,
+            ..self
+        }
+    }
+
+    /// One line for `info`: `gpu (the adapter is a DiscreteGpu: ...), conv2d v4 (the gpu set)`.
     pub fn describe(&self) -> String {
-        format!("{} ({})", self.kind.name(), self.reason)
+        format!(
+            "{} ({}), conv2d {} ({})",
+            self.kind.name(),
+            self.reason,
+            self.conv.name(),
+            self.conv_source
+        )
     }
 }
 

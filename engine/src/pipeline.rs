@@ -20,6 +20,10 @@ use crate::uniform::UniformLayout;
 pub const SHADERS: &[(&str, &str)] = &[
     ("activation", include_str!("../shaders/activation.wgsl")),
     ("conv2d", include_str!("../shaders/conv2d.wgsl")),
+    (
+        "conv2d_winograd",
+        include_str!("../shaders/conv2d_winograd.wgsl"),
+    ),
     ("maxpool2d", include_str!("../shaders/maxpool2d.wgsl")),
     ("cbam_channel", include_str!("../shaders/cbam_channel.wgsl")),
     ("cbam_spatial", include_str!("../shaders/cbam_spatial.wgsl")),

@@ -11,6 +11,7 @@ pub mod cbam_channel;
 pub mod cbam_spatial;
 pub mod check;
 pub mod conv2d;
+pub mod conv2d_winograd;
 pub mod dropout;
 pub mod global_avgpool;
 pub mod linear;

@@ -423,7 +423,7 @@ impl Forward {
                 0 => &self.input,
                 _ => self.stages[i - 1].output(),
             };
-            forward.push(st.conv.op.forward(
+            forward.extend(st.conv.op.forward(
                 gpu,
                 x,
                 &v.conv_weight,

@@ -404,7 +404,7 @@ fn record_backward(
         );
         // The image's own gradient is never needed.
         if i > 0 {
-            backward.push(st.conv.op.backward_input(
+            backward.extend(st.conv.op.backward_input(
                 gpu,
                 &sg.d_conv_out,
                 &v.conv_weight,

@@ -310,31 +310,32 @@ impl CbamSpatial {
         bias.expect_shape(op, &s.bias_shape())?;
         y.expect_shape(op, &s.input_shape())?;
         let u = self.params.as_entire_binding();
-        Ok(vec![
-            self.pool.dispatch(
-                gpu,
-                &[
-                    u.clone(),
-                    x.binding(),
-                    self.pooled.binding(),
-                    self.argmax.binding(),
-                ],
-                gpu.grid(self.argmax.len(), WG),
-            )?,
+        let mut out = vec![self.pool.dispatch(
+            gpu,
+            &[
+                u.clone(),
+                x.binding(),
+                self.pooled.binding(),
+                self.argmax.binding(),
+            ],
+            gpu.grid(self.argmax.len(), WG),
+        )?];
+        out.extend(
             self.conv
                 .forward(gpu, &self.pooled, weight, Some(bias), &self.z)?,
-            self.gate.dispatch(
-                gpu,
-                &[
-                    u,
-                    self.z.binding(),
-                    x.binding(),
-                    self.m_s.binding(),
-                    y.binding(),
-                ],
-                gpu.grid(self.block_threads(), WG),
-            )?,
-        ])
+        );
+        out.push(self.gate.dispatch(
+            gpu,
+            &[
+                u,
+                self.z.binding(),
+                x.binding(),
+                self.m_s.binding(),
+                y.binding(),
+            ],
+            gpu.grid(self.block_threads(), WG),
+        )?);
+        Ok(out)
     }
 
     /// Given dy = dF'' and the forward's `x` = F', writes dx = dF', dweight and dbias
@@ -362,20 +363,18 @@ impl CbamSpatial {
         dbias.expect_shape(op, &s.bias_shape())?;
         let u = self.params.as_entire_binding();
         let (dz, ds) = (built(&self.dz, op)?, built(&self.ds, op)?);
-        let mut out = vec![
-            built(&self.backward_gate, op)?.dispatch(
-                gpu,
-                &[
-                    u.clone(),
-                    dy.binding(),
-                    x.binding(),
-                    self.m_s.binding(),
-                    dz.binding(),
-                ],
-                gpu.grid(dz.len(), WG),
-            )?,
-            self.conv.backward_input(gpu, dz, weight, ds)?,
-        ];
+        let mut out = vec![built(&self.backward_gate, op)?.dispatch(
+            gpu,
+            &[
+                u.clone(),
+                dy.binding(),
+                x.binding(),
+                self.m_s.binding(),
+                dz.binding(),
+            ],
+            gpu.grid(dz.len(), WG),
+        )?];
+        out.extend(self.conv.backward_input(gpu, dz, weight, ds)?);
         out.extend(self.conv.backward_weight(gpu, dz, &self.pooled, dweight)?);
         out.extend(self.conv.backward_bias(gpu, dz, dbias)?);
         out.push(built(&self.backward_input, op)?.dispatch(

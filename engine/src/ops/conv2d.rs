@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::KernelSetKind;
+use crate::ops::conv2d_winograd::{self, Winograd};
 pub use crate::ops::Levels;
 use crate::ops::{built, check_optional, optional, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
@@ -95,35 +95,33 @@ const DWEIGHT: (u32, Binding) = (7, Binding::ReadWrite);
 const DBIAS: (u32, Binding) = (8, Binding::ReadWrite);
 const PARTIALS: (u32, Binding) = (9, Binding::Read);
 
-/// Which kernels a [`Conv2d`] runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Conv2dVersion {
-    /// `forward`, `backward_input`, `backward_weight`, `backward_bias`: one output per
-    /// invocation, the reduction as plain loops (about 2 GFLOP/s on lavapipe).
-    V1,
-    /// `forward_v2`, `backward_input_v2`, `backward_weight_v2`, `backward_bias_v2`: a block of
-    /// outputs per invocation held in registers (see the notes in conv2d.wgsl). The weight
-    /// gradient is split-K over chunks of output rows (`backward_weight_reduce` adds them);
-    /// with fewer than 4 output channels it runs `backward_weight_rows_v2` (one weight per
-    /// invocation, chunked the same way). The kernels of the cpu set.
-    V2,
-    /// `forward_v4`, `backward_input_v4`, `backward_weight_v4`, `backward_bias_v4`: tiles of the
-    /// implicit matrix product through workgroup memory, split-K gradients with as many chunks
-    /// as fill the device. Passes whose row dimension (output channels; input channels for
-    /// backward_input) is below 8 run v2's kernels instead (a 64-row tile would be mostly
-    /// padding: the spatial gate's 2 -> 1). The kernels of the gpu set.
-    V4,
-}
+pub use crate::kernels::Conv2dVersion;
 
 impl Conv2dVersion {
-    /// The version the device's kernel set runs.
+    /// The version the device runs: the one `--conv` or `FER_CBAM_CONV` names
+    /// ([`crate::kernels::conv_choice`]), else its kernel set's.
     pub fn for_gpu(gpu: &Gpu) -> Conv2dVersion {
-        match gpu.kernels.kind {
-            KernelSetKind::Cpu => Conv2dVersion::V2,
-            KernelSetKind::Gpu => Conv2dVersion::V4,
+        gpu.kernels.conv
+    }
+
+    /// The version a convolution of `s` built by [`Conv2d::new`] runs when the device runs
+    /// `self`: Winograd (v3, v3f4) only from [`WINOGRAD_MIN_C_IN`] input channels, v2 below
+    /// ([`Conv2d::with_version`] runs what it is asked for wherever it can).
+    pub fn for_shape(self, s: &Conv2dShape) -> Conv2dVersion {
+        match self.winograd_tile() {
+            Some(_) if s.c_in < WINOGRAD_MIN_C_IN => Conv2dVersion::V2,
+            _ => self,
         }
     }
 }
+
+/// Below this many input channels [`Conv2d::new`] runs v2 where v3 was chosen. Winograd's product
+/// then has a reduction of a few terms per transformed value while its transforms still touch
+/// every pixel (4x the image, twice), and the weight gradient's rows are padded to 8: the first
+/// stage's 3 -> 32 at 128x128, batch 64, measured 271 ms forward against v2's 99 and 303 ms
+/// for the weight gradient against 240 (`cargo bench --bench conv2d -- b64/stage0`), while from
+/// 32 input channels up v3 is the faster.
+pub const WINOGRAD_MIN_C_IN: usize = 16;
 
 /// Channels per invocation of the v2 kernels (the `BLOCK_C` override): output channels x 8 columns
 /// (forward), input channels x 8 columns (backward_input), input channels x 8 output channels
@@ -167,6 +165,10 @@ pub struct Conv2dSums {
     /// Over the batch's positions.
     pub backward_weight: Levels,
     pub backward_bias: Levels,
+    /// `Some(m)` where forward, backward_input and backward_weight run Winograd's
+    /// F(m x m, 3 x 3) (v3): their terms are then those of the transformed domain, whose
+    /// magnitudes `fer_cbam_reference::conv2d_winograd::*_abs` gives.
+    pub winograd: Option<usize>,
 }
 
 /// One pass: its pipeline and the grid it is launched on.
@@ -196,11 +198,22 @@ pub struct Conv2d {
     shape: Conv2dShape,
     with_bias: bool,
     version: Conv2dVersion,
-    forward: Pass,
-    /// `None` for a convolution built for inference.
-    backward: Option<Backward>,
+    passes: Impl,
     sums: Conv2dSums,
     params: wgpu::Buffer,
+}
+
+/// The direct kernels (v1, v2, v4), or Winograd's (v3) with v2's bias gradient.
+enum Impl {
+    Direct {
+        forward: Pass,
+        /// `None` for a convolution built for inference.
+        backward: Option<Backward>,
+    },
+    Winograd {
+        op: Box<Winograd>,
+        bias: Option<Split>,
+    },
 }
 
 /// The three backward passes.
@@ -211,10 +224,11 @@ struct Backward {
 }
 
 impl Conv2d {
-    /// The convolution with the kernels of the device's kernel set
-    /// ([`Conv2dVersion::for_gpu`]).
+    /// The convolution with the kernels the device runs ([`Conv2dVersion::for_gpu`]) for this
+    /// shape ([`Conv2dVersion::for_shape`]).
     pub async fn new(gpu: &Gpu, shape: Conv2dShape, with_bias: bool) -> Result<Conv2d> {
-        Conv2d::with_version(gpu, shape, with_bias, Conv2dVersion::for_gpu(gpu)).await
+        let version = Conv2dVersion::for_gpu(gpu).for_shape(&shape);
+        Conv2d::with_version(gpu, shape, with_bias, version).await
     }
 
     /// [`Conv2d::new`] without the backward passes (an inference network's).
@@ -223,7 +237,7 @@ impl Conv2d {
             gpu,
             shape,
             with_bias,
-            Conv2dVersion::for_gpu(gpu),
+            Conv2dVersion::for_gpu(gpu).for_shape(&shape),
             Passes::Inference,
         )
         .await
@@ -269,12 +283,15 @@ impl Conv2d {
         let version = match version {
             Conv2dVersion::V1 => Conv2dVersion::V1,
             _ if !v2_fits(gpu, &s) => Conv2dVersion::V1,
+            Conv2dVersion::V3 | Conv2dVersion::V3F4 if !conv2d_winograd::supports(&s) => {
+                Conv2dVersion::V2
+            }
             Conv2dVersion::V4 if !v4_fits(gpu, &s) => Conv2dVersion::V2,
             v => v,
         };
         let chunking = match version {
             Conv2dVersion::V1 => Chunking::one(&s),
-            Conv2dVersion::V2 => Chunking::v2(&s),
+            Conv2dVersion::V2 | Conv2dVersion::V3 | Conv2dVersion::V3F4 => Chunking::v2(&s),
             Conv2dVersion::V4 => Chunking::v4(&s, gpu.kernels.target_workgroups as usize),
         };
         let params = Params {
@@ -291,43 +308,79 @@ impl Conv2d {
             chunk_rows: chunking.rows as u32,
             chunks: chunking.chunks as u32,
         };
-        let (forward, backward, sums) = match passes {
-            Passes::Training => {
-                let built = match version {
-                    Conv2dVersion::V1 => v1_passes(gpu, &s).await?,
-                    Conv2dVersion::V2 => v2_passes(gpu, &s, &chunking).await?,
-                    Conv2dVersion::V4 => v4_passes(gpu, &s, &chunking).await?,
-                };
-                let backward = Backward {
-                    input: built.backward_input,
-                    weight: built.backward_weight,
-                    bias: built.backward_bias,
-                };
-                (built.forward, Some(backward), built.sums)
-            }
-            // Only the forward pass and its order of summation: no backward pipelines, no
-            // partials buffers.
-            Passes::Inference => {
-                let (forward, levels) = match version {
-                    Conv2dVersion::V1 => v1_forward(gpu, &s).await?,
-                    Conv2dVersion::V2 => (v2_forward(gpu, &s).await?, v2_forward_levels(&s)),
-                    Conv2dVersion::V4 => v4_forward(gpu, &s).await?,
-                };
-                let sums = Conv2dSums {
-                    forward: levels,
-                    backward_input: Vec::new(),
-                    backward_weight: Vec::new(),
-                    backward_bias: Vec::new(),
-                };
-                (forward, None, sums)
+        let (passes_built, sums) = if let Some(tile) = version.winograd_tile() {
+            let op = Winograd::new(gpu, s, with_bias, tile, passes).await?;
+            let bias = crate::ops::backward_part(passes, || async {
+                Ok::<_, Error>(Split::direct(v2_bias(gpu, &s).await?))
+            })
+            .await?;
+            let w = op.sums().clone();
+            let sums = Conv2dSums {
+                forward: w.forward,
+                backward_input: w.backward_input,
+                backward_weight: w.backward_weight,
+                backward_bias: bias.as_ref().map_or(vec![], |_| v2_bias_levels(&s)),
+                winograd: Some(tile),
+            };
+            (
+                Impl::Winograd {
+                    op: Box::new(op),
+                    bias,
+                },
+                sums,
+            )
+        } else {
+            match passes {
+                Passes::Training => {
+                    let built = match version {
+                        Conv2dVersion::V1 => v1_passes(gpu, &s).await?,
+                        Conv2dVersion::V4 => v4_passes(gpu, &s, &chunking).await?,
+                        _ => v2_passes(gpu, &s, &chunking).await?,
+                    };
+                    let backward = Backward {
+                        input: built.backward_input,
+                        weight: built.backward_weight,
+                        bias: built.backward_bias,
+                    };
+                    let forward = built.forward;
+                    (
+                        Impl::Direct {
+                            forward,
+                            backward: Some(backward),
+                        },
+                        built.sums,
+                    )
+                }
+                // Only the forward pass and its order of summation: no backward pipelines, no
+                // partials buffers.
+                Passes::Inference => {
+                    let (forward, levels) = match version {
+                        Conv2dVersion::V1 => v1_forward(gpu, &s).await?,
+                        Conv2dVersion::V4 => v4_forward(gpu, &s).await?,
+                        _ => (v2_forward(gpu, &s).await?, v2_forward_levels(&s)),
+                    };
+                    let sums = Conv2dSums {
+                        forward: levels,
+                        backward_input: Vec::new(),
+                        backward_weight: Vec::new(),
+                        backward_bias: Vec::new(),
+                        winograd: None,
+                    };
+                    (
+                        Impl::Direct {
+                            forward,
+                            backward: None,
+                        },
+                        sums,
+                    )
+                }
             }
         };
         Ok(Conv2d {
             shape,
             with_bias,
             version,
-            forward,
-            backward,
+            passes: passes_built,
             sums,
             params: gpu.uniform_buffer("conv2d.params", &params),
         })
@@ -351,15 +404,35 @@ impl Conv2d {
 
     /// Chunks of the split weight gradient (1: summed in one pass, no partials).
     pub fn weight_chunks(&self) -> usize {
-        let Some(backward) = &self.backward else {
-            return 1;
+        let backward = match &self.passes {
+            Impl::Winograd { op, .. } => return op.weight_chunks(),
+            Impl::Direct {
+                backward: Some(b), ..
+            } => b,
+            Impl::Direct { backward: None, .. } => return 1,
         };
         backward.weight.reduce.as_ref().map_or(1, |(_, t)| {
             t.len() / self.shape.weight_shape().iter().product::<usize>()
         })
     }
 
-    /// y = conv(x, weight) + bias.
+    /// The Winograd passes, for v3.
+    pub fn winograd(&self) -> Option<&Winograd> {
+        match &self.passes {
+            Impl::Winograd { op, .. } => Some(op),
+            Impl::Direct { .. } => None,
+        }
+    }
+
+    /// The direct kernels' backward passes (v1, v2, v4).
+    fn direct_backward(&self, op: &str) -> Result<&Backward> {
+        match &self.passes {
+            Impl::Direct { backward, .. } => built(backward, op),
+            Impl::Winograd { .. } => unreachable!("{op}: v3 runs its own passes"),
+        }
+    }
+
+    /// y = conv(x, weight) + bias: one dispatch (v1, v2, v4), or v3's transforms and products.
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -367,13 +440,17 @@ impl Conv2d {
         weight: &Tensor,
         bias: Option<&Tensor>,
         y: &Tensor,
-    ) -> Result<Dispatch> {
+    ) -> Result<Vec<Dispatch>> {
         let s = &self.shape;
         x.expect_shape("conv2d.forward", &s.input_shape())?;
         weight.expect_shape("conv2d.forward", &s.weight_shape())?;
         self.check_bias("conv2d.forward", bias)?;
         y.expect_shape("conv2d.forward", &s.output_shape())?;
-        let d = self.forward.kernel.dispatch(
+        let forward = match &self.passes {
+            Impl::Winograd { op, .. } => return op.forward(gpu, x, weight, bias, y),
+            Impl::Direct { forward, .. } => forward,
+        };
+        let d = forward.kernel.dispatch(
             gpu,
             &[
                 self.params.as_entire_binding(),
@@ -382,9 +459,9 @@ impl Conv2d {
                 optional(gpu, bias),
                 y.binding(),
             ],
-            self.forward.grid,
+            forward.grid,
         )?;
-        Ok(d.with_flops(s.flops()))
+        Ok(vec![d.with_flops(s.flops())])
     }
 
     /// dx = conv_transpose(dy, weight).
@@ -394,12 +471,15 @@ impl Conv2d {
         dy: &Tensor,
         weight: &Tensor,
         dx: &Tensor,
-    ) -> Result<Dispatch> {
+    ) -> Result<Vec<Dispatch>> {
         let s = &self.shape;
         dy.expect_shape("conv2d.backward_input", &s.output_shape())?;
         weight.expect_shape("conv2d.backward_input", &s.weight_shape())?;
         dx.expect_shape("conv2d.backward_input", &s.input_shape())?;
-        let pass = &built(&self.backward, "conv2d.backward_input")?.input;
+        if let Impl::Winograd { op, .. } = &self.passes {
+            return op.backward_input(gpu, dy, weight, dx);
+        }
+        let pass = &self.direct_backward("conv2d.backward_input")?.input;
         let d = pass.kernel.dispatch(
             gpu,
             &[
@@ -410,7 +490,7 @@ impl Conv2d {
             ],
             pass.grid,
         )?;
-        Ok(d.with_flops(s.flops()))
+        Ok(vec![d.with_flops(s.flops())])
     }
 
     /// dweight = sum over the batch and positions of dy x shifted x (overwrites, does not add):
@@ -426,8 +506,11 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_weight", &s.output_shape())?;
         x.expect_shape("conv2d.backward_weight", &s.input_shape())?;
         dweight.expect_shape("conv2d.backward_weight", &s.weight_shape())?;
+        if let Impl::Winograd { op, .. } = &self.passes {
+            return op.backward_weight(gpu, dy, x, dweight);
+        }
         let u = || self.params.as_entire_binding();
-        let split = &built(&self.backward, "conv2d.backward_weight")?.weight;
+        let split = &self.direct_backward("conv2d.backward_weight")?.weight;
         let out = split.reduce.as_ref().map_or(dweight, |(_, t)| t);
         let first = split.first.kernel.dispatch(
             gpu,
@@ -457,7 +540,10 @@ impl Conv2d {
         dy.expect_shape("conv2d.backward_bias", &s.output_shape())?;
         self.check_bias("conv2d.backward_bias", Some(dbias))?;
         let u = || self.params.as_entire_binding();
-        let split = &built(&self.backward, "conv2d.backward_bias")?.bias;
+        let split = match &self.passes {
+            Impl::Winograd { bias, .. } => built(bias, "conv2d.backward_bias")?,
+            Impl::Direct { .. } => &self.direct_backward("conv2d.backward_bias")?.bias,
+        };
         let out = split.reduce.as_ref().map_or(dbias, |(_, t)| t);
         let first = split.first.kernel.dispatch(
             gpu,
@@ -646,6 +732,7 @@ async fn v1_passes(gpu: &Gpu, s: &Conv2dShape) -> Result<Built> {
             backward_input: vec![s.c_out * s.k * s.k],
             backward_weight: vec![positions],
             backward_bias: vec![positions],
+            winograd: None,
         },
     })
 }
@@ -786,31 +873,40 @@ async fn v2_backward_input(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
     })
 }
 
+/// v2's bias gradient: one workgroup per output channel, folded into x/y.
+async fn v2_bias(gpu: &Gpu, s: &Conv2dShape) -> Result<Pass> {
+    Ok(Pass {
+        kernel: kernel(
+            gpu,
+            "backward_bias_v2",
+            BACKWARD_BIAS_BINDINGS,
+            &[("WG", WG as f64)],
+        )
+        .await?,
+        grid: gpu.grid(s.c_out * WG as usize, WG),
+    })
+}
+
+/// [`v2_bias`]'s levels: per invocation its share of each plane, then the images; then 8
+/// groups of 8.
+fn v2_bias_levels(s: &Conv2dShape) -> Levels {
+    let wg = WG as usize;
+    vec![(s.h_out() * s.w_out()).div_ceil(wg), s.n, 8, wg / 8]
+}
+
 /// Register-blocked passes; grids as documented at each v2 entry point in conv2d.wgsl.
 async fn v2_passes(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Built> {
-    let plane = s.h_out() * s.w_out();
-    let wg = WG as usize;
     Ok(Built {
         forward: v2_forward(gpu, s).await?,
         backward_input: v2_backward_input(gpu, s).await?,
         backward_weight: v2_weight(gpu, s, c).await?,
-        backward_bias: Split::direct(Pass {
-            // One workgroup per output channel, folded into x/y.
-            kernel: kernel(
-                gpu,
-                "backward_bias_v2",
-                BACKWARD_BIAS_BINDINGS,
-                &[("WG", WG as f64)],
-            )
-            .await?,
-            grid: gpu.grid(s.c_out * wg, WG),
-        }),
+        backward_bias: Split::direct(v2_bias(gpu, s).await?),
         sums: Conv2dSums {
             forward: v2_forward_levels(s),
             backward_input: vec![s.c_out * s.k * s.k],
             backward_weight: split_levels(vec![c.rows * s.w_out()], c),
-            // Per invocation: its share of each plane, then the images; then 8 groups of 8.
-            backward_bias: vec![plane.div_ceil(wg), s.n, 8, wg / 8],
+            backward_bias: v2_bias_levels(s),
+            winograd: None,
         },
     })
 }
@@ -942,6 +1038,7 @@ async fn v4_passes(gpu: &Gpu, s: &Conv2dShape, c: &Chunking) -> Result<Built> {
                 [vec![chunk_terms.div_ceil(wg)], tree_levels(wg)].concat(),
                 c,
             ),
+            winograd: None,
         },
     })
 }

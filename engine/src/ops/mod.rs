@@ -8,6 +8,7 @@ pub mod batchnorm2d;
 pub mod cbam_channel;
 pub mod cbam_spatial;
 pub mod conv2d;
+pub mod conv2d_winograd;
 pub mod dropout;
 pub mod global_avgpool;
 pub mod linear;
@@ -27,6 +28,7 @@ pub const UNIFORMS: &[(&str, UniformLayout)] = &[
     ("cbam_channel", cbam_channel::Params::LAYOUT),
     ("cbam_spatial", cbam_spatial::Params::LAYOUT),
     ("conv2d", conv2d::Params::LAYOUT),
+    ("conv2d_winograd", conv2d_winograd::Params::LAYOUT),
     ("dropout", dropout::Params::LAYOUT),
     ("global_avgpool", global_avgpool::Params::LAYOUT),
     ("linear", linear::Params::LAYOUT),
