@@ -709,3 +709,24 @@ fn winograd_at_the_spec_shapes_stays_within_its_error_model() {
         }
     }
 }
+
+/// A batch too large for one slice of Winograd's scratch (64 MiB): 700 images whose 256
+/// output channels make 16 x 256 floats per 2x2 tile run in three slices of 234, 234 and 232
+/// images (the last one shorter, its weight-gradient chunks past its tiles summing nothing),
+/// every pass against the reference and, for F(2x2), exactly on integer data.
+#[test]
+fn winograd_runs_a_large_batch_in_slices() {
+    let s = shape(700, 8, 256, 4, 4, 3, 1);
+    for version in [Conv2dVersion::V3, Conv2dVersion::V3F4] {
+        let conv = build(s, true, version);
+        let slices = conv.winograd().expect("v3 runs Winograd").slices();
+        // F(4x4): 36 x 256 floats per (single) 4x4 tile of an image, four slices.
+        let want = if version == Conv2dVersion::V3 { 3 } else { 4 };
+        assert!(
+            slices.iter().all(|&n| n == want),
+            "{version:?}: slices {slices:?}"
+        );
+        check_parity(s, true, 900, version);
+    }
+    check_exact(s, Conv2dVersion::V3);
+}

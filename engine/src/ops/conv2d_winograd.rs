@@ -169,8 +169,10 @@ struct Tiling {
 }
 
 impl Tiling {
-    /// Tiles of side `m` over an `out_h x out_w` output, slices holding as many images as keep
-    /// `floats_per_tile` (the largest scratch per tile) under the cap.
+    /// Tiles of side `m` over an `out_h x out_w` output, in as few slices as keep
+    /// `floats_per_tile` (the largest scratch per tile) under the cap, of equal sizes (64 images
+    /// that fit 56 at a time run as 32 + 32, not 56 + 8: each slice's passes cover its own
+    /// tiles only, so the split costs nothing but a few launches).
     fn new(
         n: usize,
         out_h: usize,
@@ -182,16 +184,22 @@ impl Tiling {
         let (th, tw) = (out_h.div_ceil(m), out_w.div_ceil(m));
         // cols rounds the tiles up to 8: leave room for it.
         let per_image = floats_per_tile * (th * tw + 8);
-        let per_slice = (cap / per_image).clamp(1, n);
+        let most = (cap / per_image).clamp(1, n);
+        let slices = n.div_ceil(most);
         Tiling {
             th,
             tw,
-            per_slice,
-            slices: n.div_ceil(per_slice),
+            per_slice: n.div_ceil(slices),
+            slices,
         }
     }
+    /// The longest slice's tiles rounded up to 8: what the scratch buffers hold.
     fn cols(&self) -> usize {
         pad8(self.per_slice * self.th * self.tw)
+    }
+    /// Slice `i`'s tiles rounded up to 8: the row length of its V and products.
+    fn slice_cols(&self, n: usize, i: usize) -> usize {
+        pad8(self.slice(n, i).1 * self.th * self.tw)
     }
     /// (first image, images) of slice `i`.
     fn slice(&self, n: usize, i: usize) -> (usize, usize) {
@@ -257,7 +265,7 @@ impl Winograd {
                     tiles_w: t.tw as u32,
                     image0: first as u32,
                     tiles: (images * t.th * t.tw) as u32,
-                    cols: t.cols() as u32,
+                    cols: t.slice_cols(s.n, i) as u32,
                     c_pad: pad8(channels) as u32,
                     ..zero
                 }
@@ -288,7 +296,7 @@ impl Winograd {
             (0..t.slices)
                 .map(|i| {
                     let src = image_params(t, i, c_src, hw.0, hw.1, pad);
-                    let cols = t.cols();
+                    let cols = t.slice_cols(s.n, i);
                     let gemm = Params {
                         gemm_m: pad8(c_dst) as u32,
                         gemm_n: cols as u32,
@@ -377,6 +385,9 @@ impl Winograd {
                 .map(|i| {
                     let src = image_params(&wt, i, s.c_in, s.h, s.w, s.pad);
                     let grad = image_params(&wt, i, s.c_out, s.h_out(), s.w_out(), 0);
+                    // A shorter last slice launches the same chunks: those past its tiles sum
+                    // nothing and write zeros, so the reduce reads no stale partials.
+                    let cols = wt.slice_cols(s.n, i);
                     let gemm = Params {
                         gemm_m: ci_pad as u32,
                         gemm_n: co_pad as u32,
