@@ -255,7 +255,9 @@ fn a_lost_device_is_an_error_naming_the_last_dispatches() {
 fn info_says_which_kernel_set_runs_and_why() {
     let info = |args: &[&str], env: Option<&str>| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
-        c.args(args).env_remove("FER_CBAM_KERNELS");
+        c.args(args)
+            .env_remove("FER_CBAM_KERNELS")
+            .env_remove("FER_CBAM_CONV");
         if let Some(v) = env {
             c.env("FER_CBAM_KERNELS", v);
         }
@@ -295,6 +297,58 @@ fn info_says_which_kernel_set_runs_and_why() {
     let (ok, _, err) = info(&["info", "--kernels", "fastest"], None);
     assert!(
         !ok && err.contains("--kernels") && err.contains("auto, cpu, gpu"),
+        "{err}"
+    );
+}
+
+/// `info` names the convolution version and where it came from: the kernel set's (v3 on the cpu
+/// set, v4 on the gpu set), `--conv` over `FER_CBAM_CONV`; a bad value is one line naming it.
+#[test]
+fn info_says_which_convolution_runs() {
+    let info = |args: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
+        c.args(args)
+            .env_remove("FER_CBAM_KERNELS")
+            .env_remove("FER_CBAM_CONV");
+        if let Some(v) = env {
+            c.env("FER_CBAM_CONV", v);
+        }
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("kernels:"))
+            .unwrap_or("")
+            .to_string();
+        (out.status.success(), line, stderr)
+    };
+    let (ok, line, err) = info(&["--kernels", "cpu", "info"], None);
+    assert!(
+        ok && line.contains("conv2d v3 (the cpu set)"),
+        "{line} {err}"
+    );
+    let (ok, line, _) = info(&["--kernels", "gpu", "info"], None);
+    assert!(ok && line.contains("conv2d v4 (the gpu set)"), "{line}");
+    let (ok, line, _) = info(&["info", "--conv", "v3f4"], Some("v1"));
+    assert!(
+        ok && line.contains("conv2d v3f4 (--conv)"),
+        "the flag wins: {line}"
+    );
+    let (ok, line, _) = info(&["info"], Some("V2"));
+    assert!(
+        ok && line.contains("conv2d v2 (FER_CBAM_CONV=V2)"),
+        "{line}"
+    );
+    let (ok, _, err) = info(&["info"], Some("v9"));
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(
+        !ok && lines.len() == 1 && lines[0].contains("FER_CBAM_CONV"),
+        "{err}"
+    );
+    let (ok, _, err) = info(&["info", "--conv", "winograd"], None);
+    assert!(
+        !ok && err.contains("--conv") && err.contains("v1, v2, v3, v3f4, v4"),
         "{err}"
     );
 }

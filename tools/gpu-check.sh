@@ -6,11 +6,12 @@
 #   3. the full-size step test: one training step at 128x128, batch 2, every attention variant,
 #      both kernel sets, against the f64 reference (tests/network.rs, `the_spec_step_*`);
 #   4. `fer-cbam profile --batch-size 64 --image-size 128 --json` (the auto kernel set), then
-#      the same as a table, and the table with `--kernels cpu` for comparison, while time is left.
+#      the same as a table, and the tables with `--kernels cpu` and with Winograd (`--conv v3`)
+#      for comparison, while time is left.
 #
 # Usage: tools/gpu-check.sh [OUT_DIR]     (default: $OUT, else ./gpu-check-out)
 # Everything goes to OUT_DIR: log.txt (what ran, exit codes, seconds), info.txt, network.txt,
-# profile.json, profile.txt, profile-cpu.txt, nvidia-smi.txt when present, summary.txt.
+# profile.json, profile.txt, profile-cpu.txt, profile-v3.txt, nvidia-smi.txt when present, summary.txt.
 # Exit status: 0 when the build, info, the step test and the JSON profile all passed.
 set -uo pipefail
 
@@ -88,12 +89,14 @@ run "profile table (auto kernels)" 60 "$out/profile.txt" \
     "$bin" profile --batch-size 64 --image-size 128 --steps 2
 run "profile table (--kernels cpu)" 60 "$out/profile-cpu.txt" \
     "$bin" --kernels cpu profile --batch-size 64 --image-size 128 --steps 2
+run "profile table (gpu set, --conv v3: Winograd)" 60 "$out/profile-v3.txt" \
+    "$bin" --kernels gpu --conv v3 profile --batch-size 64 --image-size 128 --steps 2
 
 {
     echo "gpu-check: exit $status after $(($(date +%s) - start))s"
     grep -E "^(adapter|kernels):" "$out/info.txt"
     grep -E "test result" "$out/network.txt"
-    for f in profile.txt profile-cpu.txt; do
+    for f in profile.txt profile-cpu.txt profile-v3.txt; do
         [[ -s "$out/$f" ]] && echo "$f: $(grep -E '^kernels:|images/s' "$out/$f" | tr '\n' ' ')"
     done
 } >"$out/summary.txt" 2>&1
