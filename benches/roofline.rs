@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("roofline/matmul1024");
     group.throughput(Throughput::Elements((2 * M * N * K) as u64));
+    let mut kernels = Vec::new();
     for &(name, rows, vec4_a, wg_x, wg_y) in &VARIANTS {
         let kernel = pollster::block_on(gpu.kernel(KernelDesc {
             shader: "roofline",
@@ -73,18 +74,38 @@ fn bench(c: &mut Criterion) {
             (M / rows as usize).div_ceil(wg_y as usize) as u32,
             1,
         ];
+        kernels.push((name, kernel, grid, BINDINGS));
+    }
+    // r8x8_ascalar_wg16x4 with A shared through subgroup shuffles, where the device has them.
+    if gpu.features.contains(wgpu::Features::SUBGROUP) {
+        gpu.override_shader(
+            "roofline_subgroup",
+            include_str!("roofline_subgroup.wgsl").to_string(),
+        )
+        .unwrap();
+        let kernel = pollster::block_on(gpu.kernel(KernelDesc {
+            shader: "roofline_subgroup",
+            uniform: None,
+            entry: "matmul",
+            bindings: &BINDINGS[..4],
+            constants: &[],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let grid = [(N / 8).div_ceil(16) as u32, (M / 8).div_ceil(4) as u32, 1];
+        kernels.push(("r8x8_subgroup_shuffle_wg16x4", kernel, grid, &BINDINGS[..4]));
+    } else {
+        eprintln!("the device has no subgroup operations: no subgroup variant");
+    }
+    for (name, kernel, grid, bindings) in kernels {
+        let resources = [
+            dims.as_entire_binding(),
+            a.binding(),
+            b.binding(),
+            out.binding(),
+            a.binding(),
+        ];
         let d = kernel
-            .dispatch(
-                &gpu,
-                &[
-                    dims.as_entire_binding(),
-                    a.binding(),
-                    b.binding(),
-                    out.binding(),
-                    a.binding(),
-                ],
-                grid,
-            )
+            .dispatch(&gpu, &resources[..bindings.len()], grid)
             .unwrap();
         gpu.write(&out, &vec![f32::NAN; M * N]).unwrap();
         gpu.submit(&[&d]).unwrap();

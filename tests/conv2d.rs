@@ -430,10 +430,15 @@ fn each_version_runs_its_own_entry_points() {
     // Winograd: the filter transform, then per slice (one here) transform, product and output
     // transform; the weight gradient's two transforms and product, then its reduce; v2's bias.
     let w = |e: &str| format!("conv2d_winograd.wgsl:{e}");
+    // The products: the subgroup GEMM where the device allows it.
+    let gemm = match gpu.kernels.subgroups {
+        true => "conv2d_winograd_subgroup.wgsl:gemm".to_string(),
+        false => w("gemm"),
+    };
     let conv_pass = [
         w("filter_transform"),
         w("input_transform"),
-        w("gemm"),
+        gemm.clone(),
         w("output_transform"),
     ];
     let want: Vec<String> = [
@@ -442,7 +447,7 @@ fn each_version_runs_its_own_entry_points() {
         &[
             w("input_transform"),
             w("output_grad_transform"),
-            w("gemm"),
+            gemm.clone(),
             w("weight_reduce"),
             "backward_bias_v2".into(),
         ],
@@ -729,4 +734,71 @@ fn winograd_runs_a_large_batch_in_slices() {
         check_parity(s, true, 900, version);
     }
     check_exact(s, Conv2dVersion::V3);
+}
+
+/// The GEMM with subgroup shuffles (where the device has them, as lavapipe does) and the plain
+/// one sum the same products in the same order: every pass gives the same bits with either, at
+/// shapes with partial row and column blocks (3 and 5 channels, 7 x 9 and 37 x 45 images, so
+/// that some lanes of a shuffle group lie past the matrix) and at a network stage. The tests
+/// above run whichever the default device has; this one holds the other to it.
+#[test]
+fn the_subgroup_gemm_gives_the_plain_gemms_bits() {
+    use fer_cbam::kernels::KernelChoice;
+    if !gpu().kernels.subgroups {
+        eprintln!("SKIPPED: the device has no usable subgroup operations");
+        return;
+    }
+    let mut plain = fer_cbam::Gpu::with_kernels_blocking(KernelChoice::Cpu).unwrap();
+    plain.kernels = plain.kernels.clone().with_subgroups(false);
+    let outputs = |g: &fer_cbam::Gpu, s: Conv2dShape, version| {
+        let conv = block_on(Conv2d::with_version(g, s, true, version)).unwrap();
+        assert_eq!(conv.version(), version);
+        let t = |name: &str, dims: &[usize], seed| {
+            g.tensor(name, dims, &random(seed, dims.iter().product()))
+                .unwrap()
+        };
+        let (x, w, b) = (
+            t("x", &s.input_shape(), 1),
+            t("w", &s.weight_shape(), 2),
+            t("b", &[s.c_out], 3),
+        );
+        let dy = t("dy", &s.output_shape(), 4);
+        let (y, dx, dw) = (
+            t("y", &s.output_shape(), 5),
+            t("dx", &s.input_shape(), 6),
+            t("dw", &s.weight_shape(), 7),
+        );
+        let mut ds = conv.forward(g, &x, &w, Some(&b), &y).unwrap();
+        ds.extend(conv.backward_input(g, &dy, &w, &dx).unwrap());
+        ds.extend(conv.backward_weight(g, &dy, &x, &dw).unwrap());
+        g.submit(&ds.iter().collect::<Vec<_>>()).unwrap();
+        g.wait().unwrap();
+        let bits = |t: &fer_cbam::Tensor| {
+            g.read_blocking(t)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        [bits(&y), bits(&dx), bits(&dw)]
+    };
+    for s in [
+        shape(2, 3, 5, 7, 9, 3, 1),
+        shape(2, 5, 6, 37, 45, 3, 1),
+        shape(2, 32, 64, 16, 16, 3, 1),
+    ] {
+        for version in [Conv2dVersion::V3, Conv2dVersion::V3F4] {
+            let with = outputs(gpu(), s, version);
+            let without = outputs(&plain, s, version);
+            for (pass, (a, b)) in ["forward", "backward_input", "backward_weight"]
+                .iter()
+                .zip(with.iter().zip(&without))
+            {
+                assert!(
+                    a == b,
+                    "{version:?} {s:?} {pass}: the subgroup GEMM differs"
+                );
+            }
+        }
+    }
 }

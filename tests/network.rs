@@ -597,7 +597,8 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 }
 
 /// One training step of `debug-step` (dropout off, Adam at its defaults) at the spec's size, on
-/// each kernel set, against the f64 reference network: logits, loss, every gradient and every
+/// each kernel set (the cpu set with its Winograd convolutions and with the direct ones, and
+/// the gpu set), against the f64 reference network: logits, loss, every gradient and every
 /// parameter after the Adam step within 2e-5 of the reference, per tensor as max|diff| /
 /// max|ref|. PyTorch's own f32 run of such a step differs from f64 by up to 5e-6 on logits,
 /// loss and gradients (measured with tools/torch_step.py, docs/numerics.md), and so do these
@@ -658,7 +659,11 @@ fn check_spec_step(attention: Attention, seed: u64) {
     let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
     ref_adam::step(&mut p, &g, &mut m, &mut v, &ref_adam::Config::default(), 1);
 
-    for (set, gpu) in [("cpu", cpu_set()), ("gpu", gpu_set())] {
+    for (set, gpu) in [
+        ("cpu", cpu_set()),
+        ("cpu with conv2d v2", cpu_set_direct()),
+        ("gpu", gpu_set()),
+    ] {
         let read = |t: &fer_cbam::Tensor| gpu.read_blocking(t).unwrap();
         let mut net = block_on(Network::new(gpu, &config, n, TrainOptions::default())).unwrap();
         net.write_params(gpu, &packed).unwrap();

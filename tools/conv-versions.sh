@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training-step speed of conv2d versions against each other, alternating in one run (the order
 # flips every round, so a slow spell of a shared machine falls on both), with the roofline matmul
-# measured between rounds. One line per run: the unprofiled step time and images/s, the conv2d
+# measured between rounds (its plain and its subgroup variant). One line per run: the unprofiled step time and images/s, the conv2d
 # kernels' direct-equivalent GFLOP/s and share, and the CPU seconds the process used (user, sys).
 #
 #   tools/conv-versions.sh [ROUNDS] [VERSION...]     defaults: 4 rounds, v2 v3
@@ -32,6 +32,7 @@ for round in $(seq "$rounds"); do
       echo "round $round size $size $v :: $(echo "$out" | grep -E 'step \(unprofiled|conv2d kernels|^CPU' | tr '\n' ' ')"
     done
   done
+  # The roofline's plain and subgroup variants (each "name ... thrpt: [low mid high]").
   echo "round $round roofline :: $(cargo bench --bench roofline -- wg16x4 --warm-up-time 1 \
-    --measurement-time 3 2>&1 | grep thrpt | head -1)"
+    --measurement-time 3 2>&1 | grep -E '^roofline/|thrpt: +\[[0-9.]+ G' | tr -s ' ' | tr '\n' ' ')"
 done

@@ -143,11 +143,13 @@ impl Gpu {
             ..wgpu::Limits::default()
         };
 
-        // Timestamp queries are wanted by the profiler where the adapter has them.
+        // Timestamp queries are wanted by the profiler where the adapter has them; subgroup
+        // operations by the roofline bench's subgroup variant.
         let features = adapter.features()
             & (wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+                | wgpu::Features::SUBGROUP);
 
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -166,6 +168,11 @@ impl Gpu {
         if let Some((conv, source)) = crate::kernels::conv_choice()? {
             kernels = kernels.with_conv(conv, source);
         }
+        let kernels = kernels.with_subgroups(KernelSet::subgroups_usable(
+            features,
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+        ));
         let lost = Arc::new(Mutex::new(None));
         {
             let lost = lost.clone();

@@ -142,6 +142,10 @@ pub struct KernelSet {
     pub conv: Conv2dVersion,
     /// Where [`KernelSet::conv`] came from: "the cpu set", "--conv", "FER_CBAM_CONV=v2".
     pub conv_source: String,
+    /// Whether kernels may use subgroup operations (conv2d v3's GEMM shares its A values by
+    /// subgroup shuffles): the device has `wgpu::Features::SUBGROUP` with subgroups of 8 to 64
+    /// lanes. Set when the device opens ([`KernelSet::with_subgroups`]).
+    pub subgroups: bool,
 }
 
 /// Workgroup memory the v4 kernels stage per workgroup (two 16 x 65 f32 tiles), and the
@@ -236,6 +240,7 @@ impl KernelSet {
             target_workgroups: target,
             conv: Conv2dVersion::V4,
             conv_source: "the gpu set".into(),
+            subgroups: false,
         };
         let cpu = |reason: String| KernelSet {
             kind: KernelSetKind::Cpu,
@@ -243,6 +248,7 @@ impl KernelSet {
             target_workgroups: target,
             conv: Conv2dVersion::V3,
             conv_source: "the cpu set".into(),
+            subgroups: false,
         };
         let limits_note = format!(
             "{} bytes of workgroup memory and {} invocations per workgroup (v4 needs {} and {})",
@@ -280,14 +286,31 @@ impl KernelSet {
         }
     }
 
+    /// The set with subgroup operations allowed or not.
+    pub fn with_subgroups(self, subgroups: bool) -> KernelSet {
+        KernelSet { subgroups, ..self }
+    }
+
+    /// Whether a device with `features` and subgroups of `min..=max` lanes lets kernels use
+    /// subgroup operations: groups of 8 consecutive lanes must exist and fit a 64-invocation
+    /// workgroup.
+    pub fn subgroups_usable(features: wgpu::Features, min: u32, max: u32) -> bool {
+        features.contains(wgpu::Features::SUBGROUP) && min >= 8 && max <= 64
+    }
+
     /// One line for `info`: `gpu (the adapter is a DiscreteGpu: ...), conv2d v4 (the gpu set)`.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({}), conv2d {} ({})",
+            "{} ({}), conv2d {} ({}){}",
             self.kind.name(),
             self.reason,
             self.conv.name(),
-            self.conv_source
+            self.conv_source,
+            if self.subgroups {
+                ", subgroup operations"
+            } else {
+                ""
+            }
         )
     }
 }

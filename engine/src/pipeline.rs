@@ -24,6 +24,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "conv2d_winograd",
         include_str!("../shaders/conv2d_winograd.wgsl"),
     ),
+    (
+        "conv2d_winograd_subgroup",
+        include_str!("../shaders/conv2d_winograd_subgroup.wgsl"),
+    ),
     ("maxpool2d", include_str!("../shaders/maxpool2d.wgsl")),
     ("cbam_channel", include_str!("../shaders/cbam_channel.wgsl")),
     ("cbam_spatial", include_str!("../shaders/cbam_spatial.wgsl")),

@@ -50,9 +50,25 @@ pub fn gpu_set() -> &'static Gpu {
     kernel_set(fer_cbam::kernels::KernelSetKind::Gpu)
 }
 
-/// [`kernel_set`] of the cpu set (conv2d's v2).
+/// [`kernel_set`] of the cpu set (conv2d's v3, Winograd, where it runs; v2 elsewhere).
 pub fn cpu_set() -> &'static Gpu {
     kernel_set(fer_cbam::kernels::KernelSetKind::Cpu)
+}
+
+/// The cpu set with conv2d v2 (the direct kernels) for every convolution: what the cpu set ran
+/// before Winograd, kept under the whole-step tests.
+pub fn cpu_set_direct() -> &'static Gpu {
+    use fer_cbam::kernels::KernelChoice;
+    use fer_cbam::ops::conv2d::Conv2dVersion;
+    static DIRECT: OnceLock<Gpu> = OnceLock::new();
+    DIRECT.get_or_init(|| {
+        let mut g = Gpu::with_kernels_blocking(KernelChoice::Cpu).unwrap_or_else(|e| panic!("{e}"));
+        g.kernels = g
+            .kernels
+            .clone()
+            .with_conv(Conv2dVersion::V2, "tests/common".into());
+        g
+    })
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

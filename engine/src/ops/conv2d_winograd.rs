@@ -619,11 +619,19 @@ impl Kernels {
                 .await
             }
         };
+        // The subgroup GEMM where the device allows it (see conv2d_winograd_subgroup.wgsl).
+        let gemm_shader = match gpu.kernels.subgroups {
+            true => "conv2d_winograd_subgroup",
+            false => "conv2d_winograd",
+        };
         let gemm = |wx: usize, wy: usize| {
-            let constants = [("TILE", t), ("GEMM_WX", wx as f64), ("GEMM_WY", wy as f64)];
+            let mut constants = vec![("TILE", t), ("GEMM_WX", wx as f64), ("GEMM_WY", wy as f64)];
+            if gpu.kernels.subgroups {
+                constants.push(("GEMM_WG", (wx * wy) as f64));
+            }
             async move {
                 gpu.kernel(KernelDesc {
-                    shader: "conv2d_winograd",
+                    shader: gemm_shader,
                     uniform: Some(&Params::LAYOUT),
                     entry: "gemm",
                     bindings: GEMM_BINDINGS,

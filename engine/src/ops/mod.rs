@@ -29,6 +29,7 @@ pub const UNIFORMS: &[(&str, UniformLayout)] = &[
     ("cbam_spatial", cbam_spatial::Params::LAYOUT),
     ("conv2d", conv2d::Params::LAYOUT),
     ("conv2d_winograd", conv2d_winograd::Params::LAYOUT),
+    ("conv2d_winograd_subgroup", conv2d_winograd::Params::LAYOUT),
     ("dropout", dropout::Params::LAYOUT),
     ("global_avgpool", global_avgpool::Params::LAYOUT),
     ("linear", linear::Params::LAYOUT),
