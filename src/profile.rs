@@ -293,10 +293,12 @@ impl Profile {
             .steps
             .iter()
             .flat_map(|s| &s.dispatches)
-            // Both conv2d shaders: the direct kernels and Winograd's (v3), whose transforms
-            // count no FLOPs and whose products count the direct convolution's.
+            // Every conv2d shader: the direct kernels (conv2d) and Winograd's (conv2d_winograd,
+            // conv2d_winograd_subgroup), whose transforms count no FLOPs and whose products
+            // count the direct convolution's.
             .filter(|d| {
-                d.kernel.starts_with("conv2d::") || d.kernel.starts_with("conv2d_winograd::")
+                let shader = d.kernel.split("::").next().unwrap_or("");
+                shader == "conv2d" || shader.starts_with("conv2d_winograd")
             });
         let (conv_flops, conv_ns) = conv.fold((0u64, 0.0), |(f, t), d| (f + d.flops, t + d.dur_ns));
         let all_ns: f64 = self

@@ -134,6 +134,20 @@ fn check(p: &Profile, method: Method, expected: &[String]) {
     }
     assert!(s.images_per_s > 0.0);
     assert!(s.conv_gflops > 0.0);
+    // The convolutions' share counts every conv2d shader's kernels: the direct ones and
+    // Winograd's (transforms, products, the subgroup products).
+    let conv_ms: f64 = rows
+        .iter()
+        .filter(|r| r.kernel.starts_with("conv2d"))
+        .map(|r| r.total_ms)
+        .sum();
+    let all_ms: f64 = rows.iter().map(|r| r.total_ms).sum();
+    assert!(
+        (s.conv_percent - 100.0 * conv_ms / all_ms).abs() < 1e-6,
+        "{method:?}: conv2d share {} against {}",
+        s.conv_percent,
+        100.0 * conv_ms / all_ms
+    );
 
     // The Chrome trace: one complete event per dispatch per step, in microseconds.
     let text = serde_json::to_string(&p.chrome_trace()).unwrap();
