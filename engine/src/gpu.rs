@@ -144,12 +144,17 @@ impl Gpu {
         };
 
         // Timestamp queries are wanted by the profiler where the adapter has them; subgroup
-        // operations by the roofline bench's subgroup variant.
+        // operations by conv2d v3's GEMM (and the roofline bench). Not in the browser: its WGSL
+        // wants `enable subgroups;`, which naga 30 (native) rejects, so the shader has none.
+        let subgroup = match cfg!(target_arch = "wasm32") {
+            true => wgpu::Features::empty(),
+            false => wgpu::Features::SUBGROUP,
+        };
         let features = adapter.features()
             & (wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-                | wgpu::Features::SUBGROUP);
+                | subgroup);
 
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
