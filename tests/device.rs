@@ -249,28 +249,32 @@ fn a_lost_device_is_an_error_naming_the_last_dispatches() {
     );
 }
 
+/// Runs `fer-cbam ARGS` with neither kernel variable set except `var=value` when given:
+/// (success, its `kernels:` line, stderr).
+fn info_kernels_line(args: &[&str], var: &str, value: Option<&str>) -> (bool, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
+    c.args(args)
+        .env_remove("FER_CBAM_KERNELS")
+        .env_remove("FER_CBAM_CONV");
+    if let Some(v) = value {
+        c.env(var, v);
+    }
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("kernels:"))
+        .unwrap_or("")
+        .to_string();
+    (out.status.success(), line, stderr)
+}
+
 /// `info` names the kernel set and why; `--kernels` and `FER_CBAM_KERNELS` override the
 /// adapter's choice (the flag over the variable); a bad value is one line naming it.
 #[test]
 fn info_says_which_kernel_set_runs_and_why() {
-    let info = |args: &[&str], env: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
-        c.args(args)
-            .env_remove("FER_CBAM_KERNELS")
-            .env_remove("FER_CBAM_CONV");
-        if let Some(v) = env {
-            c.env("FER_CBAM_KERNELS", v);
-        }
-        let out = c.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("kernels:"))
-            .unwrap_or("")
-            .to_string();
-        (out.status.success(), line, stderr)
-    };
+    let info = |args: &[&str], env: Option<&str>| info_kernels_line(args, "FER_CBAM_KERNELS", env);
     let gpu = gpu();
     let (ok, line, err) = info(&["info"], None);
     assert!(ok, "{err}");
@@ -305,24 +309,7 @@ fn info_says_which_kernel_set_runs_and_why() {
 /// set, v4 on the gpu set), `--conv` over `FER_CBAM_CONV`; a bad value is one line naming it.
 #[test]
 fn info_says_which_convolution_runs() {
-    let info = |args: &[&str], env: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fer-cbam"));
-        c.args(args)
-            .env_remove("FER_CBAM_KERNELS")
-            .env_remove("FER_CBAM_CONV");
-        if let Some(v) = env {
-            c.env("FER_CBAM_CONV", v);
-        }
-        let out = c.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("kernels:"))
-            .unwrap_or("")
-            .to_string();
-        (out.status.success(), line, stderr)
-    };
+    let info = |args: &[&str], env: Option<&str>| info_kernels_line(args, "FER_CBAM_CONV", env);
     let (ok, line, err) = info(&["--kernels", "cpu", "info"], None);
     assert!(
         ok && line.contains("conv2d v3 (the cpu set)"),

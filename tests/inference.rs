@@ -15,7 +15,8 @@ use fer_cbam::ops::conv2d::{Conv2d, Conv2dShape};
 fn config(norm: Norm, attention: Attention, gate: Gate) -> ModelConfig {
     ModelConfig {
         image_size: 32,
-        widths: vec![8, 16],
+        // The third stage's 16 input channels run Winograd (conv2d v3) on the cpu set.
+        widths: vec![8, 16, 32],
         norm,
         attention,
         gate,
@@ -118,8 +119,17 @@ fn the_inference_network_holds_no_gradient_optimizer_state_or_backward_pipeline(
     let net = block_on(InferenceNetwork::new(&gpu, &c, 8)).unwrap();
     let labels = gpu.pipeline_labels();
     assert!(!labels.is_empty());
+    if gpu.kernels.conv == fer_cbam::ops::conv2d::Conv2dVersion::V3 {
+        assert!(
+            labels.iter().any(|l| l.starts_with("conv2d_winograd")),
+            "the third stage should run Winograd: {labels:?}"
+        );
+    }
     for l in &labels {
         let training_only = l.contains("backward")
+            // Winograd's weight gradient.
+            || l.contains("output_grad_transform")
+            || l.contains("weight_reduce")
             || l.starts_with("adam.")
             || l.starts_with("dropout.")
             // Batch norm's training forward (batch statistics); evaluation uses eval_stats.

@@ -425,8 +425,9 @@ fn at2(v: vec4<f32>) -> vec2<f32> {
     return vec2<f32>(v.x + v.y + v.z, v.y - v.z - v.w);
 }
 
-// Chunks summed in order before their group's sum is added (as conv2d's REDUCE_GROUP).
-const REDUCE_GROUP: u32 = 32u;
+// Chunks summed in order before their group's sum is added: conv2d's REDUCE_GROUP, set by the
+// wrapper.
+override REDUCE_GROUP: u32 = 32u;
 
 // dweight[co][ci] = G^T S G with S[e] = sum over chunks of C[chunk][e][ci][co] (gemm_m = c_pad
 // rows of input channels, gemm_n columns of output channels), in groups of REDUCE_GROUP chunks.

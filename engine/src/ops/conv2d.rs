@@ -138,8 +138,9 @@ const BLOCK_X: usize = 8;
 /// `TN` and `TK` of the v4 tiles (columns of a tile, reduction step).
 const V4_TN: usize = 64;
 const V4_TK: usize = 16;
-/// `REDUCE_GROUP` in the shader: chunks summed in order before their group sum is added.
-const REDUCE_GROUP: usize = 32;
+/// `REDUCE_GROUP` in the shaders (conv2d.wgsl; conv2d_winograd.wgsl takes it as an override):
+/// chunks summed in order before their group sum is added.
+pub(crate) const REDUCE_GROUP: usize = 32;
 
 /// Terms one chunk of a v2 split gradient sums, about: whole output rows, at least this many
 /// positions. Short enough that one accumulator's rounding stays small (the error of a serial
@@ -153,7 +154,7 @@ const V2_CHUNK_TERMS: usize = 256;
 const V4_MIN_CHUNK_TERMS: usize = 256;
 /// The most floats one convolution's partials buffer holds (16 MiB): at batch 64 the chunk count
 /// of a large weight gradient is lowered (longer chunks) rather than the buffer grown.
-const MAX_PARTIALS: usize = 4 << 20;
+pub(crate) const MAX_PARTIALS: usize = 4 << 20;
 
 /// [`Levels`] of each pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -619,15 +620,20 @@ impl Chunking {
         Chunking::with_rows(s, rows)
     }
 
-    /// The reduce pass's levels: the chunks in groups of [`REDUCE_GROUP`], then the groups.
     fn reduce_levels(&self) -> Levels {
-        if self.chunks <= 1 {
-            vec![]
-        } else if self.chunks <= REDUCE_GROUP {
-            vec![self.chunks]
-        } else {
-            vec![REDUCE_GROUP, self.chunks.div_ceil(REDUCE_GROUP)]
-        }
+        reduce_levels(self.chunks)
+    }
+}
+
+/// The levels of a reduce pass over `chunks` partial sums: the chunks in groups of
+/// [`REDUCE_GROUP`], then the groups (none for one chunk).
+pub(crate) fn reduce_levels(chunks: usize) -> Levels {
+    if chunks <= 1 {
+        vec![]
+    } else if chunks <= REDUCE_GROUP {
+        vec![chunks]
+    } else {
+        vec![REDUCE_GROUP, chunks.div_ceil(REDUCE_GROUP)]
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::conv2d::Conv2dShape;
+use crate::ops::conv2d::{reduce_levels, Conv2dShape, MAX_PARTIALS, REDUCE_GROUP};
 use crate::ops::{optional, Levels, Passes, WG};
 use crate::pipeline::{Binding, Dispatch, Kernel, KernelDesc};
 use crate::tensor::Tensor;
@@ -66,12 +66,8 @@ crate::uniform! {
 /// The most floats one scratch buffer holds (64 MiB): a batch whose transformed images need
 /// more runs in slices of fewer images.
 pub const SCRATCH_FLOATS: usize = 16 << 20;
-/// The most floats of the weight gradient's partial sums (16 MiB, as conv2d's `MAX_PARTIALS`).
-const MAX_PARTIALS: usize = 4 << 20;
 /// Tiles one chunk of the weight gradient sums, at least (as conv2d's 256-position chunks).
 const MIN_CHUNK_TILES: usize = 256;
-/// `REDUCE_GROUP` in the shader.
-const REDUCE_GROUP: usize = 32;
 
 const UNIFORM: (u32, Binding) = (0, Binding::Uniform);
 const SRC: (u32, Binding) = (1, Binding::Read);
@@ -222,7 +218,7 @@ impl Winograd {
         let e = a * a;
         let (ci_pad, co_pad) = (pad8(s.c_in), pad8(s.c_out));
         let cap = SCRATCH_FLOATS.min(gpu.limits.max_storage_buffer_binding_size as usize / 4);
-        let k = Kernels::new(gpu, tile).await?;
+        let k = Kernels::new(gpu, tile, passes).await?;
         let flops_per_image = s.flops() / s.n as u64;
         let training = passes == Passes::Training;
 
@@ -244,7 +240,10 @@ impl Winograd {
                 gemm_k: cols as u32,
                 ..zero
             };
-            let kernel = if flip { &k.filter_flip } else { &k.filter };
+            let kernel = match flip {
+                true => &k.backward.as_ref().expect("built for training").filter_flip,
+                false => &k.filter,
+            };
             Launch {
                 kernel: kernel.clone(),
                 grid: gpu.grid(pad8(rows) * cols, WG),
@@ -367,6 +366,7 @@ impl Winograd {
             };
             // Weight gradient: V of x and Z of dy over the forward's tiles, each e x c_pad per
             // tile; the GEMM C[chunk][e] = V_e (ci_pad x tiles) Z_e (tiles x co_pad).
+            let kb = k.backward.as_ref().expect("built for training");
             let wt = Tiling::new(s.n, s.h_out(), s.w_out(), tile, e * ci_pad.max(co_pad), cap);
             transformed_len = transformed_len.max(e * ci_pad * wt.cols());
             products_len = products_len.max(e * co_pad * wt.cols());
@@ -402,13 +402,13 @@ impl Winograd {
                     Slice {
                         transform: launch(&k.input, gpu.grid(ci_pad * cols, WG), &src, 0),
                         grad_transform: Some(launch(
-                            &k.output_grad,
+                            &kb.output_grad,
                             gpu.grid(co_pad * cols, WG),
                             &grad,
                             0,
                         )),
                         gemm: launch(
-                            &k.gemm_small,
+                            &kb.gemm_small,
                             gemm_grid(ci_pad, co_pad, e * per_slice_chunks, [8, 8]),
                             &gemm,
                             flops_per_image * images,
@@ -429,7 +429,7 @@ impl Winograd {
                 filter: None,
                 slices,
                 reduce: Some(launch(
-                    &k.reduce,
+                    &kb.reduce,
                     gpu.grid(s.c_out * s.c_in, WG),
                     &reduce,
                     0,
@@ -438,15 +438,8 @@ impl Winograd {
             backward = Some((input, weight));
             u_backward = Some(gpu.zeros("conv2d_winograd.u_backward", &[e, ci_pad, s.c_out])?);
             partials = Some(gpu.zeros("conv2d_winograd.partials", &[chunks, per_chunk_out])?);
-            let reduce_levels = if chunks <= 1 {
-                vec![]
-            } else if chunks <= REDUCE_GROUP {
-                vec![chunks]
-            } else {
-                vec![REDUCE_GROUP, chunks.div_ceil(REDUCE_GROUP)]
-            };
             sums.backward_input = vec![s.c_out, a, a];
-            sums.backward_weight = [vec![k_chunk], reduce_levels, vec![a, a]].concat();
+            sums.backward_weight = [vec![k_chunk], reduce_levels(chunks), vec![a, a]].concat();
         }
         Ok(Winograd {
             shape: s,
@@ -591,23 +584,33 @@ impl Winograd {
     }
 }
 
-/// The pipelines of one tile size.
+/// The pipelines of one tile size: the forward's, and the backward passes' when built for
+/// training.
 struct Kernels {
     filter: Arc<Kernel>,
-    filter_flip: Arc<Kernel>,
     input: Arc<Kernel>,
-    output_grad: Arc<Kernel>,
     gemm: Arc<Kernel>,
-    gemm_small: Arc<Kernel>,
     output: Arc<Kernel>,
+    backward: Option<BackwardKernels>,
+}
+
+struct BackwardKernels {
+    filter_flip: Arc<Kernel>,
+    output_grad: Arc<Kernel>,
+    gemm_small: Arc<Kernel>,
     reduce: Arc<Kernel>,
 }
 
 impl Kernels {
-    async fn new(gpu: &Gpu, tile: usize) -> Result<Kernels> {
+    async fn new(gpu: &Gpu, tile: usize, passes: Passes) -> Result<Kernels> {
         let t = tile as f64;
         let one = |entry: &'static str, bindings: &'static [(u32, Binding)], flip: bool| {
-            let constants = [("WG", WG as f64), ("TILE", t), ("FLIP", flip as u32 as f64)];
+            let constants = [
+                ("WG", WG as f64),
+                ("TILE", t),
+                ("FLIP", flip as u32 as f64),
+                ("REDUCE_GROUP", REDUCE_GROUP as f64),
+            ];
             async move {
                 gpu.kernel(KernelDesc {
                     shader: "conv2d_winograd",
@@ -640,15 +643,21 @@ impl Kernels {
                 .await
             }
         };
+        let backward = crate::ops::backward_part(passes, || async {
+            Ok::<_, crate::error::Error>(BackwardKernels {
+                filter_flip: one("filter_transform", FILTER_BINDINGS, true).await?,
+                output_grad: one("output_grad_transform", TRANSFORM_BINDINGS, false).await?,
+                gemm_small: gemm(8, 8).await?,
+                reduce: one("weight_reduce", REDUCE_BINDINGS, false).await?,
+            })
+        })
+        .await?;
         Ok(Kernels {
             filter: one("filter_transform", FILTER_BINDINGS, false).await?,
-            filter_flip: one("filter_transform", FILTER_BINDINGS, true).await?,
             input: one("input_transform", TRANSFORM_BINDINGS, false).await?,
-            output_grad: one("output_grad_transform", TRANSFORM_BINDINGS, false).await?,
             gemm: gemm(16, 4).await?,
-            gemm_small: gemm(8, 8).await?,
             output: one("output_transform", OUTPUT_BINDINGS, false).await?,
-            reduce: one("weight_reduce", REDUCE_BINDINGS, false).await?,
+            backward,
         })
     }
 }
